@@ -1,0 +1,339 @@
+//! ERP simulator: an HTTP server on 127.0.0.1 that takes invoices the way a
+//! real ERP does, so Tollgate's posting is tested over real HTTP.
+//!
+//! Generic JSON API (what the `generic-json` mapper speaks):
+//! - `POST /generic/invoices` with an optional `Idempotency-Key` header.
+//!   Creates an invoice and answers 201 `{number, ...}`. A repeated key with
+//!   the same body answers 200 with the original invoice (header
+//!   `Idempotent-Replayed: true`); with another body, 422
+//!   `idempotency-key-reused`. Without a key every POST creates an invoice,
+//!   as in most ERPs. Amounts must be decimal strings; the total must equal
+//!   the sum of the line amounts; errors are 422 `{error: {code, field, message}}`.
+//! - `GET /generic/invoices`: every stored invoice.
+//!
+//! Control API:
+//! - `POST /_sim/faults`: queue faults, consumed one per invoice request:
+//!   `{"kind": "status", "status": 503, "retry_after": 1}` (fails before
+//!   committing), `{"kind": "error_after_commit", "status": 503}` (commits,
+//!   then fails: the ambiguous case), `{"kind": "delay", "ms": 2000}`
+//!   (answers late), `{"kind": "reject", "code": "period-closed", "message": ".."}`.
+//! - `GET /_sim/stats`: `{requests, invoices, faults_pending}`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub sku: String,
+    pub item: String,
+    pub description: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub number: String,
+    pub idempotency_key: Option<String>,
+    pub document_id: String,
+    pub company: String,
+    pub customer: String,
+    pub account: String,
+    pub currency: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub issue_date: String,
+    pub lines: Vec<InvoiceLine>,
+    pub total: Decimal,
+}
+
+/// A fault to inject into the next invoice request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    Status {
+        status: u16,
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    ErrorAfterCommit {
+        status: u16,
+    },
+    Delay {
+        ms: u64,
+    },
+    Reject {
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Default)]
+struct SimState {
+    invoices: Vec<Invoice>,
+    bodies: HashMap<String, (usize, serde_json::Value)>,
+    faults: VecDeque<Fault>,
+    requests: u64,
+}
+
+/// The simulator's state; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Sim {
+    state: Arc<Mutex<SimState>>,
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        Sim::default()
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/generic/invoices", post(create_invoice).get(list_invoices))
+            .route("/_sim/faults", post(add_faults))
+            .route("/_sim/stats", get(stats))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until the future is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    pub fn invoices(&self) -> Vec<Invoice> {
+        self.lock().invoices.clone()
+    }
+
+    pub fn push_fault(&self, f: Fault) {
+        self.lock().faults.push_back(f);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn error(
+    status: StatusCode,
+    code: &str,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "field": field, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+struct Invalid {
+    field: String,
+    message: String,
+}
+
+fn text(body: &serde_json::Value, field: &str) -> Result<String, Invalid> {
+    body.get(field)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Invalid {
+            field: field.into(),
+            message: "required string".into(),
+        })
+}
+
+fn decimal(v: &serde_json::Value, field: &str) -> Result<Decimal, Invalid> {
+    let s = v
+        .get(field.rsplit('.').next().unwrap_or(field))
+        .and_then(|x| x.as_str())
+        .ok_or_else(|| Invalid {
+            field: field.into(),
+            message: "required decimal string (JSON numbers are refused: they lose precision)"
+                .into(),
+        })?;
+    Decimal::from_str_exact(s).map_err(|e| Invalid {
+        field: field.into(),
+        message: format!("{s:?}: {e}"),
+    })
+}
+
+fn parse_invoice(
+    body: &serde_json::Value,
+    number: String,
+    key: Option<String>,
+) -> Result<Invoice, Invalid> {
+    let lines = body
+        .get("lines")
+        .and_then(|l| l.as_array())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| Invalid {
+            field: "lines".into(),
+            message: "at least one line is required".into(),
+        })?;
+    let lines = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Ok(InvoiceLine {
+                sku: text(l, "sku").map_err(|e| Invalid {
+                    field: format!("lines[{i}].{}", e.field),
+                    ..e
+                })?,
+                item: text(l, "item").map_err(|e| Invalid {
+                    field: format!("lines[{i}].{}", e.field),
+                    ..e
+                })?,
+                description: text(l, "description").unwrap_or_default(),
+                quantity: decimal(l, &format!("lines[{i}].quantity"))?,
+                unit_price: decimal(l, &format!("lines[{i}].unit_price"))?,
+                amount: decimal(l, &format!("lines[{i}].amount"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, Invalid>>()?;
+    let total = decimal(body, "total")?;
+    let sum: Decimal = lines.iter().map(|l| l.amount).sum();
+    if sum != total {
+        return Err(Invalid {
+            field: "total".into(),
+            message: format!("{total} is not the sum of the line amounts ({sum})"),
+        });
+    }
+    Ok(Invoice {
+        number,
+        idempotency_key: key,
+        document_id: text(body, "document_id")?,
+        company: text(body, "company")?,
+        customer: text(body, "customer")?,
+        account: text(body, "account")?,
+        currency: text(body, "currency")?,
+        period_start: text(body, "period_start")?,
+        period_end: text(body, "period_end")?,
+        issue_date: text(body, "issue_date")?,
+        lines,
+        total,
+    })
+}
+
+async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String) -> Response {
+    let fault = {
+        let mut s = sim.lock();
+        s.requests += 1;
+        s.faults.pop_front()
+    };
+    match &fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+        }) => {
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut r = error(code, "injected", None, format!("injected HTTP {status}"));
+            if let Some(s) = retry_after {
+                r.headers_mut().insert(
+                    "retry-after",
+                    s.to_string().parse().expect("digits are a valid header"),
+                );
+            }
+            return r;
+        }
+        Some(Fault::Delay { ms }) => {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await
+        }
+        Some(Fault::Reject { code, message }) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                None,
+                message.clone(),
+            );
+        }
+        _ => {}
+    }
+    let json: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-json", None, e.to_string()),
+    };
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut s = sim.lock();
+    if let Some(k) = &key {
+        if let Some((index, original)) = s.bodies.get(k) {
+            if *original != json {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    Some("Idempotency-Key"),
+                    format!("key {k} was used with a different body"),
+                );
+            }
+            let invoice = s.invoices[*index].clone();
+            return (
+                StatusCode::OK,
+                [("idempotent-replayed", "true")],
+                Json(invoice),
+            )
+                .into_response();
+        }
+    }
+    let number = format!("INV-{:06}", s.invoices.len() + 1);
+    let invoice = match parse_invoice(&json, number, key.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                Some(&e.field),
+                e.message,
+            );
+        }
+    };
+    s.invoices.push(invoice.clone());
+    if let Some(k) = key {
+        let index = s.invoices.len() - 1;
+        s.bodies.insert(k, (index, json));
+    }
+    drop(s);
+    if let Some(Fault::ErrorAfterCommit { status }) = fault {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return error(
+            code,
+            "injected",
+            None,
+            format!("injected HTTP {status} after committing {}", invoice.number),
+        );
+    }
+    (StatusCode::CREATED, Json(invoice)).into_response()
+}
+
+async fn list_invoices(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    Json(json!({ "invoices": sim.invoices() }))
+}
+
+async fn add_faults(
+    State(sim): State<Sim>,
+    Json(faults): Json<Vec<Fault>>,
+) -> Json<serde_json::Value> {
+    let n = faults.len();
+    for f in faults {
+        sim.push_fault(f);
+    }
+    Json(json!({ "queued": n }))
+}
+
+async fn stats(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let s = sim.lock();
+    Json(
+        json!({ "requests": s.requests, "invoices": s.invoices.len(), "faults_pending": s.faults.len() }),
+    )
+}

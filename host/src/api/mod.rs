@@ -1,0 +1,167 @@
+//! The HTTP admin API (JSON). Every route takes the tenant from
+//! `authorization: Bearer <api key>`.
+//!
+//! - `GET  /healthz`
+//! - `GET  /v1/plugins`: plugins this gateway can run
+//! - `GET  /v1/masterdata`, `PUT /v1/masterdata`: the tenant's master data
+//! - `POST /v1/periods/{period}/close[?wait_ms=N]`: close a billing period
+//!   (`YYYY-MM`); with `wait_ms`, answer once every document is posted or
+//!   rejected, or after N ms
+//! - `GET  /v1/documents/{id}`: a posting document and its state
+//! - `GET  /v1/lineage/documents/{erp_document_number}[?target=T]`
+
+use crate::auth::Auth;
+use crate::config::ErpTargetConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::lineage;
+use crate::masterdata::{self, MasterData};
+use crate::posting::{self, CloseReport, Document, Poster, PostingStatus};
+use crate::rating::registry::{Registry, RegistryRefs};
+use crate::store::Store;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub auth: Arc<Auth>,
+    pub registry: Registry,
+    pub targets: Arc<BTreeMap<String, ErpTargetConfig>>,
+    pub poster: Poster,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/masterdata", get(get_masterdata).put(put_masterdata))
+        .route("/v1/periods/{period}/close", post(close_period))
+        .route("/v1/documents/{id}", get(get_document))
+        .route("/v1/lineage/documents/{number}", get(document_lineage))
+        .with_state(state)
+}
+
+fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    state
+        .auth
+        .tenant(headers.get("authorization").and_then(|v| v.to_str().ok()))
+}
+
+async fn list_plugins(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    tenant(&s, &h)?;
+    Ok(Json(serde_json::json!({ "plugins": s.registry.list() })))
+}
+
+async fn get_masterdata(
+    State(s): State<AppState>,
+    h: HeaderMap,
+) -> Result<Json<MasterData>, ApiError> {
+    let t = tenant(&s, &h)?;
+    Ok(Json(masterdata::load(&s.store, &t)?))
+}
+
+async fn put_masterdata(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<MasterData>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let Json(data) =
+        body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    data.validate(&RegistryRefs {
+        registry: &s.registry,
+        targets: &s.targets,
+    })?;
+    masterdata::save(&s.store, &t, &data).await?;
+    tracing::info!(tenant = %t, contract_lines = data.contract_lines.len(), "master data replaced");
+    Ok(Json(
+        serde_json::json!({ "status": "stored", "contract_lines": data.contract_lines.len() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CloseQuery {
+    wait_ms: Option<u64>,
+}
+
+/// Longest a close call waits for postings.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+async fn close_period(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(period): Path<String>,
+    Query(q): Query<CloseQuery>,
+) -> Result<Json<CloseReport>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let mut report = posting::close_period(
+        &s.store,
+        &s.registry,
+        &s.targets,
+        &t,
+        &period,
+        chrono::Utc::now(),
+    )
+    .await?;
+    s.poster.wake();
+    if let Some(ms) = q.wait_ms {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms).min(MAX_WAIT);
+        while report
+            .documents
+            .iter()
+            .any(|d| d.state.status == PostingStatus::Pending)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let closed = s
+                .store
+                .get(&s.store.periods, &crate::store::key(&[&t, &report.period]))?
+                .ok_or_else(|| ApiError::internal("closed period vanished"))?;
+            let already = report.already_closed;
+            report = posting::close::report(&s.store, closed, already)?;
+        }
+    }
+    Ok(Json(report))
+}
+
+async fn get_document(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Document>, ApiError> {
+    let t = tenant(&s, &h)?;
+    s.store
+        .get(&s.store.documents, &posting::document_key(&t, &id))?
+        .map(Json)
+        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no document {id}")))
+}
+
+#[derive(Deserialize)]
+struct LineageQuery {
+    target: Option<String>,
+}
+
+async fn document_lineage(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(number): Path<String>,
+    Query(q): Query<LineageQuery>,
+) -> Result<Json<lineage::DocumentLineage>, ApiError> {
+    let t = tenant(&s, &h)?;
+    Ok(Json(lineage::by_erp_number(
+        &s.store,
+        &t,
+        &number,
+        q.target.as_deref(),
+    )?))
+}

@@ -1,0 +1,258 @@
+//! Gateway configuration: TOML, every key documented, unknown keys refused,
+//! validated once at start-up with errors that name the key.
+//!
+//! Environment overrides: `TOLLGATE_DATA_DIR`, `TOLLGATE_GRPC_LISTEN`,
+//! `TOLLGATE_HTTP_LISTEN`, `TOLLGATE_PLUGINS_DIR`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the embedded database (created if missing).
+    pub data_dir: PathBuf,
+    /// Address of the gRPC ingest service.
+    #[serde(default = "default_grpc")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP admin API.
+    #[serde(default = "default_http")]
+    pub http_listen: SocketAddr,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub posting: PostingConfig,
+    /// Tenants and their API keys.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// ERP targets by name; a legal entity names the one it posts to.
+    #[serde(default)]
+    pub erp_targets: BTreeMap<String, ErpTargetConfig>,
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// Limits of every plugin call and where bundled plugins are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directory holding `plugins.json` and the bundled components
+    /// (written by `cargo xtask build-plugins`).
+    pub bundled_dir: PathBuf,
+    /// Fuel (≈ wasm instructions) per call.
+    pub fuel: u64,
+    /// Wall-clock deadline per call, milliseconds.
+    pub deadline_ms: u64,
+    /// Linear memory cap per instance, MiB.
+    pub memory_limit_mib: u64,
+    /// Most bytes a call may return (strings and lists summed).
+    pub max_output_bytes: usize,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            bundled_dir: PathBuf::from("target/plugins"),
+            fuel: 50_000_000,
+            deadline_ms: 100,
+            memory_limit_mib: 64,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How the outbox worker retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostingConfig {
+    /// First retry delay, milliseconds; doubles per attempt, with jitter.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub backoff_max_ms: u64,
+    /// How often the worker looks for due entries when not woken, milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for PostingConfig {
+    fn default() -> Self {
+        PostingConfig {
+            backoff_initial_ms: 200,
+            backoff_max_ms: 30_000,
+            poll_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Tenant id: lowercase letters, digits, '-', '_'.
+    pub id: String,
+    /// SHA-256 (hex) of each API key of the tenant; keys themselves are never stored.
+    pub api_key_sha256: Vec<String>,
+    /// Master data (JSON, the body of `PUT /v1/masterdata`) loaded at start-up.
+    #[serde(default)]
+    pub masterdata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErpTargetConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9090`.
+    pub base_url: String,
+    /// Name of the erp-mapper plugin.
+    pub mapper: String,
+    /// Per-request timeout, milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Settings handed to the mapper (company ids, paths, ...).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> u64 {
+    10_000
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `s` is a valid tenant / target id.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    /// Reads, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        config.apply_env();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) {
+        if let Ok(v) = std::env::var("TOLLGATE_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(a) = std::env::var("TOLLGATE_GRPC_LISTEN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            self.grpc_listen = a;
+        }
+        if let Some(a) = std::env::var("TOLLGATE_HTTP_LISTEN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            self.http_listen = a;
+        }
+        if let Ok(v) = std::env::var("TOLLGATE_PLUGINS_DIR") {
+            self.plugins.bundled_dir = v.into();
+        }
+    }
+
+    /// Checks every key once; the first problem is returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.plugins;
+        if p.fuel == 0 {
+            return Err(invalid("plugins.fuel", "must be greater than 0"));
+        }
+        if p.deadline_ms == 0 {
+            return Err(invalid("plugins.deadline_ms", "must be greater than 0"));
+        }
+        if !(1..=4096).contains(&p.memory_limit_mib) {
+            return Err(invalid("plugins.memory_limit_mib", "must be 1..=4096"));
+        }
+        if self.posting.backoff_initial_ms == 0
+            || self.posting.backoff_max_ms < self.posting.backoff_initial_ms
+        {
+            return Err(invalid(
+                "posting.backoff_max_ms",
+                "must be at least posting.backoff_initial_ms, which must be > 0",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if !is_valid_id(&t.id) {
+                return Err(invalid(
+                    format!("tenants[{i}].id"),
+                    "lowercase letters, digits, '-', '_', 1..=64 bytes",
+                ));
+            }
+            if !seen.insert(&t.id) {
+                return Err(invalid(
+                    format!("tenants[{i}].id"),
+                    format!("tenant {} is listed twice", t.id),
+                ));
+            }
+            for (j, h) in t.api_key_sha256.iter().enumerate() {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        format!("tenants[{i}].api_key_sha256[{j}]"),
+                        "must be 64 hex digits (sha256 of the key)",
+                    ));
+                }
+            }
+        }
+        for (name, t) in &self.erp_targets {
+            if !is_valid_id(name) {
+                return Err(invalid(
+                    format!("erp_targets.{name}"),
+                    "target names use lowercase letters, digits, '-', '_'",
+                ));
+            }
+            if !(t.base_url.starts_with("http://") || t.base_url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("erp_targets.{name}.base_url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if t.timeout_ms == 0 {
+                return Err(invalid(
+                    format!("erp_targets.{name}.timeout_ms"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

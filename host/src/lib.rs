@@ -1,0 +1,46 @@
+//! Tollgate: the usage-to-ERP gateway.
+//!
+//! Usage events flow one way through stages, each reading what the previous
+//! one stored durably (see `../shared/DESIGN.md`):
+//!
+//! ```text
+//! ingest ─▶ store (event log) ─▶ metering (hourly windows) ─▶ enrich (+ masterdata)
+//!        ─▶ rating (Wasm rater) ─▶ posting (documents, Wasm mapper, outbox ─▶ ERP)
+//!        ─▶ lineage (ERP line ─▶ rule ─▶ windows ─▶ events)
+//! ```
+//!
+//! Layout, one module per stage:
+//! - [`ingest`]: event validation and the durable write path; `ingest::grpc`
+//!   serves `tollgate.v1.IngestService`.
+//! - [`store`]: the sled database, its trees and key encoding, fsync.
+//! - [`metering`]: hourly windows, pure.
+//! - [`masterdata`]: customers, legal entities, SKUs, contract lines.
+//! - [`enrich`]: windows + master data → canonical usage.
+//! - [`rating`]: the rating stage; `rating::runtime` runs Wasm plugins.
+//! - [`posting`]: period close, posting documents, the outbox worker.
+//! - [`lineage`]: from an ERP document number back to the source events.
+//! - [`api`]: the HTTP admin API; [`auth`]: API keys → tenants.
+//! - [`server`]: wires the stages together; [`demo`]: the README demo.
+//! - [`money`]: exact decimal rules shared by every stage.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod enrich;
+pub mod error;
+pub mod ingest;
+pub mod lineage;
+pub mod masterdata;
+pub mod metering;
+pub mod money;
+pub mod posting;
+pub mod rating;
+pub mod server;
+pub mod store;
+
+/// Generated gRPC types and services of `proto/tollgate/v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tollgate.v1");
+}

@@ -1,0 +1,120 @@
+//! Lineage: from an ERP document number back to the document, its charge
+//! lines, the rule version that rated them, the metering windows and the
+//! source events.
+
+use crate::enrich::WindowRef;
+use crate::error::{ApiError, ErrorCode};
+use crate::posting::{Document, DocumentLine, document_key};
+use crate::rating::{self, Charge, RuleRef};
+use crate::store::{self, Store};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// Everything behind one contract line's part of a document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChargeLineage {
+    pub contract_line: String,
+    pub meter: String,
+    pub quantity: Decimal,
+    pub rule: RuleRef,
+    pub input_digest: String,
+    pub output_digest: String,
+    pub charges: Vec<Charge>,
+    pub document_lines: Vec<DocumentLine>,
+    pub windows: Vec<WindowRef>,
+    pub event_count: u64,
+    pub event_ids_digest: String,
+    pub event_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentLineage {
+    pub erp_document_number: String,
+    pub erp_target: String,
+    pub document: Document,
+    pub contract_lines: Vec<ChargeLineage>,
+}
+
+/// Lineage of the document the ERP numbered `number` (in `target`, when the
+/// number alone is ambiguous across targets).
+pub fn by_erp_number(
+    store: &Store,
+    tenant: &str,
+    number: &str,
+    target: Option<&str>,
+) -> Result<DocumentLineage, ApiError> {
+    let prefix = store::prefix(&[tenant, number]);
+    let mut hits: Vec<(String, String)> = Vec::new();
+    for item in store.erp_numbers.scan_prefix(&prefix) {
+        let (k, v) = item.map_err(crate::store::StoreError::from)?;
+        let t = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        if target.is_none_or(|want| want == t) {
+            hits.push((t, String::from_utf8_lossy(&v).into_owned()));
+        }
+    }
+    let (erp_target, doc_id) = match hits.len() {
+        0 => {
+            return Err(ApiError::field(
+                ErrorCode::NotFound,
+                "erp_document_number",
+                format!("no document was posted as {number:?}"),
+            ));
+        }
+        1 => hits.remove(0),
+        _ => {
+            let targets: Vec<_> = hits.iter().map(|(t, _)| t.as_str()).collect();
+            return Err(ApiError::field(
+                ErrorCode::Conflict,
+                "target",
+                format!(
+                    "{number:?} exists in several ERP targets ({}); add ?target=",
+                    targets.join(", ")
+                ),
+            ));
+        }
+    };
+    let document: Document = store
+        .get(&store.documents, &document_key(tenant, &doc_id))?
+        .ok_or_else(|| ApiError::internal(format!("document {doc_id} indexed but missing")))?;
+    let mut contract_lines = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in &document.lines {
+        if !seen.insert(line.contract_line.clone()) {
+            continue;
+        }
+        let record = rating::load_charge(store, tenant, &document.period.id, &line.contract_line)?
+            .ok_or_else(|| {
+                ApiError::internal(format!("charges of {} are missing", line.contract_line))
+            })?;
+        let event_ids = store.scan_suffixes(&store.charge_events, &{
+            let mut p = record.key();
+            p.push(0);
+            p
+        })?;
+        contract_lines.push(ChargeLineage {
+            contract_line: line.contract_line.clone(),
+            meter: record.usage.meter.clone(),
+            quantity: record.usage.quantity,
+            rule: record.rule.clone(),
+            input_digest: record.input_digest.clone(),
+            output_digest: record.output_digest.clone(),
+            charges: record.charges.clone(),
+            document_lines: document
+                .lines
+                .iter()
+                .filter(|l| l.contract_line == line.contract_line)
+                .cloned()
+                .collect(),
+            windows: record.usage.lineage.windows.clone(),
+            event_count: record.usage.lineage.event_count,
+            event_ids_digest: record.usage.lineage.event_ids_digest.clone(),
+            event_ids,
+        });
+    }
+    Ok(DocumentLineage {
+        erp_document_number: number.to_string(),
+        erp_target,
+        document,
+        contract_lines,
+    })
+}

@@ -1,0 +1,281 @@
+//! Closing a billing period for a tenant: every contract line is enriched
+//! and rated, the charges are grouped into documents, each document is
+//! mapped to its ERP request, and charges, documents, outbox entries and the
+//! period record are written in one transaction and fsynced. Closing a closed
+//! period returns what the first close produced, so a retried close posts
+//! nothing twice.
+
+use super::document::{self, Document};
+use super::outbox::{OutboxEntry, StoredRequest};
+use super::{document_key, to_wit_document, to_wit_target};
+use crate::config::ErpTargetConfig;
+use crate::enrich::{self, Period};
+use crate::error::{ApiError, ErrorCode};
+use crate::masterdata;
+use crate::rating::registry::Registry;
+use crate::rating::runtime::Kind;
+use crate::rating::{self, ChargeRecord};
+use crate::store::{self, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The record of a closed period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodClose {
+    pub tenant: String,
+    pub period: String,
+    pub closed_at: DateTime<Utc>,
+    pub contract_lines: Vec<String>,
+    pub documents: Vec<String>,
+}
+
+/// What a close did (or had done, when the period was already closed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloseReport {
+    pub tenant: String,
+    pub period: String,
+    /// True when this call found the period already closed.
+    pub already_closed: bool,
+    pub closed_at: DateTime<Utc>,
+    pub documents: Vec<Document>,
+}
+
+const REVISION: u32 = 1;
+
+/// Closes `period` for `tenant` (see the module doc).
+pub async fn close_period(
+    store: &Store,
+    registry: &Registry,
+    targets: &BTreeMap<String, ErpTargetConfig>,
+    tenant: &str,
+    period_id: &str,
+    now: DateTime<Utc>,
+) -> Result<CloseReport, ApiError> {
+    let period = Period::parse(period_id)?;
+    if let Some(closed) =
+        store.get::<PeriodClose>(&store.periods, &store::key(&[tenant, &period.id]))?
+    {
+        return report(store, closed, true);
+    }
+    let (store2, registry2, targets2, tenant2) = (
+        store.clone(),
+        registry.clone(),
+        targets.clone(),
+        tenant.to_string(),
+    );
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare(&store2, &registry2, &targets2, &tenant2, &period, now)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let closed = PeriodClose {
+        tenant: tenant.into(),
+        period: period_id.into(),
+        closed_at: now,
+        contract_lines: prepared
+            .records
+            .iter()
+            .map(|(r, _)| r.usage.contract_line.clone())
+            .collect(),
+        documents: prepared
+            .documents
+            .iter()
+            .map(|(d, _)| d.id.clone())
+            .collect(),
+    };
+    match commit(store, &closed, &prepared) {
+        Ok(()) => {}
+        Err(CommitError::AlreadyClosed) => {
+            // A concurrent close won; its result stands.
+            let existing = store
+                .get::<PeriodClose>(&store.periods, &store::key(&[tenant, &closed.period]))?
+                .ok_or_else(|| ApiError::internal("period record vanished"))?;
+            return report(store, existing, true);
+        }
+        Err(CommitError::Store(e)) => return Err(e.into()),
+    }
+    store.flush().await?;
+    tracing::info!(
+        tenant,
+        period = period_id,
+        documents = closed.documents.len(),
+        "period closed"
+    );
+    report(store, closed, false)
+}
+
+struct Prepared {
+    records: Vec<(ChargeRecord, Vec<String>)>,
+    documents: Vec<(Document, OutboxEntry)>,
+}
+
+fn precondition(message: String) -> ApiError {
+    ApiError::new(ErrorCode::FailedPrecondition, message)
+}
+
+/// Rates every contract line and maps every document; any failure aborts
+/// the close with every problem listed, and nothing is written.
+fn prepare(
+    store: &Store,
+    registry: &Registry,
+    targets: &BTreeMap<String, ErpTargetConfig>,
+    tenant: &str,
+    period: &Period,
+    now: DateTime<Utc>,
+) -> Result<Prepared, ApiError> {
+    let md = masterdata::load(store, tenant)?;
+    if md.contract_lines.is_empty() {
+        return Err(precondition(
+            "no contract lines in the master data; nothing to close".into(),
+        ));
+    }
+    let mut problems = Vec::new();
+    let mut records = Vec::new();
+    for line in &md.contract_lines {
+        let rated = (|| -> Result<(ChargeRecord, Vec<String>), String> {
+            let plugin: Arc<_> =
+                rating::rater_for(registry, line).map_err(|e| format!("rater: {e}"))?;
+            let (usage, events) = enrich::canonical_usage(store, &md, tenant, line, period)
+                .map_err(|e| e.to_string())?;
+            let record = rating::rate(registry, &plugin, usage, now)
+                .map_err(|e| format!("{}: {e}", e.code()))?;
+            Ok((record, events))
+        })();
+        match rated {
+            Ok(r) => records.push(r),
+            Err(e) => problems.push(format!("contract line {}: {e}", line.id)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(precondition(format!(
+            "period not closed; rating failed: {}",
+            problems.join("; ")
+        )));
+    }
+    let charge_records: Vec<ChargeRecord> = records.iter().map(|(r, _)| r.clone()).collect();
+    let docs = document::build_documents(tenant, &md, period, REVISION, &charge_records)
+        .map_err(|e| precondition(format!("period not closed: {e}")))?;
+    let mut documents = Vec::new();
+    for doc in docs {
+        let target = targets.get(&doc.erp_target).ok_or_else(|| {
+            precondition(format!(
+                "document {}: no ERP target {:?} is configured",
+                doc.id, doc.erp_target
+            ))
+        })?;
+        let mapper = registry
+            .find(&target.mapper, None, Kind::ErpMapper)
+            .map_err(|e| precondition(format!("ERP target {}: mapper: {e}", doc.erp_target)))?;
+        let request = registry
+            .runtime()
+            .map_document(
+                &mapper,
+                &to_wit_document(&doc),
+                &to_wit_target(&doc.erp_target, target),
+            )
+            .map_err(|e| {
+                precondition(format!(
+                    "document {}: mapper {}: {}: {e}",
+                    doc.id,
+                    mapper.name,
+                    e.code()
+                ))
+            })?;
+        let entry = OutboxEntry {
+            tenant: tenant.into(),
+            document_id: doc.id.clone(),
+            target: doc.erp_target.clone(),
+            request: StoredRequest {
+                method: request.method,
+                path: request.path,
+                headers: request.headers,
+                body: request.body,
+            },
+            attempts: 0,
+            next_attempt_at: now,
+            ambiguous: false,
+            last_error: None,
+        };
+        documents.push((doc, entry));
+    }
+    Ok(Prepared { records, documents })
+}
+
+enum CommitError {
+    AlreadyClosed,
+    Store(StoreError),
+}
+
+fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), CommitError> {
+    let trees = (
+        &store.periods,
+        &store.charges,
+        &store.charge_events,
+        &store.documents,
+        &store.outbox,
+    );
+    let result = trees.transaction(|(periods, charges, charge_events, documents, outbox)| {
+        let pk = store::key(&[&closed.tenant, &closed.period]);
+        if periods.get(&pk)?.is_some() {
+            return Err(ConflictableTransactionError::Abort(None));
+        }
+        for (record, events) in &p.records {
+            let ck = record.key();
+            charges.insert(ck.clone(), enc(record)?)?;
+            for id in events {
+                let mut k = ck.clone();
+                k.push(0);
+                k.extend_from_slice(id.as_bytes());
+                charge_events.insert(k, &[])?;
+            }
+        }
+        for (doc, entry) in &p.documents {
+            let dk = document_key(&doc.tenant, &doc.id);
+            documents.insert(dk.clone(), enc(doc)?)?;
+            outbox.insert(dk, enc(entry)?)?;
+        }
+        periods.insert(pk, enc(closed)?)?;
+        Ok(())
+    });
+    result.map_err(|e| match e {
+        sled::transaction::TransactionError::Abort(None) => CommitError::AlreadyClosed,
+        sled::transaction::TransactionError::Abort(Some(msg)) => {
+            CommitError::Store(StoreError::Aborted(msg))
+        }
+        sled::transaction::TransactionError::Storage(e) => CommitError::Store(StoreError::Sled(e)),
+    })
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Option<String>>> {
+    serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(Some(e.to_string())))
+}
+
+/// The report of a closed period, with every document's current state.
+pub fn report(
+    store: &Store,
+    closed: PeriodClose,
+    already_closed: bool,
+) -> Result<CloseReport, ApiError> {
+    let documents = closed
+        .documents
+        .iter()
+        .map(|id| {
+            store
+                .get::<Document>(&store.documents, &document_key(&closed.tenant, id))?
+                .ok_or_else(|| {
+                    ApiError::internal(format!("document {id} of a closed period is missing"))
+                })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(CloseReport {
+        tenant: closed.tenant,
+        period: closed.period,
+        already_closed,
+        closed_at: closed.closed_at,
+        documents,
+    })
+}

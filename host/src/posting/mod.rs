@@ -1,0 +1,68 @@
+//! Posting: period close → posting documents → ERP requests (mapper plugin)
+//! → outbox → ERP, exactly once.
+//!
+//! - `document`: pure document building and deterministic ids.
+//! - `close`: closing a period: rate, build, map, and store documents,
+//!   charges and outbox entries in one transaction.
+//! - `outbox`: the worker that sends outbox entries to their ERP with the
+//!   document id as idempotency key, retries transient failures with
+//!   backoff, and records the ERP document number.
+
+pub mod close;
+pub mod document;
+pub mod outbox;
+
+pub use close::{CloseReport, PeriodClose, close_period};
+pub use document::{Document, DocumentLine, PostingState, PostingStatus};
+pub use outbox::{OutboxEntry, Poster, StoredRequest};
+
+use crate::config::ErpTargetConfig;
+use crate::rating::runtime::{bindings::types as wit, to_wit};
+
+/// A document as the mapper plugin sees it.
+pub fn to_wit_document(d: &Document) -> wit::PostingDocument {
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    wit::PostingDocument {
+        id: d.id.clone(),
+        tenant: d.tenant.clone(),
+        legal_entity: d.legal_entity.clone(),
+        erp_company: d.erp_company.clone(),
+        customer: d.customer.clone(),
+        erp_account: d.erp_account.clone(),
+        currency: d.currency.clone(),
+        period_start: ts(d.period.start),
+        period_end: ts(d.period.end),
+        issue_date: d.issue_date.clone(),
+        lines: d
+            .lines
+            .iter()
+            .map(|l| wit::DocumentLine {
+                sku: l.sku.clone(),
+                erp_item: l.erp_item.clone(),
+                description: l.description.clone(),
+                quantity: to_wit(l.quantity),
+                unit_price: to_wit(l.unit_price),
+                amount: to_wit(l.amount),
+            })
+            .collect(),
+        total: to_wit(d.total),
+    }
+}
+
+/// A target's configuration as the mapper plugin sees it.
+pub fn to_wit_target(name: &str, t: &ErpTargetConfig) -> wit::TargetConfig {
+    wit::TargetConfig {
+        name: name.to_string(),
+        settings: t
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// The store key of a document (and of its outbox entry).
+pub fn document_key(tenant: &str, id: &str) -> Vec<u8> {
+    crate::store::key(&[tenant, id])
+}

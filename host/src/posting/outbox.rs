@@ -1,0 +1,384 @@
+//! The outbox worker: sends each pending document to its ERP, exactly once.
+//!
+//! Exactly once rests on three things: the outbox entry is written in the
+//! same transaction as its document (nothing to send is ever lost); the
+//! request carries the document's deterministic id as idempotency key / external id,
+//! so a resend after an ambiguous failure (timeout, reset, 5xx after commit)
+//! finds the original instead of creating a second invoice; and for ERPs
+//! without idempotency the mapper's look-up request runs before any resend.
+//!
+//! Transient failures (connection errors, timeouts, 5xx, 429) are retried
+//! with exponential backoff and jitter, honouring `Retry-After`; business
+//! rejections mark the document rejected with the ERP's message.
+
+use super::document::{Document, PostingStatus};
+use super::{document_key, to_wit_document, to_wit_target};
+use crate::config::{ErpTargetConfig, PostingConfig};
+use crate::rating::registry::Registry;
+use crate::rating::runtime::{Kind, Plugin, bindings::types as wit};
+use crate::store::{self, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// The HTTP request a mapper produced, stored as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// A document waiting to reach its ERP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub tenant: String,
+    pub document_id: String,
+    pub target: String,
+    pub request: StoredRequest,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last attempt may have reached the ERP (timeout, reset, 5xx):
+    /// look the document up before sending again.
+    pub ambiguous: bool,
+    pub last_error: Option<String>,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Posted(String),
+    Rejected(String),
+    Retry {
+        error: String,
+        ambiguous: bool,
+        retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Clone)]
+pub struct Poster {
+    store: Store,
+    registry: Registry,
+    targets: Arc<BTreeMap<String, ErpTargetConfig>>,
+    config: PostingConfig,
+    http: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+impl Poster {
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        targets: BTreeMap<String, ErpTargetConfig>,
+        config: PostingConfig,
+    ) -> Poster {
+        Poster {
+            store,
+            registry,
+            targets: Arc::new(targets),
+            config,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes the worker: new entries are due.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.run_due(Utc::now()).await {
+                tracing::error!(error = %e, "outbox pass failed");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(self.config.poll_ms)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Attempts every entry due at `now`; returns how many were attempted.
+    pub async fn run_due(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let due: Vec<(Vec<u8>, OutboxEntry)> = self
+            .store
+            .scan::<OutboxEntry>(&self.store.outbox, b"")?
+            .into_iter()
+            .filter(|(_, e)| e.next_attempt_at <= now)
+            .collect();
+        let n = due.len();
+        for (key, entry) in due {
+            let outcome = self.attempt(&entry).await;
+            self.record(&key, entry, outcome).await?;
+        }
+        Ok(n)
+    }
+
+    async fn attempt(&self, entry: &OutboxEntry) -> Attempt {
+        let retry = |error: String| Attempt::Retry {
+            error,
+            ambiguous: false,
+            retry_after: None,
+        };
+        let Some(target) = self.targets.get(&entry.target) else {
+            return retry(format!("no ERP target {:?} is configured", entry.target));
+        };
+        let mapper = match self.registry.find(&target.mapper, None, Kind::ErpMapper) {
+            Ok(m) => m,
+            Err(e) => return retry(format!("mapper: {e}")),
+        };
+        if entry.ambiguous {
+            match self.look_up(entry, target, &mapper).await {
+                Ok(Some(number)) => return Attempt::Posted(number),
+                Ok(None) => {}
+                Err(e) => return retry(format!("look-up before resend: {e}")),
+            }
+        }
+        let response = match self.send(target, &entry.request).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A timeout or a broken connection may come after the ERP committed.
+                let ambiguous = e.is_timeout() || !e.is_connect();
+                return Attempt::Retry {
+                    error: format!("sending: {e}"),
+                    ambiguous,
+                    retry_after: None,
+                };
+            }
+        };
+        let retry_after = header(&response, "retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let status = response.status;
+        let (registry, plugin) = (self.registry.clone(), mapper.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            registry.runtime().read_response(&plugin, &response)
+        })
+        .await;
+        match read {
+            Ok(Ok(wit::PostingOutcome::Posted(number))) => Attempt::Posted(number),
+            Ok(Ok(wit::PostingOutcome::Rejected(e))) => {
+                let field = e.field.map(|f| format!(" at {f}")).unwrap_or_default();
+                Attempt::Rejected(format!("{}{field}: {}", e.code, e.message))
+            }
+            Ok(Ok(wit::PostingOutcome::Transient(msg))) => Attempt::Retry {
+                error: msg,
+                ambiguous: status >= 500,
+                retry_after,
+            },
+            Ok(Err(e)) => retry(format!(
+                "mapper {} reading the response: {}: {e}",
+                mapper.name,
+                e.code()
+            )),
+            Err(e) => retry(format!("mapper task: {e}")),
+        }
+    }
+
+    async fn look_up(
+        &self,
+        entry: &OutboxEntry,
+        target: &ErpTargetConfig,
+        mapper: &Arc<Plugin>,
+    ) -> Result<Option<String>, String> {
+        let doc: Document = self
+            .store
+            .get(
+                &self.store.documents,
+                &document_key(&entry.tenant, &entry.document_id),
+            )
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("document {} is missing", entry.document_id))?;
+        let (registry, plugin, wdoc, wtarget) = (
+            self.registry.clone(),
+            mapper.clone(),
+            to_wit_document(&doc),
+            to_wit_target(&entry.target, target),
+        );
+        let request = tokio::task::spawn_blocking(move || {
+            registry.runtime().lookup_request(&plugin, &wdoc, &wtarget)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let Some(request) = request else {
+            return Ok(None);
+        };
+        let stored = StoredRequest {
+            method: request.method,
+            path: request.path,
+            headers: request.headers,
+            body: request.body,
+        };
+        let response = self
+            .send(target, &stored)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (registry, plugin) = (self.registry.clone(), mapper.clone());
+        tokio::task::spawn_blocking(move || registry.runtime().read_lookup(&plugin, &response))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn send(
+        &self,
+        target: &ErpTargetConfig,
+        r: &StoredRequest,
+    ) -> Result<wit::ErpResponse, reqwest::Error> {
+        let url = format!("{}{}", target.base_url.trim_end_matches('/'), r.path);
+        let method =
+            reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut req = self
+            .http
+            .request(method, url)
+            .timeout(Duration::from_millis(target.timeout_ms))
+            .body(r.body.clone());
+        for (k, v) in &r.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.text().await?;
+        Ok(wit::ErpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn backoff(&self, attempts: u32, document_id: &str) -> Duration {
+        let base = self
+            .config
+            .backoff_initial_ms
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
+        let capped = base.min(self.config.backoff_max_ms);
+        // ±20 % jitter, spread by document so retries of many documents do not align.
+        let spread = document_id.bytes().fold(attempts as u64, |h, b| {
+            h.wrapping_mul(31).wrapping_add(b as u64)
+        }) % 41;
+        Duration::from_millis(capped * (80 + spread) / 100)
+    }
+
+    async fn record(
+        &self,
+        key: &[u8],
+        mut entry: OutboxEntry,
+        outcome: Attempt,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        entry.attempts += 1;
+        match outcome {
+            Attempt::Posted(number) => {
+                tracing::info!(tenant = %entry.tenant, document = %entry.document_id, erp_number = %number, "posted");
+                self.finish(key, &entry, PostingStatus::Posted, Some(number), None, now)?;
+            }
+            Attempt::Rejected(error) => {
+                tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, %error, "rejected by the ERP");
+                self.finish(key, &entry, PostingStatus::Rejected, None, Some(error), now)?;
+            }
+            Attempt::Retry {
+                error,
+                ambiguous,
+                retry_after,
+            } => {
+                let wait =
+                    retry_after.unwrap_or_else(|| self.backoff(entry.attempts, &entry.document_id));
+                tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, attempts = entry.attempts, %error, ?wait, "posting will be retried");
+                entry.ambiguous |= ambiguous;
+                entry.last_error = Some(error.clone());
+                entry.next_attempt_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                self.store.put(&self.store.outbox, key, &entry)?;
+                self.update_document(key, |d| {
+                    d.state.attempts = entry.attempts;
+                    d.state.last_error = Some(error.clone());
+                })?;
+            }
+        }
+        self.store.flush().await
+    }
+
+    fn update_document(&self, key: &[u8], f: impl Fn(&mut Document)) -> Result<(), StoreError> {
+        if let Some(mut d) = self.store.get::<Document>(&self.store.documents, key)? {
+            f(&mut d);
+            self.store.put(&self.store.documents, key, &d)?;
+        }
+        Ok(())
+    }
+
+    /// Final state: document updated, ERP number indexed, outbox entry removed, atomically.
+    fn finish(
+        &self,
+        key: &[u8],
+        entry: &OutboxEntry,
+        status: PostingStatus,
+        number: Option<String>,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let s = &self.store;
+        let result = (&s.documents, &s.outbox, &s.erp_numbers).transaction(
+            |(documents, outbox, numbers)| {
+                let abort = |m: String| ConflictableTransactionError::Abort(m);
+                let bytes = documents
+                    .get(key)?
+                    .ok_or_else(|| abort(format!("document {} is missing", entry.document_id)))?;
+                let mut doc: Document =
+                    serde_json::from_slice(&bytes).map_err(|e| abort(e.to_string()))?;
+                doc.state.status = status;
+                doc.state.attempts = entry.attempts;
+                doc.state.last_error = error.clone();
+                if let Some(n) = &number {
+                    doc.state.erp_document_number = Some(n.clone());
+                    doc.state.posted_at = Some(now);
+                    numbers.insert(
+                        store::key(&[&entry.tenant, n, &entry.target]),
+                        entry.document_id.as_bytes(),
+                    )?;
+                }
+                documents.insert(
+                    key,
+                    serde_json::to_vec(&doc).map_err(|e| abort(e.to_string()))?,
+                )?;
+                outbox.remove(key)?;
+                Ok(())
+            },
+        );
+        result.map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(m) => StoreError::Aborted(m),
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        })
+    }
+}
+
+fn header<'a>(r: &'a wit::ErpResponse, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}

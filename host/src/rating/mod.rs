@@ -1,0 +1,216 @@
+//! Rating: canonical usage + the contract line's rater plugin → charge lines,
+//! stored with lineage (rule name, version and SHA-256, input and output
+//! digests, windows, source events).
+//!
+//! - `runtime`: the Wasm sandbox.
+//! - `registry`: loaded plugins by name and version.
+
+pub mod registry;
+pub mod runtime;
+
+use crate::enrich::CanonicalUsage;
+use crate::store::{self, Store, StoreError};
+use chrono::{DateTime, Utc};
+use registry::Registry;
+use runtime::{Kind, Plugin, PluginError, bindings::types as wit};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One priced line, as the rater produced it, in exact decimals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub sku: String,
+    pub description: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+    pub explain: String,
+}
+
+/// The rule that rated: a plugin version, pinned by its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// The rated charges of one contract line for one period: the system of
+/// record for rated consumption.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeRecord {
+    pub usage: CanonicalUsage,
+    pub rule: RuleRef,
+    /// SHA-256 of the rater's exact input; same input → same output.
+    pub input_digest: String,
+    pub output_digest: String,
+    pub charges: Vec<Charge>,
+    pub rated_at: DateTime<Utc>,
+}
+
+impl ChargeRecord {
+    pub fn key(&self) -> Vec<u8> {
+        charge_key(
+            &self.usage.tenant,
+            &self.usage.period.id,
+            &self.usage.contract_line,
+        )
+    }
+}
+
+pub fn charge_key(tenant: &str, period: &str, contract_line: &str) -> Vec<u8> {
+    store::key(&[tenant, period, contract_line])
+}
+
+/// The rater's WIT input for a canonical usage.
+pub fn rater_input(u: &CanonicalUsage) -> wit::Usage {
+    wit::Usage {
+        tenant: u.tenant.clone(),
+        customer: u.customer.clone(),
+        contract_line: u.contract_line.clone(),
+        sku: u.sku.clone(),
+        meter: u.meter.clone(),
+        currency: u.currency.clone(),
+        period_start: u
+            .period
+            .start
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        period_end: u
+            .period
+            .end
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        quantity: runtime::to_wit(u.quantity),
+        dimensions: u
+            .dimensions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        params: u.params.to_string(),
+    }
+}
+
+fn digest_input(i: &wit::Usage) -> String {
+    let mut h = Sha256::new();
+    for s in [
+        &i.tenant,
+        &i.customer,
+        &i.contract_line,
+        &i.sku,
+        &i.meter,
+        &i.currency,
+        &i.period_start,
+        &i.period_end,
+    ] {
+        h.update(s.as_bytes());
+        h.update([0]);
+    }
+    let q = &i.quantity;
+    h.update(
+        format!(
+            "{}:{}:{}:{}",
+            q.negative, q.mantissa_high, q.mantissa_low, q.scale
+        )
+        .as_bytes(),
+    );
+    for (k, v) in &i.dimensions {
+        h.update([1]);
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+    }
+    h.update([2]);
+    h.update(i.params.as_bytes());
+    hex::encode(h.finalize())
+}
+
+fn digest_output(charges: &[Charge]) -> String {
+    let mut h = Sha256::new();
+    for c in charges {
+        for s in [
+            &c.sku,
+            &c.description,
+            &c.quantity.to_string(),
+            &c.unit_price.to_string(),
+            &c.amount.to_string(),
+            &c.explain,
+        ] {
+            h.update(s.as_bytes());
+            h.update([0]);
+        }
+        h.update([1]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Checks a rater's output and converts it to exact decimals; errors name
+/// the offending field (`lines[2].amount`).
+fn check_output(lines: Vec<wit::ChargeLine>) -> Result<Vec<Charge>, PluginError> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let f = |name: &str| format!("lines[{i}].{name}");
+            if l.sku.is_empty() {
+                return Err(PluginError::InvalidOutput {
+                    field: f("sku"),
+                    message: "empty".into(),
+                });
+            }
+            Ok(Charge {
+                quantity: runtime::from_wit(&l.quantity, &f("quantity"))?,
+                unit_price: runtime::from_wit(&l.unit_price, &f("unit_price"))?,
+                amount: runtime::from_wit(&l.amount, &f("amount"))?,
+                sku: l.sku,
+                description: l.description,
+                explain: l.explain,
+            })
+        })
+        .collect()
+}
+
+/// Rates one canonical usage with `plugin` (blocking: run off the async runtime).
+pub fn rate(
+    registry: &Registry,
+    plugin: &Plugin,
+    usage: CanonicalUsage,
+    now: DateTime<Utc>,
+) -> Result<ChargeRecord, PluginError> {
+    let input = rater_input(&usage);
+    let lines = registry.runtime().rate(plugin, &input)?;
+    let charges = check_output(lines)?;
+    Ok(ChargeRecord {
+        rule: RuleRef {
+            plugin: plugin.name.clone(),
+            version: plugin.version.to_string(),
+            sha256: plugin.sha256.clone(),
+        },
+        input_digest: digest_input(&input),
+        output_digest: digest_output(&charges),
+        usage,
+        charges,
+        rated_at: now,
+    })
+}
+
+/// Resolves the rater of a contract line.
+pub fn rater_for(
+    registry: &Registry,
+    line: &crate::masterdata::ContractLine,
+) -> Result<std::sync::Arc<Plugin>, String> {
+    registry.find(
+        &line.rater.plugin,
+        line.rater.version.as_deref(),
+        Kind::Rater,
+    )
+}
+
+/// Reads a stored charge record.
+pub fn load_charge(
+    store: &Store,
+    tenant: &str,
+    period: &str,
+    contract_line: &str,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    store.get(&store.charges, &charge_key(tenant, period, contract_line))
+}

@@ -1,0 +1,477 @@
+//! The plugin runtime: WebAssembly components run by wasmtime, sandboxed.
+//!
+//! Deny by default: a plugin is linked against an empty linker, so it can
+//! import no function at all (a types-only interface import is fine); it gets
+//! no clock, randomness, filesystem or network, which makes every call a pure
+//! function of its input and therefore replayable.
+//!
+//! Every call gets a fresh instance (from a pre-instantiated component) in a
+//! fresh store with: a fuel budget (deterministic instruction limit), an epoch
+//! deadline (wall-clock limit), a linear-memory cap, instance/table limits,
+//! and an output-size cap. NaNs are canonicalised so floats inside a plugin
+//! cannot make results differ across machines.
+
+use crate::config::PluginsConfig;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+/// Generated host bindings, one module per world of `wit/since_v0.1.0`.
+pub mod bindings {
+    pub mod rater {
+        wasmtime::component::bindgen!({ world: "rater", path: "../wit/since_v0.1.0" });
+    }
+    pub mod mapper {
+        wasmtime::component::bindgen!({
+            world: "erp-mapper",
+            path: "../wit/since_v0.1.0",
+            with: { "tollgate:plugin/types": super::rater::tollgate::plugin::types },
+        });
+    }
+    pub use rater::tollgate::plugin::types;
+}
+
+use bindings::mapper::{ErpMapper, ErpMapperPre};
+use bindings::rater::{Rater, RaterPre};
+use bindings::types as wit;
+
+/// Largest component accepted, bytes.
+pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+/// Epoch tick; deadlines are whole ticks.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Rater,
+    ErpMapper,
+}
+
+impl Kind {
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::Rater => "tollgate:plugin/rater@0.1.0",
+            Kind::ErpMapper => "tollgate:plugin/erp-mapper@0.1.0",
+        }
+    }
+}
+
+/// Why a plugin failed, with a stable code per kind (see [`PluginError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("fuel exhausted: the call used its whole budget of {budget} units")]
+    FuelExhausted { budget: u64 },
+    #[error("deadline exceeded: the call ran longer than {ms} ms")]
+    DeadlineExceeded { ms: u64 },
+    #[error("memory limit reached: linear memory may not grow beyond {mib} MiB")]
+    MemoryLimit { mib: u64 },
+    #[error("trap: {message}")]
+    Trap { message: String, backtrace: String },
+    #[error("invalid output: {field}: {message}")]
+    InvalidOutput { field: String, message: String },
+    #[error("plugin error {code}{}: {message}", field.as_deref().map(|f| format!(" at {f}")).unwrap_or_default())]
+    Plugin {
+        code: String,
+        field: Option<String>,
+        message: String,
+    },
+    #[error("incompatible interface: {0}")]
+    IncompatibleInterface(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
+impl PluginError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PluginError::FuelExhausted { .. } => "fuel-exhausted",
+            PluginError::DeadlineExceeded { .. } => "deadline-exceeded",
+            PluginError::MemoryLimit { .. } => "memory-limit",
+            PluginError::Trap { .. } => "trap",
+            PluginError::InvalidOutput { .. } => "invalid-output",
+            PluginError::Plugin { .. } => "plugin-error",
+            PluginError::IncompatibleInterface(_) => "incompatible-interface",
+            PluginError::TooLarge(_) => "too-large",
+        }
+    }
+}
+
+impl From<wit::PluginError> for PluginError {
+    fn from(e: wit::PluginError) -> Self {
+        PluginError::Plugin {
+            code: e.code,
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub fuel: u64,
+    pub deadline_ms: u64,
+    pub memory_mib: u64,
+    pub max_output_bytes: usize,
+}
+
+impl From<&PluginsConfig> for Limits {
+    fn from(c: &PluginsConfig) -> Self {
+        Limits {
+            fuel: c.fuel,
+            deadline_ms: c.deadline_ms,
+            memory_mib: c.memory_limit_mib,
+            max_output_bytes: c.max_output_bytes,
+        }
+    }
+}
+
+/// A compiled, checked plugin, ready to instantiate.
+pub struct Plugin {
+    pub name: String,
+    pub version: semver::Version,
+    pub kind: Kind,
+    /// SHA-256 of the component bytes: the plugin's identity.
+    pub sha256: String,
+    pre: Pre,
+}
+
+enum Pre {
+    Rater(RaterPre<CallState>),
+    Mapper(ErpMapperPre<CallState>),
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{} ({:?}, sha256 {})",
+            self.name, self.version, self.kind, self.sha256
+        )
+    }
+}
+
+struct CallState {
+    limits: StoreLimits,
+}
+
+/// The engine and its epoch ticker; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    limits: Limits,
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16))
+            .max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match e.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            limits,
+            _ticker: Arc::new(Ticker(stop)),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles and checks a component: size, no function imports, the world
+    /// of `kind`.
+    pub fn load(
+        &self,
+        name: &str,
+        version: semver::Version,
+        kind: Kind,
+        bytes: &[u8],
+    ) -> Result<Plugin, PluginError> {
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(PluginError::TooLarge(format!(
+                "{} bytes; at most {MAX_COMPONENT_BYTES}",
+                bytes.len()
+            )));
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            PluginError::IncompatibleInterface(format!("not a valid WebAssembly component: {e:#}"))
+        })?;
+        check_imports(&self.engine, &component)?;
+        let linker: Linker<CallState> = Linker::new(&self.engine);
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::IncompatibleInterface(format!("{e:#}")))?;
+        let world_err = |e: wasmtime::Error| {
+            PluginError::IncompatibleInterface(format!(
+                "does not implement {}: {e:#}",
+                kind.world()
+            ))
+        };
+        let pre = match kind {
+            Kind::Rater => Pre::Rater(RaterPre::new(pre).map_err(world_err)?),
+            Kind::ErpMapper => Pre::Mapper(ErpMapperPre::new(pre).map_err(world_err)?),
+        };
+        Ok(Plugin {
+            name: name.to_string(),
+            version,
+            kind,
+            sha256,
+            pre,
+        })
+    }
+
+    fn store(&self) -> Result<Store<CallState>, PluginError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size((self.limits.memory_mib as usize) << 20)
+            .instances(8)
+            .tables(8)
+            .memories(2)
+            .table_elements(100_000)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, CallState { limits });
+        store.limiter(|s| &mut s.limits);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| self.classify(e))?;
+        let ticks = self
+            .limits
+            .deadline_ms
+            .div_ceil(TICK.as_millis() as u64)
+            .max(1);
+        store.set_epoch_deadline(ticks);
+        Ok(store)
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> PluginError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => {
+                return PluginError::FuelExhausted {
+                    budget: self.limits.fuel,
+                };
+            }
+            Some(Trap::Interrupt) => {
+                return PluginError::DeadlineExceeded {
+                    ms: self.limits.deadline_ms,
+                };
+            }
+            _ => {}
+        }
+        let chain = format!("{e:?}");
+        if chain.contains("forcing trap when growing memory") {
+            return PluginError::MemoryLimit {
+                mib: self.limits.memory_mib,
+            };
+        }
+        let message = match e.downcast_ref::<Trap>() {
+            Some(t) => t.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        let backtrace = e
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|b| b.to_string().lines().take(8).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        PluginError::Trap { message, backtrace }
+    }
+
+    /// Rates one canonical usage with a rater plugin.
+    pub fn rate(
+        &self,
+        plugin: &Plugin,
+        input: &wit::Usage,
+    ) -> Result<Vec<wit::ChargeLine>, PluginError> {
+        let Pre::Rater(pre) = &plugin.pre else {
+            return Err(PluginError::IncompatibleInterface(format!(
+                "{} is not a rater",
+                plugin.name
+            )));
+        };
+        let mut store = self.store()?;
+        let instance: Rater = pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        let lines = instance
+            .call_rate(&mut store, input)
+            .map_err(|e| self.classify(e))??;
+        let size: usize = lines
+            .iter()
+            .map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64)
+            .sum();
+        self.check_output(size)?;
+        Ok(lines)
+    }
+
+    fn check_output(&self, size: usize) -> Result<(), PluginError> {
+        if size > self.limits.max_output_bytes {
+            return Err(PluginError::TooLarge(format!(
+                "output of {size} bytes; at most {} per call",
+                self.limits.max_output_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn mapper<'a>(&self, plugin: &'a Plugin) -> Result<&'a ErpMapperPre<CallState>, PluginError> {
+        match &plugin.pre {
+            Pre::Mapper(pre) => Ok(pre),
+            Pre::Rater(_) => Err(PluginError::IncompatibleInterface(format!(
+                "{} is not an erp-mapper",
+                plugin.name
+            ))),
+        }
+    }
+
+    fn with_mapper<R>(
+        &self,
+        plugin: &Plugin,
+        f: impl FnOnce(&ErpMapper, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let mut store = self.store()?;
+        let instance = self
+            .mapper(plugin)?
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e))?;
+        f(&instance, &mut store).map_err(|e| self.classify(e))
+    }
+
+    /// Maps a posting document to the ERP's request.
+    pub fn map_document(
+        &self,
+        plugin: &Plugin,
+        doc: &wit::PostingDocument,
+        target: &wit::TargetConfig,
+    ) -> Result<wit::ErpRequest, PluginError> {
+        let req = self.with_mapper(plugin, |m, s| m.call_map_document(s, doc, target))??;
+        self.check_output(
+            req.body.len()
+                + req.path.len()
+                + req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>(),
+        )?;
+        if req.method.is_empty() || !req.path.starts_with('/') {
+            return Err(PluginError::InvalidOutput {
+                field: if req.method.is_empty() {
+                    "method".into()
+                } else {
+                    "path".into()
+                },
+                message: "a method and a path starting with '/' are required".into(),
+            });
+        }
+        Ok(req)
+    }
+
+    /// The request that finds an earlier posting, if the ERP needs one.
+    pub fn lookup_request(
+        &self,
+        plugin: &Plugin,
+        doc: &wit::PostingDocument,
+        target: &wit::TargetConfig,
+    ) -> Result<Option<wit::ErpRequest>, PluginError> {
+        self.with_mapper(plugin, |m, s| m.call_lookup_request(s, doc, target))
+    }
+
+    /// Reads a look-up answer: the ERP number of an earlier posting, if any.
+    pub fn read_lookup(
+        &self,
+        plugin: &Plugin,
+        response: &wit::ErpResponse,
+    ) -> Result<Option<String>, PluginError> {
+        Ok(self.with_mapper(plugin, |m, s| m.call_read_lookup(s, response))??)
+    }
+
+    /// Reads the ERP's answer to a posting.
+    pub fn read_response(
+        &self,
+        plugin: &Plugin,
+        response: &wit::ErpResponse,
+    ) -> Result<wit::PostingOutcome, PluginError> {
+        self.with_mapper(plugin, |m, s| m.call_read_response(s, response))
+    }
+}
+
+/// Refuses any import that is not a types-only instance, naming it.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginError> {
+    let ty = component.component_type();
+    for (name, import) in ty.imports(engine) {
+        match &import.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                for (export, item) in instance.exports(engine) {
+                    if !matches!(item.ty, ComponentItem::Type(_)) {
+                        return Err(PluginError::IncompatibleInterface(format!(
+                            "imports `{name}` with `{export}`; plugins may import no functions (no WASI, no host calls)"
+                        )));
+                    }
+                }
+            }
+            ComponentItem::Type(_) => {}
+            _ => {
+                return Err(PluginError::IncompatibleInterface(format!(
+                    "imports `{name}`; plugins may import no functions (no WASI, no host calls)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// WIT decimal ↔ exact decimal.
+pub fn to_wit(d: rust_decimal::Decimal) -> wit::Decimal {
+    let p = tollgate_sdk::decimal::to_parts(d);
+    wit::Decimal {
+        mantissa_low: p.mantissa_low,
+        mantissa_high: p.mantissa_high,
+        negative: p.negative,
+        scale: p.scale,
+    }
+}
+
+/// The exact value of a WIT decimal coming out of a plugin; an
+/// `invalid-output` error naming `field` when its scale is above 28.
+pub fn from_wit(d: &wit::Decimal, field: &str) -> Result<rust_decimal::Decimal, PluginError> {
+    tollgate_sdk::decimal::from_parts(tollgate_sdk::decimal::Parts {
+        mantissa_low: d.mantissa_low,
+        mantissa_high: d.mantissa_high,
+        negative: d.negative,
+        scale: d.scale,
+    })
+    .ok_or_else(|| PluginError::InvalidOutput {
+        field: field.to_string(),
+        message: format!("decimal scale {} is above 28", d.scale),
+    })
+}

@@ -1,0 +1,156 @@
+//! Wires the stages together and runs them: the gRPC ingest service, the
+//! HTTP admin API and the outbox worker, over one embedded store.
+
+use crate::api::{self, AppState};
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::ingest::{Ingestor, grpc::IngestGrpc};
+use crate::masterdata::{self, MasterData};
+use crate::posting::Poster;
+use crate::proto::ingest_service_server::IngestServiceServer;
+use crate::rating::registry::{Registry, RegistryRefs};
+use crate::rating::runtime::{Limits, Runtime};
+use crate::store::Store;
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running gateway.
+pub struct Gateway {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Stops accepting, lets in-flight requests finish, stops the worker.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Runs until Ctrl-C / SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Opens the store, loads plugins and master data, binds both listeners and
+/// starts serving.
+pub async fn start(config: Config) -> Result<Gateway> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let runtime =
+        Runtime::new(Limits::from(&config.plugins)).context("starting the plugin runtime")?;
+    let registry = Registry::new(runtime);
+    let n = registry.load_bundled(&config.plugins.bundled_dir)?;
+    tracing::info!(plugins = n, dir = %config.plugins.bundled_dir.display(), "bundled plugins loaded");
+
+    for t in &config.tenants {
+        if let Some(file) = &t.masterdata_file {
+            let text = std::fs::read(file)
+                .with_context(|| format!("tenant {}: reading {}", t.id, file.display()))?;
+            let data: MasterData = serde_json::from_slice(&text)
+                .with_context(|| format!("tenant {}: {}", t.id, file.display()))?;
+            data.validate(&RegistryRefs {
+                registry: &registry,
+                targets: &config.erp_targets,
+            })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "tenant {}: {}: {}: {}",
+                    t.id,
+                    file.display(),
+                    e.field.unwrap_or_default(),
+                    e.message
+                )
+            })?;
+            masterdata::save(&store, &t.id, &data).await?;
+            tracing::info!(tenant = %t.id, file = %file.display(), "master data loaded");
+        }
+    }
+
+    let auth = Arc::new(Auth::new(&config.tenants));
+    let poster = Poster::new(
+        store.clone(),
+        registry.clone(),
+        config.erp_targets.clone(),
+        config.posting.clone(),
+    );
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding {}", config.grpc_listen))?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding {}", config.http_listen))?;
+    let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+
+    let mut tasks = Vec::new();
+    let ingest = IngestGrpc::new(Ingestor::new(store.clone()), auth.clone());
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(IngestServiceServer::new(ingest))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                },
+            )
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    let app = api::router(AppState {
+        store: store.clone(),
+        auth,
+        registry,
+        targets: Arc::new(config.erp_targets.clone()),
+        poster: poster.clone(),
+    });
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+    tasks.push(tokio::spawn(poster.run(shutdown_rx)));
+
+    tracing::info!(%grpc_addr, %http_addr, "tollgate serving");
+    Ok(Gateway {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        tasks,
+    })
+}

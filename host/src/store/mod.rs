@@ -1,0 +1,157 @@
+//! The embedded database: one sled instance on local disk, one tree per
+//! record type, keys as NUL-separated components (ids never contain NUL:
+//! ingest and master-data validation refuse it).
+//!
+//! Durability: [`Store::flush`] fsyncs; every stage calls it before it
+//! acknowledges anything.
+//!
+//! Trees:
+//! - `events`         tenant·event id → [`crate::ingest::StoredEvent`]
+//! - `windows`        tenant·customer·meter·hour → [`crate::metering::Window`]
+//! - `window_events`  tenant·customer·meter·hour·event id → ()
+//! - `masterdata`     tenant → [`crate::masterdata::MasterData`]
+//! - `charges`        tenant·period·contract line → [`crate::rating::ChargeRecord`]
+//! - `charge_events`  tenant·period·contract line·event id → ()
+//! - `documents`      tenant·document id → [`crate::posting::Document`]
+//! - `periods`        tenant·period → [`crate::posting::PeriodClose`]
+//! - `outbox`         document key → [`crate::posting::OutboxEntry`]
+//! - `erp_numbers`    tenant·target·ERP document number → document id
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in {tree}: {source}")]
+    Decode {
+        tree: String,
+        source: serde_json::Error,
+    },
+    #[error("encoding record: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("transaction aborted: {0}")]
+    Aborted(String),
+}
+
+/// The database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    pub events: sled::Tree,
+    pub windows: sled::Tree,
+    pub window_events: sled::Tree,
+    pub masterdata: sled::Tree,
+    pub charges: sled::Tree,
+    pub charge_events: sled::Tree,
+    pub documents: sled::Tree,
+    pub periods: sled::Tree,
+    pub outbox: sled::Tree,
+    pub erp_numbers: sled::Tree,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(Store {
+            events: db.open_tree("events")?,
+            windows: db.open_tree("windows")?,
+            window_events: db.open_tree("window_events")?,
+            masterdata: db.open_tree("masterdata")?,
+            charges: db.open_tree("charges")?,
+            charge_events: db.open_tree("charge_events")?,
+            documents: db.open_tree("documents")?,
+            periods: db.open_tree("periods")?,
+            outbox: db.open_tree("outbox")?,
+            erp_numbers: db.open_tree("erp_numbers")?,
+            db,
+        })
+    }
+
+    /// Writes every pending change to disk and fsyncs. Acknowledge only after.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Reads and decodes one record.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        tree.get(key)?.map(|v| decode(tree, &v)).transpose()
+    }
+
+    /// Encodes and writes one record (not yet durable: call [`Store::flush`]).
+    pub fn put<T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        tree.insert(key, serde_json::to_vec(value)?)?;
+        Ok(())
+    }
+
+    /// Decodes every record under `prefix`, in key order.
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        tree.scan_prefix(prefix)
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.to_vec(), decode(tree, &v)?))
+            })
+            .collect()
+    }
+
+    /// The last key component of every key under `prefix` (e.g. event ids of a window).
+    pub fn scan_suffixes(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<String>, StoreError> {
+        tree.scan_prefix(prefix)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+}
+
+/// Decodes a stored JSON record.
+pub fn decode<T: DeserializeOwned>(tree: &sled::Tree, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        tree: String::from_utf8_lossy(&tree.name()).into_owned(),
+        source,
+    })
+}
+
+/// Builds a key from components separated by NUL.
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        debug_assert!(!p.contains('\0'), "key component with NUL: {p:?}");
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// A key prefix: the components followed by a separator.
+pub fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut k = key(parts);
+    k.push(0);
+    k
+}

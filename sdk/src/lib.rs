@@ -1,0 +1,74 @@
+//! Guest SDK for Tollgate plugins.
+//!
+//! A plugin is a WebAssembly component that implements one world of the
+//! `tollgate:plugin` WIT package (`wit/since_v0.1.0/plugin.wit`). This crate
+//! gives it the bindings, exact decimal conversion and pricing helpers, so
+//! the plugin itself is business logic only. Enable the feature of the world
+//! you implement (`rater` or `erp-mapper`) and export your type:
+//!
+//! ```ignore
+//! use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage};
+//! struct MyRater;
+//! impl Guest for MyRater {
+//!     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> { todo!() }
+//! }
+//! tollgate_sdk::rater::export_rater!(MyRater);
+//! ```
+//!
+//! Layout: `decimal` (the WIT decimal ↔ `rust_decimal::Decimal`), `pricing`
+//! (tiers and rounding), `rater` / `mapper` (generated bindings, one per
+//! world), `error` (building `PluginError`s).
+//!
+//! Plugins are built for `wasm32-unknown-unknown` and made components by
+//! `cargo xtask build-plugins`; they import nothing, so rating is a pure,
+//! replayable function of its input.
+
+pub mod decimal;
+pub mod pricing;
+
+pub use rust_decimal::Decimal;
+pub use rust_decimal::RoundingStrategy;
+
+/// Bindings of the `rater` world.
+#[cfg(feature = "rater")]
+pub mod rater {
+    wit_bindgen::generate!({
+        world: "rater",
+        path: "../wit/since_v0.1.0",
+        default_bindings_module: "tollgate_sdk::rater",
+        pub_export_macro: true,
+        export_macro_name: "export_rater",
+    });
+    crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
+    crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
+    pub use tollgate::plugin::types::Decimal as WitDecimal;
+}
+
+/// Bindings of the `erp-mapper` world.
+#[cfg(feature = "erp-mapper")]
+pub mod mapper {
+    wit_bindgen::generate!({
+        world: "erp-mapper",
+        path: "../wit/since_v0.1.0",
+        default_bindings_module: "tollgate_sdk::mapper",
+        pub_export_macro: true,
+        export_macro_name: "export_erp_mapper",
+    });
+    crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
+    crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
+    pub use tollgate::plugin::types::Decimal as WitDecimal;
+}
+
+/// Parses a plugin's JSON parameters into `T`, with an error naming the
+/// offending path (`params.<...>`) for the contract owner.
+pub fn parse_params<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ParamsError> {
+    serde_json::from_str(json).map_err(|e| ParamsError {
+        message: format!("invalid pricing parameters: {e}"),
+    })
+}
+
+/// Why parameters did not parse; converts into each world's `PluginError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamsError {
+    pub message: String,
+}

@@ -1,0 +1,237 @@
+//! `cargo xtask <task>`: the project's set-up and run tasks, so a fresh
+//! machine with only Rust needs nothing else.
+//!
+//! - `build-plugins`: installs the `wasm32-unknown-unknown` target, builds
+//!   every crate under `plugins/` for it and turns each core module into a
+//!   component with `wit-component` (no WASI: plugins import nothing). Writes
+//!   `target/plugins/<name>-<version>.wasm` and `target/plugins/plugins.json`.
+//! - `demo`: builds the plugins, then runs `tollgate demo`.
+//! - `test`: builds the plugins, then runs the whole test suite.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args
+        .split_first()
+        .map(|(t, r)| (t.as_str(), r))
+        .unwrap_or(("help", &[]));
+    match task {
+        "build-plugins" => build_plugins().map(|_| ()),
+        "demo" => {
+            let dir = build_plugins()?;
+            cargo(
+                &[
+                    "run",
+                    "--release",
+                    "--package",
+                    "tollgate",
+                    "--bin",
+                    "tollgate",
+                    "--",
+                    "demo",
+                    "--plugins-dir",
+                ],
+                &[dir.to_str().unwrap()],
+                rest,
+            )
+        }
+        "test" => {
+            let dir = build_plugins()?;
+            let status = Command::new(cargo_bin())
+                .args([
+                    "test",
+                    "--release",
+                    "--workspace",
+                    "--exclude",
+                    "tollgate-plugin-graduated-tiers",
+                    "--exclude",
+                    "tollgate-plugin-generic-json",
+                ])
+                .args(rest)
+                .env("TOLLGATE_PLUGINS_DIR", &dir)
+                .status()
+                .context("running cargo test")?;
+            if !status.success() {
+                bail!("tests failed ({status})");
+            }
+            Ok(())
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <build-plugins | demo | test> [args...]");
+            Ok(())
+        }
+    }
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn cargo(args: &[&str], more: &[&str], rest: &[String]) -> Result<()> {
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .args(more)
+        .args(rest)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    packages: Vec<Package>,
+    target_directory: PathBuf,
+    workspace_root: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    version: String,
+    manifest_path: PathBuf,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// A plugin as listed in `plugins.json`, read by the gateway at start-up.
+#[derive(serde::Serialize)]
+struct BundledPlugin {
+    name: String,
+    version: String,
+    kind: String,
+    file: String,
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match out {
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET) =>
+        {
+            Ok(())
+        }
+        Ok(_) => {
+            let status = Command::new("rustup")
+                .args(["target", "add", WASM_TARGET])
+                .status()?;
+            if !status.success() {
+                bail!("`rustup target add {WASM_TARGET}` failed");
+            }
+            Ok(())
+        }
+        Err(e) => bail!("rustup is needed to install the {WASM_TARGET} target: {e}"),
+    }
+}
+
+fn build_plugins() -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    let out = Command::new(cargo_bin())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: Metadata = serde_json::from_slice(&out.stdout)?;
+    let plugins_root = meta.workspace_root.join("plugins");
+    let out_dir = meta.target_directory.join("plugins");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut listed = Vec::new();
+    for p in meta
+        .packages
+        .iter()
+        .filter(|p| p.manifest_path.starts_with(&plugins_root))
+    {
+        let info = p
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("tollgate"))
+            .with_context(|| {
+                format!(
+                    "{}: [package.metadata.tollgate] with name and kind is required",
+                    p.name
+                )
+            })?;
+        let name = info["name"]
+            .as_str()
+            .context("metadata.tollgate.name")?
+            .to_string();
+        let kind = info["kind"]
+            .as_str()
+            .context("metadata.tollgate.kind")?
+            .to_string();
+        // One package per cargo invocation: features of the SDK (one world per
+        // plugin) must not be unified across plugins.
+        let status = Command::new(cargo_bin())
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                WASM_TARGET,
+                "--package",
+                &p.name,
+            ])
+            // Plugins ship without debug info: smaller components, faster loads.
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+            .status()
+            .context("building plugins")?;
+        if !status.success() {
+            bail!("building plugin {} failed ({status})", p.name);
+        }
+        let core = meta
+            .target_directory
+            .join(WASM_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", p.name.replace('-', "_")));
+        let file = format!("{name}-{}.wasm", p.version);
+        componentize(&core, &out_dir.join(&file))?;
+        listed.push(BundledPlugin {
+            name,
+            version: p.version.clone(),
+            kind,
+            file,
+        });
+    }
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    std::fs::write(
+        out_dir.join("plugins.json"),
+        serde_json::to_vec_pretty(&listed)?,
+    )?;
+    eprintln!("plugins: {} built into {}", listed.len(), out_dir.display());
+    Ok(out_dir)
+}
+
+fn componentize(core: &Path, out: &Path) -> Result<()> {
+    let bytes = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .with_context(|| {
+            format!(
+                "{}: not a core module with component type information",
+                core.display()
+            )
+        })?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("componentizing {}", core.display()))?;
+    std::fs::write(out, component).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
