@@ -1,1 +1,8 @@
+//! End-to-end tests: a real gateway (gRPC + HTTP on 127.0.0.1, sled on disk,
+//! Wasm plugins) posting over real HTTP to the ERP simulator, driven only
+//! through public interfaces.
 
+mod flow;
+mod ingest;
+mod masterdata;
+mod posting;

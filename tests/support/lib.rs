@@ -1,1 +1,300 @@
+//! Test support: a gateway and an ERP simulator on 127.0.0.1, driven only
+//! through their public interfaces (gRPC, HTTP).
 
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tollgate::config::{Config, ErpTargetConfig, PluginsConfig, PostingConfig, TenantConfig};
+use tollgate::proto::ingest_service_client::IngestServiceClient;
+use tollgate::proto::{IngestRequest, IngestResponse, UsageEvent};
+use tollgate::server::Gateway;
+
+pub const API_KEY: &str = "test-key-acme";
+pub const OTHER_API_KEY: &str = "test-key-umbrella";
+
+/// The bundled plugins built by `cargo xtask build-plugins`.
+pub fn plugins_dir() -> PathBuf {
+    let dir = std::env::var_os("TOLLGATE_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    assert!(
+        dir.join("plugins.json").exists(),
+        "no bundled plugins in {}: run the tests with `cargo xtask test` (it builds them)",
+        dir.display()
+    );
+    dir
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tollgate-test-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The ERP simulator, in this process, reached over HTTP.
+pub struct Erp {
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Erp {
+    pub async fn start() -> Result<Erp> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = tollgate_erp_sim::Sim::new().serve(listener).await;
+        });
+        Ok(Erp { base, task })
+    }
+
+    pub async fn invoices(&self) -> Result<Vec<serde_json::Value>> {
+        let v: serde_json::Value = http()
+            .get(format!("{}/generic/invoices", self.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(v["invoices"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn inject(&self, faults: serde_json::Value) -> Result<()> {
+        http()
+            .post(format!("{}/_sim/faults", self.base))
+            .json(&faults)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Result<serde_json::Value> {
+        Ok(http()
+            .get(format!("{}/_sim/stats", self.base))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+impl Drop for Erp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// The master data of the tests: tenant `acme`, two customers, graduated tiers.
+pub fn masterdata() -> serde_json::Value {
+    serde_json::json!({
+        "legal_entities": [
+            { "id": "acme-eu", "name": "Acme EU", "currency": "EUR", "erp_company": "1000", "erp_target": "sim" }
+        ],
+        "customers": [
+            { "id": "globex", "name": "Globex", "legal_entity": "acme-eu", "erp_account": "C-1" },
+            { "id": "initech", "name": "Initech", "legal_entity": "acme-eu", "erp_account": "C-2" }
+        ],
+        "skus": [ { "id": "API", "name": "API calls", "erp_item": "ITEM-API" } ],
+        "contract_lines": [
+            {
+                "id": "globex-api", "customer": "globex", "meter": "api_calls", "sku": "API",
+                "rater": { "plugin": "graduated-tiers", "version": "0.1.0" }, "currency": "EUR",
+                "params": { "tiers": [
+                    { "up_to": "100", "unit_price": "0.10" },
+                    { "up_to": null, "unit_price": "0.0125" }
+                ] }
+            },
+            {
+                "id": "initech-api", "customer": "initech", "meter": "api_calls", "sku": "API",
+                "rater": { "plugin": "graduated-tiers" }, "currency": "EUR",
+                "params": { "tiers": [ { "up_to": null, "unit_price": "0.333" } ], "rounding": { "scale": 2, "mode": "half_even" } }
+            }
+        ]
+    })
+}
+
+/// A running gateway with its data directory.
+pub struct Env {
+    pub gateway: Option<Gateway>,
+    pub config: Config,
+    pub base: String,
+    pub grpc: String,
+    _dir: std::sync::Arc<TempDir>,
+}
+
+impl Env {
+    /// Starts a gateway posting to `erp`, with the test master data for `acme`.
+    pub async fn start(erp: &Erp) -> Result<Env> {
+        let dir = std::sync::Arc::new(TempDir::new("gw"));
+        let md = dir.0.join("masterdata.json");
+        std::fs::write(&md, serde_json::to_vec(&masterdata())?)?;
+        let config = Config {
+            data_dir: dir.0.join("data"),
+            grpc_listen: "127.0.0.1:0".parse()?,
+            http_listen: "127.0.0.1:0".parse()?,
+            plugins: PluginsConfig {
+                bundled_dir: plugins_dir(),
+                ..PluginsConfig::default()
+            },
+            posting: PostingConfig {
+                backoff_initial_ms: 20,
+                backoff_max_ms: 200,
+                poll_ms: 20,
+            },
+            tenants: vec![
+                TenantConfig {
+                    id: "acme".into(),
+                    api_key_sha256: vec![tollgate::auth::hash_key(API_KEY)],
+                    masterdata_file: Some(md),
+                },
+                TenantConfig {
+                    id: "umbrella".into(),
+                    api_key_sha256: vec![tollgate::auth::hash_key(OTHER_API_KEY)],
+                    masterdata_file: None,
+                },
+            ],
+            erp_targets: BTreeMap::from([(
+                "sim".to_string(),
+                ErpTargetConfig {
+                    base_url: erp.base.clone(),
+                    mapper: "generic-json".into(),
+                    timeout_ms: 2_000,
+                    settings: BTreeMap::new(),
+                },
+            )]),
+        };
+        Self::with_config(config, dir).await
+    }
+
+    async fn with_config(config: Config, dir: std::sync::Arc<TempDir>) -> Result<Env> {
+        config.validate()?;
+        let gateway = tollgate::server::start(config.clone()).await?;
+        Ok(Env {
+            base: format!("http://{}", gateway.http_addr),
+            grpc: format!("http://{}", gateway.grpc_addr),
+            gateway: Some(gateway),
+            config,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the gateway and starts it again on the same data directory.
+    pub async fn restart(mut self) -> Result<Env> {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        let (config, dir) = (self.config.clone(), self._dir.clone());
+        drop(self);
+        // sled releases its file lock once its last handle is gone.
+        for _ in 0..100 {
+            match Self::with_config(config.clone(), dir.clone()).await {
+                Ok(env) => return Ok(env),
+                Err(e) if format!("{e:#}").contains("lock") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("the store stayed locked after shutdown")
+    }
+
+    pub async fn ingest_as(
+        &self,
+        key: Option<&str>,
+        events: Vec<UsageEvent>,
+    ) -> Result<IngestResponse, tonic::Status> {
+        let mut client = IngestServiceClient::connect(self.grpc.clone())
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(IngestRequest { events });
+        if let Some(k) = key {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {k}").parse().expect("ascii key"),
+            );
+        }
+        client.ingest(request).await.map(|r| r.into_inner())
+    }
+
+    pub async fn ingest(&self, events: Vec<UsageEvent>) -> Result<IngestResponse> {
+        self.ingest_as(Some(API_KEY), events)
+            .await
+            .context("ingest")
+    }
+
+    /// Closes `period` and waits until every document is posted or rejected.
+    pub async fn close(&self, period: &str) -> Result<serde_json::Value> {
+        let r = http()
+            .post(format!(
+                "{}/v1/periods/{period}/close?wait_ms=20000",
+                self.base
+            ))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await?;
+        if !status.is_success() {
+            bail!("close {period}: HTTP {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let r = http()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.json().await?))
+    }
+}
+
+/// A usage event at `time` (RFC 3339).
+pub fn event(id: &str, customer: &str, meter: &str, time: &str, quantity: &str) -> UsageEvent {
+    let t = chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339 time");
+    UsageEvent {
+        id: id.into(),
+        customer: customer.into(),
+        meter: meter.into(),
+        time: Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }),
+        quantity: quantity.into(),
+        dimensions: Default::default(),
+        source: "test".into(),
+    }
+}
+
+/// An exact decimal from a JSON string field.
+pub fn dec(v: &serde_json::Value) -> rust_decimal::Decimal {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a decimal string, got {v}"));
+    rust_decimal::Decimal::from_str_exact(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+}

@@ -1,0 +1,173 @@
+//! Exactly-once posting: closing twice, restarts, and ambiguous ERP failures.
+
+use serde_json::json;
+use tollgate_e2e::{Env, Erp, event};
+
+fn usage() -> Vec<tollgate::proto::UsageEvent> {
+    vec![
+        event("a1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150"),
+        event("a2", "initech", "api_calls", "2025-05-04T09:30:00Z", "3"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_same_period_twice_posts_one_invoice_per_customer() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    assert_eq!(env.ingest(usage()).await.unwrap().accepted, 2);
+
+    let first = env.close("2025-05").await.unwrap();
+    let second = env.close("2025-05").await.unwrap();
+    assert_eq!(second["already_closed"], true);
+    assert_eq!(
+        first["documents"], second["documents"],
+        "a repeated close returns the first close's documents"
+    );
+
+    // After a restart on the same data directory, a third close still posts nothing new.
+    let env = env.restart().await.unwrap();
+    let third = env.close("2025-05").await.unwrap();
+    assert_eq!(third["already_closed"], true);
+
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(invoices.len(), 2, "{invoices:#?}");
+    let customers: Vec<_> = invoices
+        .iter()
+        .map(|i| i["customer"].as_str().unwrap())
+        .collect();
+    assert!(customers.contains(&"globex") && customers.contains(&"initech"));
+    assert_eq!(
+        erp.stats().await.unwrap()["requests"],
+        2,
+        "nothing was re-sent"
+    );
+    for d in third["documents"].as_array().unwrap() {
+        let number = d["state"]["erp_document_number"].as_str().unwrap();
+        assert!(
+            invoices
+                .iter()
+                .any(|i| i["number"] == number && i["document_id"] == d["id"])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_failure_after_commit_does_not_create_a_second_invoice() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    env.ingest(usage()).await.unwrap();
+    // The first request is committed by the ERP and then answered with 503
+    // (the ambiguous case); the retry meets a plain 503; the next succeeds.
+    erp.inject(json!([
+        { "kind": "error_after_commit", "status": 503 },
+        { "kind": "status", "status": 503 }
+    ]))
+    .await
+    .unwrap();
+
+    let close = env.close("2025-05").await.unwrap();
+    let docs = close["documents"].as_array().unwrap();
+    assert!(
+        docs.iter().all(|d| d["state"]["status"] == "posted"),
+        "{close:#}"
+    );
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(
+        invoices.len(),
+        2,
+        "the retry must find the committed invoice, not create another: {invoices:#?}"
+    );
+    // The worker takes the documents in turn: each met one fault, then succeeded.
+    for doc in docs {
+        assert_eq!(doc["state"]["attempts"], 2, "{doc:#}");
+        let number = doc["state"]["erp_document_number"].as_str().unwrap();
+        let original = invoices
+            .iter()
+            .find(|i| i["document_id"] == doc["id"])
+            .unwrap();
+        assert_eq!(
+            original["number"], number,
+            "Tollgate keeps the ERP's original number"
+        );
+    }
+    assert_eq!(erp.stats().await.unwrap()["requests"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_rejection_marks_the_document_rejected_with_the_erp_message() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    env.ingest(vec![event(
+        "a1",
+        "globex",
+        "api_calls",
+        "2025-05-03T08:00:00Z",
+        "150",
+    )])
+    .await
+    .unwrap();
+    erp.inject(json!([{ "kind": "reject", "code": "period-closed", "message": "posting period 2025-05 is not open" }]))
+        .await
+        .unwrap();
+    let close = env.close("2025-05").await.unwrap();
+    let doc = &close["documents"][0];
+    assert_eq!(doc["state"]["status"], "rejected", "{close:#}");
+    assert!(
+        doc["state"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("period-closed: posting period 2025-05 is not open")
+    );
+    assert!(erp.invoices().await.unwrap().is_empty());
+    // Still readable through the API: nothing is dropped.
+    let (status, stored) = env
+        .get(&format!("/v1/documents/{}", doc["id"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(stored["total"], "10.63"); // 100 × 0.10 + 50 × 0.0125 (0.625 → 0.63)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rater_error_stops_the_close_and_names_the_parameter() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let mut md = tollgate_e2e::masterdata();
+    md["contract_lines"][0]["params"]["tiers"][1]["up_to"] = json!("50");
+    let r = tollgate_e2e::http()
+        .put(format!("{}/v1/masterdata", env.base))
+        .bearer_auth(tollgate_e2e::API_KEY)
+        .json(&md)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.ingest(usage()).await.unwrap();
+    let r = tollgate_e2e::http()
+        .post(format!("{}/v1/periods/2025-05/close", env.base))
+        .bearer_auth(tollgate_e2e::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(
+            "contract line globex-api: plugin-error: plugin error invalid-params at params.tiers[1]"
+        ),
+        "{msg}"
+    );
+    assert!(erp.invoices().await.unwrap().is_empty());
+    // Fixing the master data lets the same period close.
+    let r = tollgate_e2e::http()
+        .put(format!("{}/v1/masterdata", env.base))
+        .bearer_auth(tollgate_e2e::API_KEY)
+        .json(&tollgate_e2e::masterdata())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.close("2025-05").await.unwrap();
+    assert_eq!(erp.invoices().await.unwrap().len(), 2);
+}
