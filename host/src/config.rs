@@ -256,3 +256,49 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "t.toml".into(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tollgate.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(
+            c.tenants[0].api_key_sha256[0],
+            crate::auth::hash_key("demo-acme-key")
+        );
+        assert_eq!(c.erp_targets["erp-sim"].mapper, "generic-json");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = parse("data_dir = \"d\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        let err = parse("data_dir = \"d\"\n[[tenants]]\nid = \"Acme\"\napi_key_sha256 = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tenants[0].id:"), "{err}");
+        let err =
+            parse("data_dir = \"d\"\n[erp_targets.x]\nbase_url = \"ftp://h\"\nmapper = \"m\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("erp_targets.x.base_url:"), "{err}");
+        let err = parse("data_dir = \"d\"\n[plugins]\nfuel = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("plugins.fuel:"), "{err}");
+    }
+}

@@ -138,8 +138,20 @@ mod tests {
         let big = Decimal::MAX;
         assert_eq!(exact_add(big, Decimal::ONE), Err(DecimalError::Overflow));
         // A sum that only fits by dropping decimals is refused, not rounded.
-        let x = Decimal::from_str_exact("79228162514264337593543950.33").unwrap();
-        let y = Decimal::from_str_exact("1.01").unwrap();
+        let x = Decimal::from_i128_with_scale(79_228_162_514_264_337_593_543_950_335, 4);
+        let y = Decimal::from_str_exact("0.0001").unwrap();
+        assert!(
+            x.checked_add(y).is_some(),
+            "rust_decimal itself would round this sum"
+        );
         assert_eq!(exact_add(x, y), Err(DecimalError::Overflow));
+        // The largest sums that do fit stay exact.
+        let x = Decimal::from_str_exact("79228162514264337593543950.33").unwrap();
+        assert_eq!(
+            exact_add(x, Decimal::from_str_exact("1.01").unwrap())
+                .unwrap()
+                .to_string(),
+            "79228162514264337593543951.34"
+        );
     }
 }
