@@ -61,8 +61,11 @@ pub async fn start(config: Config) -> Result<Gateway> {
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let runtime =
-        Runtime::new(Limits::from(&config.plugins)).context("starting the plugin runtime")?;
+    let runtime = Runtime::new(
+        Limits::from(&config.plugins),
+        Some(config.data_dir.join("compiled")),
+    )
+    .context("starting the plugin runtime")?;
     let registry = Registry::new(runtime);
     let n = registry.load_bundled(&config.plugins.bundled_dir)?;
     tracing::info!(plugins = n, dir = %config.plugins.bundled_dir.display(), "bundled plugins loaded");

@@ -4,7 +4,9 @@
 //! - `build-plugins`: installs the `wasm32-unknown-unknown` target, builds
 //!   every crate under `plugins/` for it and turns each core module into a
 //!   component with `wit-component` (no WASI: plugins import nothing). Writes
-//!   `target/plugins/<name>-<version>.wasm` and `target/plugins/plugins.json`.
+//!   `target/plugins/<name>-<version>.wasm` and `target/plugins/plugins.json`;
+//!   the test components of `tests/components/` (one per listed variant) go
+//!   to `target/test-components/`.
 //! - `demo`: builds the plugins, then runs `tollgate demo`.
 //! - `test`: builds the plugins, then runs the whole test suite.
 
@@ -143,14 +145,19 @@ fn build_plugins() -> Result<PathBuf> {
         );
     }
     let meta: Metadata = serde_json::from_slice(&out.stdout)?;
-    let plugins_root = meta.workspace_root.join("plugins");
+    let roots = [
+        meta.workspace_root.join("plugins"),
+        meta.workspace_root.join("tests").join("components"),
+    ];
     let out_dir = meta.target_directory.join("plugins");
+    let test_dir = meta.target_directory.join("test-components");
     std::fs::create_dir_all(&out_dir)?;
+    std::fs::create_dir_all(&test_dir)?;
     let mut listed = Vec::new();
     for p in meta
         .packages
         .iter()
-        .filter(|p| p.manifest_path.starts_with(&plugins_root))
+        .filter(|p| roots.iter().any(|r| p.manifest_path.starts_with(r)))
     {
         let info = p
             .metadata
@@ -170,47 +177,77 @@ fn build_plugins() -> Result<PathBuf> {
             .as_str()
             .context("metadata.tollgate.kind")?
             .to_string();
-        // One package per cargo invocation: features of the SDK (one world per
-        // plugin) must not be unified across plugins.
-        let status = Command::new(cargo_bin())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                WASM_TARGET,
-                "--package",
-                &p.name,
-            ])
-            // Plugins ship without debug info: smaller components, faster loads.
-            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-            .env("CARGO_PROFILE_RELEASE_STRIP", "true")
-            .status()
-            .context("building plugins")?;
-        if !status.success() {
-            bail!("building plugin {} failed ({status})", p.name);
-        }
+        let test_only = info["test-only"].as_bool().unwrap_or(false);
         let core = meta
             .target_directory
             .join(WASM_TARGET)
             .join("release")
             .join(format!("{}.wasm", p.name.replace('-', "_")));
-        let file = format!("{name}-{}.wasm", p.version);
-        componentize(&core, &out_dir.join(&file))?;
-        listed.push(BundledPlugin {
-            name,
-            version: p.version.clone(),
-            kind,
-            file,
-        });
+        let variants: Vec<Option<&str>> = match info["variants"].as_array() {
+            Some(v) => v.iter().map(|x| x.as_str()).collect(),
+            None => vec![None],
+        };
+        for variant in variants {
+            build_wasm(&p.name, variant)?;
+            let (dir, file) = match variant {
+                Some(v) => (&test_dir, format!("{name}-{v}.wasm")),
+                None if test_only => (&test_dir, format!("{name}.wasm")),
+                None => (&out_dir, format!("{name}-{}.wasm", p.version)),
+            };
+            componentize(&core, &dir.join(&file))?;
+            if !test_only {
+                listed.push(BundledPlugin {
+                    name: name.clone(),
+                    version: p.version.clone(),
+                    kind: kind.clone(),
+                    file,
+                });
+            }
+        }
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
     std::fs::write(
         out_dir.join("plugins.json"),
         serde_json::to_vec_pretty(&listed)?,
     )?;
-    eprintln!("plugins: {} built into {}", listed.len(), out_dir.display());
+    eprintln!(
+        "plugins: {} built into {} (test components in {})",
+        listed.len(),
+        out_dir.display(),
+        test_dir.display()
+    );
     Ok(out_dir)
+}
+
+/// Builds one plugin crate for wasm, alone: the SDK's world features must
+/// not be unified across plugins, nor a test component's variants.
+fn build_wasm(package: &str, feature: Option<&str>) -> Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "--package",
+        package,
+    ]);
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
+    }
+    // Plugins ship without debug info: smaller components, faster loads.
+    let status = cmd
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .status()
+        .context("building plugins")?;
+    if !status.success() {
+        bail!(
+            "building plugin {package} {} failed ({status})",
+            feature.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn componentize(core: &Path, out: &Path) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Enrich: metering windows + master data → the canonical usage object of
 //! one contract line over one billing period (fields as in
-//! `docs/canonical-usage.schema.json`), with its lineage: the windows it
+//! `../shared/DESIGN.md`), with its lineage: the windows it
 //! sums, the event count and a digest of the event-id set.
 
 use crate::error::{ApiError, ErrorCode};

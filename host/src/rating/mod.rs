@@ -143,32 +143,6 @@ fn digest_output(charges: &[Charge]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Checks a rater's output and converts it to exact decimals; errors name
-/// the offending field (`lines[2].amount`).
-fn check_output(lines: Vec<wit::ChargeLine>) -> Result<Vec<Charge>, PluginError> {
-    lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let f = |name: &str| format!("lines[{i}].{name}");
-            if l.sku.is_empty() {
-                return Err(PluginError::InvalidOutput {
-                    field: f("sku"),
-                    message: "empty".into(),
-                });
-            }
-            Ok(Charge {
-                quantity: runtime::from_wit(&l.quantity, &f("quantity"))?,
-                unit_price: runtime::from_wit(&l.unit_price, &f("unit_price"))?,
-                amount: runtime::from_wit(&l.amount, &f("amount"))?,
-                sku: l.sku,
-                description: l.description,
-                explain: l.explain,
-            })
-        })
-        .collect()
-}
-
 /// Rates one canonical usage with `plugin` (blocking: run off the async runtime).
 pub fn rate(
     registry: &Registry,
@@ -177,8 +151,7 @@ pub fn rate(
     now: DateTime<Utc>,
 ) -> Result<ChargeRecord, PluginError> {
     let input = rater_input(&usage);
-    let lines = registry.runtime().rate(plugin, &input)?;
-    let charges = check_output(lines)?;
+    let charges = registry.runtime().rate(plugin, &input)?;
     Ok(ChargeRecord {
         rule: RuleRef {
             plugin: plugin.name.clone(),

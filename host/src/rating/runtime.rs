@@ -10,15 +10,28 @@
 //! deadline (wall-clock limit), a linear-memory cap, instance/table limits,
 //! and an output-size cap. NaNs are canonicalised so floats inside a plugin
 //! cannot make results differ across machines.
+//!
+//! Instances come from a pooling allocator (memory slots are reused, not
+//! mapped per call); at most [`POOL_SLOTS`] calls run at once and further
+//! calls wait for a slot. Compiled components are cached on disk under a key
+//! of (wasmtime version and engine configuration, plugin SHA-256), so a
+//! restart does not recompile. Uploads are bounded in size and compilation
+//! in time.
 
 use crate::config::PluginsConfig;
+use crate::rating::Charge;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
 
 /// Generated host bindings, one module per world of `wit/since_v0.1.0`.
 pub mod bindings {
@@ -41,6 +54,10 @@ use bindings::types as wit;
 
 /// Largest component accepted, bytes.
 pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+/// Longest a component may take to compile.
+pub const MAX_COMPILE_TIME: Duration = Duration::from_secs(20);
+/// Instances that may exist at once (one per running call).
+pub const POOL_SLOTS: u32 = 64;
 /// Epoch tick; deadlines are whole ticks.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -166,7 +183,49 @@ struct CallState {
 pub struct Runtime {
     engine: Engine,
     limits: Limits,
+    /// Where compiled components are cached; `None` = no cache.
+    cache_dir: Option<PathBuf>,
+    slots: Arc<Slots>,
     _ticker: Arc<Ticker>,
+}
+
+/// Counts free pool slots; a call waits for one.
+struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Feeds `std::hash::Hash` into SHA-256: a hash that is stable across
+/// processes, for cache keys.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0
+    }
 }
 
 struct Ticker(Arc<AtomicBool>);
@@ -178,9 +237,26 @@ impl Drop for Ticker {
 }
 
 impl Runtime {
-    pub fn new(limits: Limits) -> anyhow::Result<Runtime> {
+    /// An engine with the sandbox configuration; `cache_dir` holds compiled
+    /// components across restarts.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let memory_bytes = (limits.memory_mib as usize) << 20;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS * 2)
+            .total_tables(POOL_SLOTS * 4)
+            .max_core_instances_per_component(8)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .max_memories_per_module(1)
+            .max_tables_per_module(2)
+            .table_elements(20_000)
+            .max_memory_size(memory_bytes)
+            .max_unused_warm_slots(POOL_SLOTS);
         let mut config = wasmtime::Config::new();
         config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .consume_fuel(true)
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
@@ -200,11 +276,97 @@ impl Runtime {
                     }
                 }
             })?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
         Ok(Runtime {
             engine,
             limits,
+            cache_dir,
+            slots: Arc::new(Slots {
+                free: Mutex::new(POOL_SLOTS),
+                freed: Condvar::new(),
+            }),
             _ticker: Arc::new(Ticker(stop)),
         })
+    }
+
+    /// The cache key of a component: engine version and configuration, and
+    /// the component's own hash.
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = ShaHasher(Sha256::new());
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let engine = hex::encode(h.0.finalize());
+        Some(dir.join(format!("{sha256}-{}.cwasm", &engine[..16])))
+    }
+
+    /// A compiled component from the cache, if there is one that this engine accepts.
+    #[allow(unsafe_code)]
+    fn cached(&self, path: &std::path::Path) -> Option<Component> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` trusts the file to be a component
+        // serialized by wasmtime. Only `compile` below writes this directory,
+        // from `Component::serialize` of an engine whose version and
+        // configuration are part of the file name; wasmtime additionally
+        // checks the header and refuses a file from another version or
+        // configuration (we then recompile). The directory is the gateway's
+        // own data directory: whoever can write it can already change every
+        // stored record.
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled component");
+                None
+            }
+        }
+    }
+
+    /// Compiles (or loads from the cache) a component, within [`MAX_COMPILE_TIME`].
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
+        let path = self.cache_path(sha256);
+        if let Some(c) = path.as_deref().and_then(|p| self.cached(p)) {
+            return Ok(c);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (engine, owned) = (self.engine.clone(), bytes.to_vec());
+        std::thread::Builder::new()
+            .name("wasm-compile".into())
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, &owned));
+            })
+            .map_err(|e| PluginError::Trap {
+                message: format!("starting the compiler: {e}"),
+                backtrace: String::new(),
+            })?;
+        let component = match rx.recv_timeout(MAX_COMPILE_TIME) {
+            Ok(r) => r.map_err(|e| {
+                PluginError::IncompatibleInterface(format!(
+                    "not a valid WebAssembly component: {e:#}"
+                ))
+            })?,
+            Err(_) => {
+                return Err(PluginError::TooLarge(format!(
+                    "compilation took longer than {} s",
+                    MAX_COMPILE_TIME.as_secs()
+                )));
+            }
+        };
+        if let Some(path) = path {
+            // Written whole then renamed, so a crash never leaves half a file.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let written = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+                .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "could not cache a compiled component");
+            }
+        }
+        Ok(component)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -227,9 +389,7 @@ impl Runtime {
             )));
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            PluginError::IncompatibleInterface(format!("not a valid WebAssembly component: {e:#}"))
-        })?;
+        let component = self.compile(bytes, &sha256)?;
         check_imports(&self.engine, &component)?;
         let linker: Linker<CallState> = Linker::new(&self.engine);
         let pre = linker
@@ -308,18 +468,16 @@ impl Runtime {
         PluginError::Trap { message, backtrace }
     }
 
-    /// Rates one canonical usage with a rater plugin.
-    pub fn rate(
-        &self,
-        plugin: &Plugin,
-        input: &wit::Usage,
-    ) -> Result<Vec<wit::ChargeLine>, PluginError> {
+    /// Rates one canonical usage with a rater plugin; the charges come back
+    /// checked (every field named on error) and in exact decimals.
+    pub fn rate(&self, plugin: &Plugin, input: &wit::Usage) -> Result<Vec<Charge>, PluginError> {
         let Pre::Rater(pre) = &plugin.pre else {
             return Err(PluginError::IncompatibleInterface(format!(
                 "{} is not a rater",
                 plugin.name
             )));
         };
+        let _slot = self.slots.acquire();
         let mut store = self.store()?;
         let instance: Rater = pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         let lines = instance
@@ -330,7 +488,7 @@ impl Runtime {
             .map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64)
             .sum();
         self.check_output(size)?;
-        Ok(lines)
+        charges_from_wit(lines)
     }
 
     fn check_output(&self, size: usize) -> Result<(), PluginError> {
@@ -358,6 +516,7 @@ impl Runtime {
         plugin: &Plugin,
         f: impl FnOnce(&ErpMapper, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        let _slot = self.slots.acquire();
         let mut store = self.store()?;
         let instance = self
             .mapper(plugin)?
@@ -423,6 +582,32 @@ impl Runtime {
     ) -> Result<wit::PostingOutcome, PluginError> {
         self.with_mapper(plugin, |m, s| m.call_read_response(s, response))
     }
+}
+
+/// Checks a rater's output and converts it to exact decimals; errors name
+/// the offending field (`lines[2].amount`).
+fn charges_from_wit(lines: Vec<wit::ChargeLine>) -> Result<Vec<Charge>, PluginError> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let f = |name: &str| format!("lines[{i}].{name}");
+            if l.sku.is_empty() {
+                return Err(PluginError::InvalidOutput {
+                    field: f("sku"),
+                    message: "empty".into(),
+                });
+            }
+            Ok(Charge {
+                quantity: from_wit(&l.quantity, &f("quantity"))?,
+                unit_price: from_wit(&l.unit_price, &f("unit_price"))?,
+                amount: from_wit(&l.amount, &f("amount"))?,
+                sku: l.sku,
+                description: l.description,
+                explain: l.explain,
+            })
+        })
+        .collect()
 }
 
 /// Refuses any import that is not a types-only instance, naming it.

@@ -1,0 +1,43 @@
+//! Components that must be refused at load: they import a function, or
+//! implement another world. One per feature (see `tests/components/README.md`).
+
+// The generated bindings use `unsafe` for the canonical ABI.
+#![allow(unsafe_code)]
+
+#[cfg(feature = "wasi")]
+mod bindings {
+    wit_bindgen::generate!({ world: "wasi-importer", path: "wit", generate_all });
+    struct P;
+    impl Guest for P {
+        fn rate(input: String) -> String {
+            let t = wasi::clocks::wall_clock::now();
+            format!("{input}@{}", t.seconds)
+        }
+    }
+    export!(P);
+}
+
+#[cfg(feature = "host-call")]
+mod bindings {
+    wit_bindgen::generate!({ world: "host-importer", path: "wit" });
+    struct P;
+    impl Guest for P {
+        fn rate(input: String) -> String {
+            host_log(&input);
+            input
+        }
+    }
+    export!(P);
+}
+
+#[cfg(feature = "wrong-world")]
+mod bindings {
+    wit_bindgen::generate!({ world: "wrong-world", path: "wit" });
+    struct P;
+    impl Guest for P {
+        fn rate(x: u32) -> u32 {
+            x + 1
+        }
+    }
+    export!(P);
+}
