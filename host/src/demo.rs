@@ -13,6 +13,19 @@ use chrono::{Datelike, Duration, TimeZone, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// A JSON string field, or "" (for printing).
+fn text(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// One row of the invoice-lines table.
+fn row(cols: [&str; 5]) {
+    println!(
+        "    {:<12} {:<38} {:>12} {:>10} {:>10}",
+        cols[0], cols[1], cols[2], cols[3], cols[4]
+    );
+}
+
 /// The demo tenant's API key (sent as `authorization: Bearer ...`).
 pub const DEMO_API_KEY: &str = "demo-acme-key";
 const MASTERDATA: &str = include_str!("../demo/masterdata.json");
@@ -168,19 +181,9 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
             inv["period_start"].as_str().unwrap_or(""),
             inv["period_end"].as_str().unwrap_or("")
         );
-        println!(
-            "    {:<12} {:<38} {:>12} {:>10} {:>10}",
-            "item", "description", "quantity", "unit price", "amount"
-        );
+        row(["item", "description", "quantity", "unit price", "amount"]);
         for l in inv["lines"].as_array().into_iter().flatten() {
-            println!(
-                "    {:<12} {:<38} {:>12} {:>10} {:>10}",
-                l["item"].as_str().unwrap_or(""),
-                l["description"].as_str().unwrap_or(""),
-                l["quantity"].as_str().unwrap_or(""),
-                l["unit_price"].as_str().unwrap_or(""),
-                l["amount"].as_str().unwrap_or("")
-            );
+            row(["item", "description", "quantity", "unit_price", "amount"].map(|k| text(&l[k])));
         }
         println!(
             "    {:>86} {}",
