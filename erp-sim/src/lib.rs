@@ -122,17 +122,8 @@ impl Sim {
     }
 }
 
-fn error(
-    status: StatusCode,
-    code: &str,
-    field: Option<&str>,
-    message: impl Into<String>,
-) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "field": field, "message": message.into() } })),
-    )
-        .into_response()
+fn error(status: StatusCode, code: &str, field: Option<&str>, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": { "code": code, "field": field, "message": message.into() } }))).into_response()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,53 +137,30 @@ fn text(body: &serde_json::Value, field: &str) -> Result<String, Invalid> {
     body.get(field)
         .and_then(|v| v.as_str())
         .map(str::to_string)
-        .ok_or_else(|| Invalid {
-            field: field.into(),
-            message: "required string".into(),
-        })
+        .ok_or_else(|| Invalid { field: field.into(), message: "required string".into() })
 }
 
 fn decimal(v: &serde_json::Value, field: &str) -> Result<Decimal, Invalid> {
-    let s = v
-        .get(field.rsplit('.').next().unwrap_or(field))
-        .and_then(|x| x.as_str())
-        .ok_or_else(|| Invalid {
-            field: field.into(),
-            message: "required decimal string (JSON numbers are refused: they lose precision)"
-                .into(),
-        })?;
-    Decimal::from_str_exact(s).map_err(|e| Invalid {
+    let s = v.get(field.rsplit('.').next().unwrap_or(field)).and_then(|x| x.as_str()).ok_or_else(|| Invalid {
         field: field.into(),
-        message: format!("{s:?}: {e}"),
-    })
+        message: "required decimal string (JSON numbers are refused: they lose precision)".into(),
+    })?;
+    Decimal::from_str_exact(s).map_err(|e| Invalid { field: field.into(), message: format!("{s:?}: {e}") })
 }
 
-fn parse_invoice(
-    body: &serde_json::Value,
-    number: String,
-    key: Option<String>,
-) -> Result<Invoice, Invalid> {
+fn parse_invoice(body: &serde_json::Value, number: String, key: Option<String>) -> Result<Invoice, Invalid> {
     let lines = body
         .get("lines")
         .and_then(|l| l.as_array())
         .filter(|l| !l.is_empty())
-        .ok_or_else(|| Invalid {
-            field: "lines".into(),
-            message: "at least one line is required".into(),
-        })?;
+        .ok_or_else(|| Invalid { field: "lines".into(), message: "at least one line is required".into() })?;
     let lines = lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
             Ok(InvoiceLine {
-                sku: text(l, "sku").map_err(|e| Invalid {
-                    field: format!("lines[{i}].{}", e.field),
-                    ..e
-                })?,
-                item: text(l, "item").map_err(|e| Invalid {
-                    field: format!("lines[{i}].{}", e.field),
-                    ..e
-                })?,
+                sku: text(l, "sku").map_err(|e| Invalid { field: format!("lines[{i}].{}", e.field), ..e })?,
+                item: text(l, "item").map_err(|e| Invalid { field: format!("lines[{i}].{}", e.field), ..e })?,
                 description: text(l, "description").unwrap_or_default(),
                 quantity: decimal(l, &format!("lines[{i}].quantity"))?,
                 unit_price: decimal(l, &format!("lines[{i}].unit_price"))?,
@@ -231,30 +199,17 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         s.faults.pop_front()
     };
     match &fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-        }) => {
+        Some(Fault::Status { status, retry_after }) => {
             let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let mut r = error(code, "injected", None, format!("injected HTTP {status}"));
             if let Some(s) = retry_after {
-                r.headers_mut().insert(
-                    "retry-after",
-                    s.to_string().parse().expect("digits are a valid header"),
-                );
+                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
             }
             return r;
         }
-        Some(Fault::Delay { ms }) => {
-            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await
-        }
+        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
         Some(Fault::Reject { code, message }) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                None,
-                message.clone(),
-            );
+            return error(StatusCode::UNPROCESSABLE_ENTITY, code, None, message.clone());
         }
         _ => {}
     }
@@ -262,10 +217,7 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-json", None, e.to_string()),
     };
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut s = sim.lock();
     if let Some(k) = &key {
         if let Some((index, original)) = s.bodies.get(k) {
@@ -278,24 +230,14 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
                 );
             }
             let invoice = s.invoices[*index].clone();
-            return (
-                StatusCode::OK,
-                [("idempotent-replayed", "true")],
-                Json(invoice),
-            )
-                .into_response();
+            return (StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response();
         }
     }
     let number = format!("INV-{:06}", s.invoices.len() + 1);
     let invoice = match parse_invoice(&json, number, key.clone()) {
         Ok(i) => i,
         Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
-                Some(&e.field),
-                e.message,
-            );
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "validation", Some(&e.field), e.message);
         }
     };
     s.invoices.push(invoice.clone());
@@ -306,12 +248,7 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
     drop(s);
     if let Some(Fault::ErrorAfterCommit { status }) = fault {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return error(
-            code,
-            "injected",
-            None,
-            format!("injected HTTP {status} after committing {}", invoice.number),
-        );
+        return error(code, "injected", None, format!("injected HTTP {status} after committing {}", invoice.number));
     }
     (StatusCode::CREATED, Json(invoice)).into_response()
 }
@@ -320,10 +257,7 @@ async fn list_invoices(State(sim): State<Sim>) -> Json<serde_json::Value> {
     Json(json!({ "invoices": sim.invoices() }))
 }
 
-async fn add_faults(
-    State(sim): State<Sim>,
-    Json(faults): Json<Vec<Fault>>,
-) -> Json<serde_json::Value> {
+async fn add_faults(State(sim): State<Sim>, Json(faults): Json<Vec<Fault>>) -> Json<serde_json::Value> {
     let n = faults.len();
     for f in faults {
         sim.push_fault(f);
@@ -333,7 +267,5 @@ async fn add_faults(
 
 async fn stats(State(sim): State<Sim>) -> Json<serde_json::Value> {
     let s = sim.lock();
-    Json(
-        json!({ "requests": s.requests, "invoices": s.invoices.len(), "faults_pending": s.faults.len() }),
-    )
+    Json(json!({ "requests": s.requests, "invoices": s.invoices.len(), "faults_pending": s.faults.len() }))
 }

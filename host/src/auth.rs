@@ -8,7 +8,12 @@ use std::collections::HashMap;
 
 /// The SHA-256 of an API key, hex.
 pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    hash_key_bytes(key.as_bytes())
+}
+
+/// The SHA-256 of bytes, hex: API keys and plugin components alike.
+pub fn hash_key_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Known key hashes and their tenants.
@@ -21,11 +26,7 @@ impl Auth {
     pub fn new(tenants: &[TenantConfig]) -> Auth {
         let tenants_by_hash = tenants
             .iter()
-            .flat_map(|t| {
-                t.api_key_sha256
-                    .iter()
-                    .map(move |h| (h.to_ascii_lowercase(), t.id.clone()))
-            })
+            .flat_map(|t| t.api_key_sha256.iter().map(move |h| (h.to_ascii_lowercase(), t.id.clone())))
             .collect();
         Auth { tenants_by_hash }
     }
@@ -45,21 +46,11 @@ impl Auth {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| {
-                ApiError::field(
-                    ErrorCode::Unauthenticated,
-                    "authorization",
-                    "expected `Bearer <api key>`",
-                )
+                ApiError::field(ErrorCode::Unauthenticated, "authorization", "expected `Bearer <api key>`")
             })?;
         self.tenants_by_hash
             .get(&hash_key(key))
             .cloned()
-            .ok_or_else(|| {
-                ApiError::field(
-                    ErrorCode::Unauthenticated,
-                    "authorization",
-                    "unknown api key",
-                )
-            })
+            .ok_or_else(|| ApiError::field(ErrorCode::Unauthenticated, "authorization", "unknown api key"))
     }
 }

@@ -82,11 +82,7 @@ pub struct PostingConfig {
 
 impl Default for PostingConfig {
     fn default() -> Self {
-        PostingConfig {
-            backoff_initial_ms: 200,
-            backoff_max_ms: 30_000,
-            poll_ms: 500,
-        }
+        PostingConfig { backoff_initial_ms: 200, backoff_max_ms: 30_000, poll_ms: 500 }
     }
 }
 
@@ -125,45 +121,30 @@ fn default_timeout() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 /// Whether `s` is a valid tenant / target id.
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl Config {
     /// Reads, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
         config.apply_env();
         config.validate()?;
         Ok(config)
@@ -173,16 +154,10 @@ impl Config {
         if let Ok(v) = std::env::var("TOLLGATE_DATA_DIR") {
             self.data_dir = v.into();
         }
-        if let Some(a) = std::env::var("TOLLGATE_GRPC_LISTEN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        if let Some(a) = std::env::var("TOLLGATE_GRPC_LISTEN").ok().and_then(|v| v.parse().ok()) {
             self.grpc_listen = a;
         }
-        if let Some(a) = std::env::var("TOLLGATE_HTTP_LISTEN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        if let Some(a) = std::env::var("TOLLGATE_HTTP_LISTEN").ok().and_then(|v| v.parse().ok()) {
             self.http_listen = a;
         }
         if let Ok(v) = std::env::var("TOLLGATE_PLUGINS_DIR") {
@@ -202,9 +177,7 @@ impl Config {
         if !(1..=4096).contains(&p.memory_limit_mib) {
             return Err(invalid("plugins.memory_limit_mib", "must be 1..=4096"));
         }
-        if self.posting.backoff_initial_ms == 0
-            || self.posting.backoff_max_ms < self.posting.backoff_initial_ms
-        {
+        if self.posting.backoff_initial_ms == 0 || self.posting.backoff_max_ms < self.posting.backoff_initial_ms {
             return Err(invalid(
                 "posting.backoff_max_ms",
                 "must be at least posting.backoff_initial_ms, which must be > 0",
@@ -213,16 +186,10 @@ impl Config {
         let mut seen = std::collections::BTreeSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             if !is_valid_id(&t.id) {
-                return Err(invalid(
-                    format!("tenants[{i}].id"),
-                    "lowercase letters, digits, '-', '_', 1..=64 bytes",
-                ));
+                return Err(invalid(format!("tenants[{i}].id"), "lowercase letters, digits, '-', '_', 1..=64 bytes"));
             }
             if !seen.insert(&t.id) {
-                return Err(invalid(
-                    format!("tenants[{i}].id"),
-                    format!("tenant {} is listed twice", t.id),
-                ));
+                return Err(invalid(format!("tenants[{i}].id"), format!("tenant {} is listed twice", t.id)));
             }
             for (j, h) in t.api_key_sha256.iter().enumerate() {
                 if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -241,16 +208,10 @@ impl Config {
                 ));
             }
             if !(t.base_url.starts_with("http://") || t.base_url.starts_with("https://")) {
-                return Err(invalid(
-                    format!("erp_targets.{name}.base_url"),
-                    "must start with http:// or https://",
-                ));
+                return Err(invalid(format!("erp_targets.{name}.base_url"), "must start with http:// or https://"));
             }
             if t.timeout_ms == 0 {
-                return Err(invalid(
-                    format!("erp_targets.{name}.timeout_ms"),
-                    "must be greater than 0",
-                ));
+                return Err(invalid(format!("erp_targets.{name}.timeout_ms"), "must be greater than 0"));
             }
         }
         Ok(())
@@ -262,10 +223,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: "t.toml".into(),
-            source,
-        })?;
+        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse { path: "t.toml".into(), source })?;
         c.validate()?;
         Ok(c)
     }
@@ -274,31 +232,21 @@ mod tests {
     fn the_example_configuration_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tollgate.example.toml");
         let c = Config::load(&path).unwrap();
-        assert_eq!(
-            c.tenants[0].api_key_sha256[0],
-            crate::auth::hash_key("demo-acme-key")
-        );
+        assert_eq!(c.tenants[0].api_key_sha256[0], crate::auth::hash_key("demo-acme-key"));
         assert_eq!(c.erp_targets["erp-sim"].mapper, "generic-json");
     }
 
     #[test]
     fn errors_name_the_key() {
-        let err = parse("data_dir = \"d\"\nbogus = 1\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("data_dir = \"d\"\nbogus = 1\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `bogus`"), "{err}");
-        let err = parse("data_dir = \"d\"\n[[tenants]]\nid = \"Acme\"\napi_key_sha256 = []\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("data_dir = \"d\"\n[[tenants]]\nid = \"Acme\"\napi_key_sha256 = []\n").unwrap_err().to_string();
         assert!(err.starts_with("tenants[0].id:"), "{err}");
-        let err =
-            parse("data_dir = \"d\"\n[erp_targets.x]\nbase_url = \"ftp://h\"\nmapper = \"m\"\n")
-                .unwrap_err()
-                .to_string();
-        assert!(err.starts_with("erp_targets.x.base_url:"), "{err}");
-        let err = parse("data_dir = \"d\"\n[plugins]\nfuel = 0\n")
+        let err = parse("data_dir = \"d\"\n[erp_targets.x]\nbase_url = \"ftp://h\"\nmapper = \"m\"\n")
             .unwrap_err()
             .to_string();
+        assert!(err.starts_with("erp_targets.x.base_url:"), "{err}");
+        let err = parse("data_dir = \"d\"\n[plugins]\nfuel = 0\n").unwrap_err().to_string();
         assert!(err.starts_with("plugins.fuel:"), "{err}");
     }
 }

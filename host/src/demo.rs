@@ -20,10 +20,7 @@ fn text(v: &serde_json::Value) -> &str {
 
 /// One row of the invoice-lines table.
 fn row(cols: [&str; 5]) {
-    println!(
-        "    {:<12} {:<38} {:>12} {:>10} {:>10}",
-        cols[0], cols[1], cols[2], cols[3], cols[4]
-    );
+    println!("    {:<12} {:<38} {:>12} {:>10} {:>10}", cols[0], cols[1], cols[2], cols[3], cols[4]);
 }
 
 /// The demo tenant's API key (sent as `authorization: Bearer ...`).
@@ -44,10 +41,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         data_dir: work.join("data"),
         grpc_listen: "127.0.0.1:0".parse()?,
         http_listen: "127.0.0.1:0".parse()?,
-        plugins: PluginsConfig {
-            bundled_dir: plugins_dir,
-            ..PluginsConfig::default()
-        },
+        plugins: PluginsConfig { bundled_dir: plugins_dir, ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         tenants: vec![TenantConfig {
             id: "acme".into(),
@@ -67,24 +61,15 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
     config.validate()?;
     let gateway = server::start(config).await?;
     println!("Tollgate demo");
-    println!(
-        "  gateway: gRPC {} · HTTP {} · ERP simulator http://{erp_addr}",
-        gateway.grpc_addr, gateway.http_addr
-    );
+    println!("  gateway: gRPC {} · HTTP {} · ERP simulator http://{erp_addr}", gateway.grpc_addr, gateway.http_addr);
     println!("  data:    {}", work.display());
 
     // Last calendar month: a period that is over and can be closed.
     let now = Utc::now();
-    let this_month = Utc
-        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .context("month start")?;
+    let this_month = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().context("month start")?;
     let start = this_month - Duration::days(1);
     let period = format!("{:04}-{:02}", start.year(), start.month());
-    let month_start = Utc
-        .with_ymd_and_hms(start.year(), start.month(), 1, 0, 0, 0)
-        .single()
-        .context("period start")?;
+    let month_start = Utc.with_ymd_and_hms(start.year(), start.month(), 1, 0, 0, 0).single().context("period start")?;
 
     let mut events = Vec::new();
     let mut push = |id: String, customer: &str, meter: &str, hours: i64, quantity: &str| {
@@ -93,52 +78,23 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
             id,
             customer: customer.into(),
             meter: meter.into(),
-            time: Some(prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: 0,
-            }),
+            time: Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }),
             quantity: quantity.into(),
             dimensions: [("region".to_string(), "eu-west".to_string())].into(),
             source: "demo".into(),
         });
     };
     for day in 0..20 {
-        push(
-            format!("gx-api-{day}"),
-            "globex",
-            "api_calls",
-            day * 24 + 9,
-            "612.5",
-        );
-        push(
-            format!("gx-sto-{day}"),
-            "globex",
-            "storage_gb_hours",
-            day * 24 + 12,
-            "240",
-        );
-        push(
-            format!("it-api-{day}"),
-            "initech",
-            "api_calls",
-            day * 24 + 15,
-            "41",
-        );
+        push(format!("gx-api-{day}"), "globex", "api_calls", day * 24 + 9, "612.5");
+        push(format!("gx-sto-{day}"), "globex", "storage_gb_hours", day * 24 + 12, "240");
+        push(format!("it-api-{day}"), "initech", "api_calls", day * 24 + 15, "41");
     }
-    push(
-        "gx-api-3".into(),
-        "globex",
-        "api_calls",
-        3 * 24 + 9,
-        "612.5",
-    ); // a retried event: duplicate
+    push("gx-api-3".into(), "globex", "api_calls", 3 * 24 + 9, "612.5"); // a retried event: duplicate
     push("bad-1".into(), "initech", "api_calls", 10, "12,5"); // invalid quantity: rejected
 
     let mut client = IngestServiceClient::connect(format!("http://{}", gateway.grpc_addr)).await?;
     let mut request = tonic::Request::new(IngestRequest { events });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {DEMO_API_KEY}").parse()?);
+    request.metadata_mut().insert("authorization", format!("Bearer {DEMO_API_KEY}").parse()?);
     let response = client.ingest(request).await?.into_inner();
     println!(
         "\nIngest (gRPC): {} accepted, {} duplicate, {} rejected",
@@ -161,12 +117,8 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
     let docs = close["documents"].as_array().cloned().unwrap_or_default();
     println!("\nClosed period {period}: {} posting documents", docs.len());
 
-    let invoices: serde_json::Value = http
-        .get(format!("http://{erp_addr}/generic/invoices"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let invoices: serde_json::Value =
+        http.get(format!("http://{erp_addr}/generic/invoices")).send().await?.json().await?;
     let invoices = invoices["invoices"].as_array().cloned().unwrap_or_default();
     if invoices.is_empty() {
         bail!("the ERP received no invoice");
@@ -185,11 +137,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         for l in inv["lines"].as_array().into_iter().flatten() {
             row(["item", "description", "quantity", "unit_price", "amount"].map(|k| text(&l[k])));
         }
-        println!(
-            "    {:>86} {}",
-            inv["total"].as_str().unwrap_or(""),
-            inv["currency"].as_str().unwrap_or("")
-        );
+        println!("    {:>86} {}", inv["total"].as_str().unwrap_or(""), inv["currency"].as_str().unwrap_or(""));
     }
 
     println!("\nLineage (GET /v1/lineage/documents/{{number}}):");
@@ -203,17 +151,10 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
             .error_for_status()?
             .json()
             .await?;
-        println!(
-            "\n  {number} ← document {}",
-            lineage["document"]["id"].as_str().unwrap_or("?")
-        );
+        println!("\n  {number} ← document {}", lineage["document"]["id"].as_str().unwrap_or("?"));
         for c in lineage["contract_lines"].as_array().into_iter().flatten() {
-            let events: Vec<&str> = c["event_ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.as_str())
-                .collect();
+            let events: Vec<&str> =
+                c["event_ids"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
             println!(
                 "    {} ({} = {}) rated by {}@{} sha256 {}…",
                 c["contract_line"].as_str().unwrap_or("?"),
@@ -221,8 +162,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
                 c["quantity"].as_str().unwrap_or("?"),
                 c["rule"]["plugin"].as_str().unwrap_or("?"),
                 c["rule"]["version"].as_str().unwrap_or("?"),
-                &c["rule"]["sha256"].as_str().unwrap_or("")
-                    [..12.min(c["rule"]["sha256"].as_str().unwrap_or("").len())]
+                &c["rule"]["sha256"].as_str().unwrap_or("")[..12.min(c["rule"]["sha256"].as_str().unwrap_or("").len())]
             );
             for ch in c["charges"].as_array().into_iter().flatten() {
                 println!("      {}", ch["explain"].as_str().unwrap_or(""));
@@ -231,12 +171,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
                 "      {} hourly windows, {} events: {}{}",
                 c["windows"].as_array().map_or(0, Vec::len),
                 events.len(),
-                events
-                    .iter()
-                    .take(5)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                events.iter().take(5).copied().collect::<Vec<_>>().join(", "),
                 if events.len() > 5 { ", …" } else { "" }
             );
         }

@@ -55,23 +55,24 @@ pub struct ApiError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub message: String,
+    /// A finer stable code where one exists (e.g. a plugin error's
+    /// `incompatible-interface`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            field: None,
-            message: message.into(),
-        }
+        ApiError { code, field: None, message: message.into(), reason: None }
     }
 
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            field: Some(field.into()),
-            message: message.into(),
-        }
+        ApiError { code, field: Some(field.into()), message: message.into(), reason: None }
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
@@ -92,16 +93,28 @@ impl From<ApiError> for tonic::Status {
 
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        (
-            self.code.http_status(),
-            axum::Json(serde_json::json!({ "error": self })),
-        )
-            .into_response()
+        (self.code.http_status(), axum::Json(serde_json::json!({ "error": self }))).into_response()
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::internal(e)
+    }
+}
+
+impl From<crate::rating::registry::RegistryError> for ApiError {
+    fn from(e: crate::rating::registry::RegistryError) -> Self {
+        use crate::rating::registry::RegistryError as R;
+        match e {
+            R::Plugin { source, .. } => {
+                ApiError::field(ErrorCode::InvalidArgument, "body", source.to_string()).with_reason(source.code())
+            }
+            R::Immutable { .. } => ApiError::field(ErrorCode::Conflict, "version", e.to_string()),
+            R::Reserved(_) => ApiError::field(ErrorCode::Conflict, "name", e.to_string()),
+            R::KindChanged { .. } => ApiError::field(ErrorCode::Conflict, "kind", e.to_string()),
+            R::Store(s) => ApiError::internal(s),
+            R::Read { .. } | R::Manifest { .. } => ApiError::internal(e),
+        }
     }
 }

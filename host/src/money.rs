@@ -18,9 +18,7 @@ pub const MAX_INTEGER_DIGITS: u32 = 15;
 pub enum DecimalError {
     #[error("empty; expected a decimal string such as \"12.5\"")]
     Empty,
-    #[error(
-        "{0:?} is not a decimal number (digits, one optional '.', optional leading '-'; no exponent)"
-    )]
+    #[error("{0:?} is not a decimal number (digits, one optional '.', optional leading '-'; no exponent)")]
     Syntax(String),
     #[error("{value} has {scale} decimal places; at most {MAX_SCALE} are accepted")]
     TooManyDecimals { value: String, scale: u32 },
@@ -43,18 +41,12 @@ pub fn parse_quantity(s: &str) -> Result<Decimal, DecimalError> {
     let int = parts.next().unwrap_or("");
     let frac = parts.next();
     let digits_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if (int.is_empty() && frac.is_none_or(str::is_empty))
-        || !digits_ok(int)
-        || !frac.is_none_or(digits_ok)
-    {
+    if (int.is_empty() && frac.is_none_or(str::is_empty)) || !digits_ok(int) || !frac.is_none_or(digits_ok) {
         return Err(DecimalError::Syntax(t.to_string()));
     }
     let scale = frac.map_or(0, |f| f.len() as u32);
     if scale > MAX_SCALE {
-        return Err(DecimalError::TooManyDecimals {
-            value: t.to_string(),
-            scale,
-        });
+        return Err(DecimalError::TooManyDecimals { value: t.to_string(), scale });
     }
     if int.trim_start_matches('0').len() as u32 > MAX_INTEGER_DIGITS {
         return Err(DecimalError::TooLarge(t.to_string()));
@@ -88,46 +80,20 @@ mod tests {
     #[test]
     fn accepts_plain_decimals() {
         assert_eq!(parse_quantity("12.5").unwrap().to_string(), "12.5");
-        assert_eq!(
-            parse_quantity("0.000000000001").unwrap().to_string(),
-            "0.000000000001"
-        );
-        assert_eq!(
-            parse_quantity("999999999999999.999999999999")
-                .unwrap()
-                .scale(),
-            12
-        );
+        assert_eq!(parse_quantity("0.000000000001").unwrap().to_string(), "0.000000000001");
+        assert_eq!(parse_quantity("999999999999999.999999999999").unwrap().scale(), 12);
         assert_eq!(parse_quantity(".5").unwrap().to_string(), "0.5");
     }
 
     #[test]
     fn refuses_what_it_cannot_hold_exactly() {
         assert!(matches!(parse_quantity(""), Err(DecimalError::Empty)));
-        assert!(matches!(
-            parse_quantity("1e3"),
-            Err(DecimalError::Syntax(_))
-        ));
-        assert!(matches!(
-            parse_quantity("1.2.3"),
-            Err(DecimalError::Syntax(_))
-        ));
-        assert!(matches!(
-            parse_quantity("NaN"),
-            Err(DecimalError::Syntax(_))
-        ));
-        assert!(matches!(
-            parse_quantity("0.0000000000001"),
-            Err(DecimalError::TooManyDecimals { scale: 13, .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1000000000000000"),
-            Err(DecimalError::TooLarge(_))
-        ));
-        assert!(matches!(
-            parse_quantity("-1"),
-            Err(DecimalError::Negative(_))
-        ));
+        assert!(matches!(parse_quantity("1e3"), Err(DecimalError::Syntax(_))));
+        assert!(matches!(parse_quantity("1.2.3"), Err(DecimalError::Syntax(_))));
+        assert!(matches!(parse_quantity("NaN"), Err(DecimalError::Syntax(_))));
+        assert!(matches!(parse_quantity("0.0000000000001"), Err(DecimalError::TooManyDecimals { scale: 13, .. })));
+        assert!(matches!(parse_quantity("1000000000000000"), Err(DecimalError::TooLarge(_))));
+        assert!(matches!(parse_quantity("-1"), Err(DecimalError::Negative(_))));
     }
 
     #[test]
@@ -140,17 +106,12 @@ mod tests {
         // A sum that only fits by dropping decimals is refused, not rounded.
         let x = Decimal::from_i128_with_scale(79_228_162_514_264_337_593_543_950_335, 4);
         let y = Decimal::from_str_exact("0.0001").unwrap();
-        assert!(
-            x.checked_add(y).is_some(),
-            "rust_decimal itself would round this sum"
-        );
+        assert!(x.checked_add(y).is_some(), "rust_decimal itself would round this sum");
         assert_eq!(exact_add(x, y), Err(DecimalError::Overflow));
         // The largest sums that do fit stay exact.
         let x = Decimal::from_str_exact("79228162514264337593543950.33").unwrap();
         assert_eq!(
-            exact_add(x, Decimal::from_str_exact("1.01").unwrap())
-                .unwrap()
-                .to_string(),
+            exact_add(x, Decimal::from_str_exact("1.01").unwrap()).unwrap().to_string(),
             "79228162514264337593543951.34"
         );
     }

@@ -40,8 +40,7 @@ impl Gateway {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
@@ -57,58 +56,46 @@ impl Gateway {
 /// Opens the store, loads plugins and master data, binds both listeners and
 /// starts serving.
 pub async fn start(config: Config) -> Result<Gateway> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let store = Store::open(&config.data_dir)
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let runtime = Runtime::new(
-        Limits::from(&config.plugins),
-        Some(config.data_dir.join("compiled")),
-    )
-    .context("starting the plugin runtime")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store =
+        Store::open(&config.data_dir).with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let runtime = Runtime::new(Limits::from(&config.plugins), Some(config.data_dir.join("compiled")))
+        .context("starting the plugin runtime")?;
     let registry = Registry::new(runtime);
     let n = registry.load_bundled(&config.plugins.bundled_dir)?;
+    let uploaded = registry.load_uploaded(&store)?;
+    tracing::info!(plugins = uploaded, "uploaded plugins loaded");
     tracing::info!(plugins = n, dir = %config.plugins.bundled_dir.display(), "bundled plugins loaded");
 
     for t in &config.tenants {
         if let Some(file) = &t.masterdata_file {
-            let text = std::fs::read(file)
-                .with_context(|| format!("tenant {}: reading {}", t.id, file.display()))?;
-            let data: MasterData = serde_json::from_slice(&text)
-                .with_context(|| format!("tenant {}: {}", t.id, file.display()))?;
-            data.validate(&RegistryRefs {
-                registry: &registry,
-                targets: &config.erp_targets,
-            })
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "tenant {}: {}: {}: {}",
-                    t.id,
-                    file.display(),
-                    e.field.unwrap_or_default(),
-                    e.message
-                )
-            })?;
+            let text = std::fs::read(file).with_context(|| format!("tenant {}: reading {}", t.id, file.display()))?;
+            let data: MasterData =
+                serde_json::from_slice(&text).with_context(|| format!("tenant {}: {}", t.id, file.display()))?;
+            data.validate(&RegistryRefs { tenant: &t.id, registry: &registry, targets: &config.erp_targets }).map_err(
+                |e| {
+                    anyhow::anyhow!(
+                        "tenant {}: {}: {}: {}",
+                        t.id,
+                        file.display(),
+                        e.field.unwrap_or_default(),
+                        e.message
+                    )
+                },
+            )?;
             masterdata::save(&store, &t.id, &data).await?;
             tracing::info!(tenant = %t.id, file = %file.display(), "master data loaded");
         }
     }
 
     let auth = Arc::new(Auth::new(&config.tenants));
-    let poster = Poster::new(
-        store.clone(),
-        registry.clone(),
-        config.erp_targets.clone(),
-        config.posting.clone(),
-    );
+    let poster = Poster::new(store.clone(), registry.clone(), config.erp_targets.clone(), config.posting.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
 
-    let grpc_listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("binding {}", config.grpc_listen))?;
-    let http_listener = TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("binding {}", config.http_listen))?;
+    let grpc_listener =
+        TcpListener::bind(config.grpc_listen).await.with_context(|| format!("binding {}", config.grpc_listen))?;
+    let http_listener =
+        TcpListener::bind(config.http_listen).await.with_context(|| format!("binding {}", config.http_listen))?;
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
     let mut tasks = Vec::new();
@@ -117,12 +104,9 @@ pub async fn start(config: Config) -> Result<Gateway> {
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(IngestServiceServer::new(ingest))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_listener),
-                async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                },
-            )
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "gRPC server failed");
@@ -150,10 +134,5 @@ pub async fn start(config: Config) -> Result<Gateway> {
     tasks.push(tokio::spawn(poster.run(shutdown_rx)));
 
     tracing::info!(%grpc_addr, %http_addr, "tollgate serving");
-    Ok(Gateway {
-        grpc_addr,
-        http_addr,
-        shutdown,
-        tasks,
-    })
+    Ok(Gateway { grpc_addr, http_addr, shutdown, tasks })
 }

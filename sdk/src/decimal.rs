@@ -76,11 +76,7 @@ macro_rules! __impl_plugin_error {
         impl $ty {
             /// An error with a stable `code`, the offending `field` and a message.
             pub fn new(code: &str, field: Option<&str>, message: impl Into<String>) -> Self {
-                Self {
-                    code: code.to_string(),
-                    field: field.map(str::to_string),
-                    message: message.into(),
-                }
+                Self { code: code.to_string(), field: field.map(str::to_string), message: message.into() }
             }
         }
         impl From<$crate::ParamsError> for $ty {
@@ -117,12 +113,7 @@ mod tests {
 
     #[test]
     fn refuses_scale_above_28() {
-        let p = Parts {
-            mantissa_low: 1,
-            mantissa_high: 0,
-            negative: false,
-            scale: 29,
-        };
+        let p = Parts { mantissa_low: 1, mantissa_high: 0, negative: false, scale: 29 };
         assert_eq!(from_parts(p), None);
     }
 }

@@ -62,9 +62,7 @@ pub mod mapper {
 /// Parses a plugin's JSON parameters into `T`, with an error naming the
 /// offending path (`params.<...>`) for the contract owner.
 pub fn parse_params<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ParamsError> {
-    serde_json::from_str(json).map_err(|e| ParamsError {
-        message: format!("invalid pricing parameters: {e}"),
-    })
+    serde_json::from_str(json).map_err(|e| ParamsError { message: format!("invalid pricing parameters: {e}") })
 }
 
 /// Why parameters did not parse; converts into each world's `PluginError`.

@@ -23,10 +23,7 @@ pub struct Rounding {
 impl Default for Rounding {
     /// Two decimal places, half away from zero (commercial rounding).
     fn default() -> Self {
-        Rounding {
-            scale: 2,
-            mode: RoundingMode::HalfUp,
-        }
+        Rounding { scale: 2, mode: RoundingMode::HalfUp }
     }
 }
 
@@ -70,34 +67,23 @@ pub struct TierError {
 /// tier unbounded, no negative prices.
 pub fn validate_tiers(tiers: &[Tier]) -> Result<(), TierError> {
     if tiers.is_empty() {
-        return Err(TierError {
-            index: 0,
-            message: "at least one tier is required".into(),
-        });
+        return Err(TierError { index: 0, message: "at least one tier is required".into() });
     }
     let mut previous = Decimal::ZERO;
     for (i, t) in tiers.iter().enumerate() {
         if t.unit_price.is_sign_negative() && !t.unit_price.is_zero() {
-            return Err(TierError {
-                index: i,
-                message: "unit_price must not be negative".into(),
-            });
+            return Err(TierError { index: i, message: "unit_price must not be negative".into() });
         }
         match t.up_to {
             Some(b) if b <= previous => {
                 return Err(TierError {
                     index: i,
-                    message: format!(
-                        "up_to {b} must be greater than the previous bound {previous}"
-                    ),
+                    message: format!("up_to {b} must be greater than the previous bound {previous}"),
                 });
             }
             Some(b) => previous = b,
             None if i + 1 != tiers.len() => {
-                return Err(TierError {
-                    index: i,
-                    message: "only the last tier may be unbounded".into(),
-                });
+                return Err(TierError { index: i, message: "only the last tier may be unbounded".into() });
             }
             None => {}
         }
@@ -130,23 +116,13 @@ pub fn graduated(quantity: Decimal, tiers: &[Tier]) -> Result<Vec<TierSlice>, De
             Some(b) => quantity.min(b),
             None => quantity,
         };
-        out.push(TierSlice {
-            index,
-            from,
-            to: t.up_to,
-            quantity: top - from,
-            unit_price: t.unit_price,
-        });
+        out.push(TierSlice { index, from, to: t.up_to, quantity: top - from, unit_price: t.unit_price });
         match t.up_to {
             Some(b) => from = b,
             None => return Ok(out),
         }
     }
-    if quantity > from {
-        Err(quantity - from)
-    } else {
-        Ok(out)
-    }
+    if quantity > from { Err(quantity - from) } else { Ok(out) }
 }
 
 #[cfg(test)]
@@ -160,18 +136,9 @@ mod tests {
 
     fn tiers() -> Vec<Tier> {
         vec![
-            Tier {
-                up_to: Some(d("1000")),
-                unit_price: d("0.01"),
-            },
-            Tier {
-                up_to: Some(d("5000")),
-                unit_price: d("0.008"),
-            },
-            Tier {
-                up_to: None,
-                unit_price: d("0.005"),
-            },
+            Tier { up_to: Some(d("1000")), unit_price: d("0.01") },
+            Tier { up_to: Some(d("5000")), unit_price: d("0.008") },
+            Tier { up_to: None, unit_price: d("0.005") },
         ]
     }
 
@@ -189,10 +156,7 @@ mod tests {
 
     #[test]
     fn bounded_table_reports_overflow() {
-        let t = vec![Tier {
-            up_to: Some(d("10")),
-            unit_price: d("1"),
-        }];
+        let t = vec![Tier { up_to: Some(d("10")), unit_price: d("1") }];
         assert_eq!(graduated(d("12"), &t), Err(d("2")));
     }
 
@@ -205,14 +169,8 @@ mod tests {
 
     #[test]
     fn rounding_modes() {
-        let half_up = Rounding {
-            scale: 2,
-            mode: RoundingMode::HalfUp,
-        };
-        let half_even = Rounding {
-            scale: 2,
-            mode: RoundingMode::HalfEven,
-        };
+        let half_up = Rounding { scale: 2, mode: RoundingMode::HalfUp };
+        let half_even = Rounding { scale: 2, mode: RoundingMode::HalfEven };
         assert_eq!(half_up.apply(d("2.345")), d("2.35"));
         assert_eq!(half_even.apply(d("2.345")), d("2.34"));
         assert_eq!(half_up.apply(Decimal::ZERO).to_string(), "0.00");

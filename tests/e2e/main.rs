@@ -5,4 +5,5 @@
 mod flow;
 mod ingest;
 mod masterdata;
+mod plugins;
 mod posting;

@@ -19,10 +19,7 @@ async fn closing_the_same_period_twice_posts_one_invoice_per_customer() {
     let first = env.close("2025-05").await.unwrap();
     let second = env.close("2025-05").await.unwrap();
     assert_eq!(second["already_closed"], true);
-    assert_eq!(
-        first["documents"], second["documents"],
-        "a repeated close returns the first close's documents"
-    );
+    assert_eq!(first["documents"], second["documents"], "a repeated close returns the first close's documents");
 
     // After a restart on the same data directory, a third close still posts nothing new.
     let env = env.restart().await.unwrap();
@@ -31,23 +28,12 @@ async fn closing_the_same_period_twice_posts_one_invoice_per_customer() {
 
     let invoices = erp.invoices().await.unwrap();
     assert_eq!(invoices.len(), 2, "{invoices:#?}");
-    let customers: Vec<_> = invoices
-        .iter()
-        .map(|i| i["customer"].as_str().unwrap())
-        .collect();
+    let customers: Vec<_> = invoices.iter().map(|i| i["customer"].as_str().unwrap()).collect();
     assert!(customers.contains(&"globex") && customers.contains(&"initech"));
-    assert_eq!(
-        erp.stats().await.unwrap()["requests"],
-        2,
-        "nothing was re-sent"
-    );
+    assert_eq!(erp.stats().await.unwrap()["requests"], 2, "nothing was re-sent");
     for d in third["documents"].as_array().unwrap() {
         let number = d["state"]["erp_document_number"].as_str().unwrap();
-        assert!(
-            invoices
-                .iter()
-                .any(|i| i["number"] == number && i["document_id"] == d["id"])
-        );
+        assert!(invoices.iter().any(|i| i["number"] == number && i["document_id"] == d["id"]));
     }
 }
 
@@ -67,28 +53,15 @@ async fn an_erp_failure_after_commit_does_not_create_a_second_invoice() {
 
     let close = env.close("2025-05").await.unwrap();
     let docs = close["documents"].as_array().unwrap();
-    assert!(
-        docs.iter().all(|d| d["state"]["status"] == "posted"),
-        "{close:#}"
-    );
+    assert!(docs.iter().all(|d| d["state"]["status"] == "posted"), "{close:#}");
     let invoices = erp.invoices().await.unwrap();
-    assert_eq!(
-        invoices.len(),
-        2,
-        "the retry must find the committed invoice, not create another: {invoices:#?}"
-    );
+    assert_eq!(invoices.len(), 2, "the retry must find the committed invoice, not create another: {invoices:#?}");
     // The worker takes the documents in turn: each met one fault, then succeeded.
     for doc in docs {
         assert_eq!(doc["state"]["attempts"], 2, "{doc:#}");
         let number = doc["state"]["erp_document_number"].as_str().unwrap();
-        let original = invoices
-            .iter()
-            .find(|i| i["document_id"] == doc["id"])
-            .unwrap();
-        assert_eq!(
-            original["number"], number,
-            "Tollgate keeps the ERP's original number"
-        );
+        let original = invoices.iter().find(|i| i["document_id"] == doc["id"]).unwrap();
+        assert_eq!(original["number"], number, "Tollgate keeps the ERP's original number");
     }
     assert_eq!(erp.stats().await.unwrap()["requests"], 4);
 }
@@ -97,33 +70,17 @@ async fn an_erp_failure_after_commit_does_not_create_a_second_invoice() {
 async fn a_business_rejection_marks_the_document_rejected_with_the_erp_message() {
     let erp = Erp::start().await.unwrap();
     let env = Env::start(&erp).await.unwrap();
-    env.ingest(vec![event(
-        "a1",
-        "globex",
-        "api_calls",
-        "2025-05-03T08:00:00Z",
-        "150",
-    )])
-    .await
-    .unwrap();
+    env.ingest(vec![event("a1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150")]).await.unwrap();
     erp.inject(json!([{ "kind": "reject", "code": "period-closed", "message": "posting period 2025-05 is not open" }]))
         .await
         .unwrap();
     let close = env.close("2025-05").await.unwrap();
     let doc = &close["documents"][0];
     assert_eq!(doc["state"]["status"], "rejected", "{close:#}");
-    assert!(
-        doc["state"]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("period-closed: posting period 2025-05 is not open")
-    );
+    assert!(doc["state"]["last_error"].as_str().unwrap().contains("period-closed: posting period 2025-05 is not open"));
     assert!(erp.invoices().await.unwrap().is_empty());
     // Still readable through the API: nothing is dropped.
-    let (status, stored) = env
-        .get(&format!("/v1/documents/{}", doc["id"].as_str().unwrap()))
-        .await
-        .unwrap();
+    let (status, stored) = env.get(&format!("/v1/documents/{}", doc["id"].as_str().unwrap())).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(stored["total"], "10.63"); // 100 × 0.10 + 50 × 0.0125 (0.625 → 0.63)
 }
@@ -153,9 +110,7 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
     let body: serde_json::Value = r.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains(
-            "contract line globex-api: plugin-error: plugin error invalid-params at params.tiers[1]"
-        ),
+        msg.contains("contract line globex-api: plugin-error: plugin error invalid-params at params.tiers[1]"),
         "{msg}"
     );
     assert!(erp.invoices().await.unwrap().is_empty());

@@ -66,32 +66,17 @@ impl Erp {
     }
 
     pub async fn invoices(&self) -> Result<Vec<serde_json::Value>> {
-        let v: serde_json::Value = http()
-            .get(format!("{}/generic/invoices", self.base))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let v: serde_json::Value = http().get(format!("{}/generic/invoices", self.base)).send().await?.json().await?;
         Ok(v["invoices"].as_array().cloned().unwrap_or_default())
     }
 
     pub async fn inject(&self, faults: serde_json::Value) -> Result<()> {
-        http()
-            .post(format!("{}/_sim/faults", self.base))
-            .json(&faults)
-            .send()
-            .await?
-            .error_for_status()?;
+        http().post(format!("{}/_sim/faults", self.base)).json(&faults).send().await?.error_for_status()?;
         Ok(())
     }
 
     pub async fn stats(&self) -> Result<serde_json::Value> {
-        Ok(http()
-            .get(format!("{}/_sim/stats", self.base))
-            .send()
-            .await?
-            .json()
-            .await?)
+        Ok(http().get(format!("{}/_sim/stats", self.base)).send().await?.json().await?)
     }
 }
 
@@ -102,10 +87,7 @@ impl Drop for Erp {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().no_proxy().build().expect("http client")
 }
 
 /// The master data of the tests: tenant `acme`, two customers, graduated tiers.
@@ -156,15 +138,8 @@ impl Env {
             data_dir: dir.0.join("data"),
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
-            plugins: PluginsConfig {
-                bundled_dir: plugins_dir(),
-                ..PluginsConfig::default()
-            },
-            posting: PostingConfig {
-                backoff_initial_ms: 20,
-                backoff_max_ms: 200,
-                poll_ms: 20,
-            },
+            plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
+            posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20 },
             tenants: vec![
                 TenantConfig {
                     id: "acme".into(),
@@ -222,37 +197,25 @@ impl Env {
         bail!("the store stayed locked after shutdown")
     }
 
-    pub async fn ingest_as(
-        &self,
-        key: Option<&str>,
-        events: Vec<UsageEvent>,
-    ) -> Result<IngestResponse, tonic::Status> {
+    pub async fn ingest_as(&self, key: Option<&str>, events: Vec<UsageEvent>) -> Result<IngestResponse, tonic::Status> {
         let mut client = IngestServiceClient::connect(self.grpc.clone())
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut request = tonic::Request::new(IngestRequest { events });
         if let Some(k) = key {
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {k}").parse().expect("ascii key"),
-            );
+            request.metadata_mut().insert("authorization", format!("Bearer {k}").parse().expect("ascii key"));
         }
         client.ingest(request).await.map(|r| r.into_inner())
     }
 
     pub async fn ingest(&self, events: Vec<UsageEvent>) -> Result<IngestResponse> {
-        self.ingest_as(Some(API_KEY), events)
-            .await
-            .context("ingest")
+        self.ingest_as(Some(API_KEY), events).await.context("ingest")
     }
 
     /// Closes `period` and waits until every document is posted or rejected.
     pub async fn close(&self, period: &str) -> Result<serde_json::Value> {
         let r = http()
-            .post(format!(
-                "{}/v1/periods/{period}/close?wait_ms=20000",
-                self.base
-            ))
+            .post(format!("{}/v1/periods/{period}/close?wait_ms=20000", self.base))
             .bearer_auth(API_KEY)
             .send()
             .await?;
@@ -265,11 +228,7 @@ impl Env {
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
-        let r = http()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(API_KEY)
-            .send()
-            .await?;
+        let r = http().get(format!("{}{path}", self.base)).bearer_auth(API_KEY).send().await?;
         Ok((r.status().as_u16(), r.json().await?))
     }
 }
@@ -281,10 +240,7 @@ pub fn event(id: &str, customer: &str, meter: &str, time: &str, quantity: &str) 
         id: id.into(),
         customer: customer.into(),
         meter: meter.into(),
-        time: Some(prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
-        }),
+        time: Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }),
         quantity: quantity.into(),
         dimensions: Default::default(),
         source: "test".into(),
@@ -293,8 +249,41 @@ pub fn event(id: &str, customer: &str, meter: &str, time: &str, quantity: &str) 
 
 /// An exact decimal from a JSON string field.
 pub fn dec(v: &serde_json::Value) -> rust_decimal::Decimal {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("expected a decimal string, got {v}"));
+    let s = v.as_str().unwrap_or_else(|| panic!("expected a decimal string, got {v}"));
     rust_decimal::Decimal::from_str_exact(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+}
+
+/// A test component built by `cargo xtask build-plugins` (`tests/components/`).
+pub fn test_component(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("TOLLGATE_TEST_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-components"));
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run the tests with `cargo xtask test`)", path.display()))
+}
+
+/// A bundled plugin's component bytes.
+pub fn bundled_component(file: &str) -> Vec<u8> {
+    std::fs::read(plugins_dir().join(file)).expect("bundled plugin")
+}
+
+impl Env {
+    /// `POST /v1/plugins` as `key`.
+    pub async fn upload(&self, key: &str, query: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+        let r = http()
+            .post(format!("{}/v1/plugins?{query}", self.base))
+            .bearer_auth(key)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        (r.status().as_u16(), r.json().await.expect("json answer"))
+    }
+
+    /// `POST` JSON as the test tenant.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = http().post(format!("{}{path}", self.base)).bearer_auth(API_KEY).json(body).send().await.expect("post");
+        (r.status().as_u16(), r.json().await.expect("json answer"))
+    }
 }

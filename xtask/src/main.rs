@@ -19,26 +19,13 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (task, rest) = args
-        .split_first()
-        .map(|(t, r)| (t.as_str(), r))
-        .unwrap_or(("help", &[]));
+    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
     match task {
         "build-plugins" => build_plugins().map(|_| ()),
         "demo" => {
             let dir = build_plugins()?;
             cargo(
-                &[
-                    "run",
-                    "--release",
-                    "--package",
-                    "tollgate",
-                    "--bin",
-                    "tollgate",
-                    "--",
-                    "demo",
-                    "--plugins-dir",
-                ],
+                &["run", "--release", "--package", "tollgate", "--bin", "tollgate", "--", "demo", "--plugins-dir"],
                 &[dir.to_str().unwrap()],
                 rest,
             )
@@ -108,21 +95,11 @@ struct BundledPlugin {
 }
 
 fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match out {
-        Ok(o)
-            if String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == WASM_TARGET) =>
-        {
-            Ok(())
-        }
+        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
         Ok(_) => {
-            let status = Command::new("rustup")
-                .args(["target", "add", WASM_TARGET])
-                .status()?;
+            let status = Command::new("rustup").args(["target", "add", WASM_TARGET]).status()?;
             if !status.success() {
                 bail!("`rustup target add {WASM_TARGET}` failed");
             }
@@ -139,50 +116,26 @@ fn build_plugins() -> Result<PathBuf> {
         .output()
         .context("cargo metadata")?;
     if !out.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let meta: Metadata = serde_json::from_slice(&out.stdout)?;
-    let roots = [
-        meta.workspace_root.join("plugins"),
-        meta.workspace_root.join("tests").join("components"),
-    ];
+    let roots = [meta.workspace_root.join("plugins"), meta.workspace_root.join("tests").join("components")];
     let out_dir = meta.target_directory.join("plugins");
     let test_dir = meta.target_directory.join("test-components");
     std::fs::create_dir_all(&out_dir)?;
     std::fs::create_dir_all(&test_dir)?;
     let mut listed = Vec::new();
-    for p in meta
-        .packages
-        .iter()
-        .filter(|p| roots.iter().any(|r| p.manifest_path.starts_with(r)))
-    {
+    for p in meta.packages.iter().filter(|p| roots.iter().any(|r| p.manifest_path.starts_with(r))) {
         let info = p
             .metadata
             .as_ref()
             .and_then(|m| m.get("tollgate"))
-            .with_context(|| {
-                format!(
-                    "{}: [package.metadata.tollgate] with name and kind is required",
-                    p.name
-                )
-            })?;
-        let name = info["name"]
-            .as_str()
-            .context("metadata.tollgate.name")?
-            .to_string();
-        let kind = info["kind"]
-            .as_str()
-            .context("metadata.tollgate.kind")?
-            .to_string();
+            .with_context(|| format!("{}: [package.metadata.tollgate] with name and kind is required", p.name))?;
+        let name = info["name"].as_str().context("metadata.tollgate.name")?.to_string();
+        let kind = info["kind"].as_str().context("metadata.tollgate.kind")?.to_string();
         let test_only = info["test-only"].as_bool().unwrap_or(false);
-        let core = meta
-            .target_directory
-            .join(WASM_TARGET)
-            .join("release")
-            .join(format!("{}.wasm", p.name.replace('-', "_")));
+        let core =
+            meta.target_directory.join(WASM_TARGET).join("release").join(format!("{}.wasm", p.name.replace('-', "_")));
         let variants: Vec<Option<&str>> = match info["variants"].as_array() {
             Some(v) => v.iter().map(|x| x.as_str()).collect(),
             None => vec![None],
@@ -196,26 +149,13 @@ fn build_plugins() -> Result<PathBuf> {
             };
             componentize(&core, &dir.join(&file))?;
             if !test_only {
-                listed.push(BundledPlugin {
-                    name: name.clone(),
-                    version: p.version.clone(),
-                    kind: kind.clone(),
-                    file,
-                });
+                listed.push(BundledPlugin { name: name.clone(), version: p.version.clone(), kind: kind.clone(), file });
             }
         }
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
-    std::fs::write(
-        out_dir.join("plugins.json"),
-        serde_json::to_vec_pretty(&listed)?,
-    )?;
-    eprintln!(
-        "plugins: {} built into {} (test components in {})",
-        listed.len(),
-        out_dir.display(),
-        test_dir.display()
-    );
+    std::fs::write(out_dir.join("plugins.json"), serde_json::to_vec_pretty(&listed)?)?;
+    eprintln!("plugins: {} built into {} (test components in {})", listed.len(), out_dir.display(), test_dir.display());
     Ok(out_dir)
 }
 
@@ -223,15 +163,7 @@ fn build_plugins() -> Result<PathBuf> {
 /// not be unified across plugins, nor a test component's variants.
 fn build_wasm(package: &str, feature: Option<&str>) -> Result<()> {
     let mut cmd = Command::new(cargo_bin());
-    cmd.args([
-        "build",
-        "--quiet",
-        "--release",
-        "--target",
-        WASM_TARGET,
-        "--package",
-        package,
-    ]);
+    cmd.args(["build", "--quiet", "--release", "--target", WASM_TARGET, "--package", package]);
     if let Some(f) = feature {
         cmd.args(["--features", f]);
     }
@@ -242,10 +174,7 @@ fn build_wasm(package: &str, feature: Option<&str>) -> Result<()> {
         .status()
         .context("building plugins")?;
     if !status.success() {
-        bail!(
-            "building plugin {package} {} failed ({status})",
-            feature.unwrap_or_default()
-        );
+        bail!("building plugin {package} {} failed ({status})", feature.unwrap_or_default());
     }
     Ok(())
 }
@@ -254,12 +183,7 @@ fn componentize(core: &Path, out: &Path) -> Result<()> {
     let bytes = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&bytes)
-        .with_context(|| {
-            format!(
-                "{}: not a core module with component type information",
-                core.display()
-            )
-        })?
+        .with_context(|| format!("{}: not a core module with component type information", core.display()))?
         .validate(true)
         .encode()
         .with_context(|| format!("componentizing {}", core.display()))?;

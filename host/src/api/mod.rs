@@ -2,7 +2,11 @@
 //! `authorization: Bearer <api key>`.
 //!
 //! - `GET  /healthz`
-//! - `GET  /v1/plugins`: plugins this gateway can run
+//! - `GET  /v1/plugins`: the plugins the tenant can use (its own and bundled)
+//! - `POST /v1/plugins?name=N&version=V&kind=rater|erp-mapper`: upload a
+//!   component (body: the `.wasm` bytes); validated, compiled, immutable
+//! - `POST /v1/activations`: `{contract_line, plugin, version, effective_from}`
+//! - `GET  /v1/activations/{contract_line}`: the activation history
 //! - `GET  /v1/masterdata`, `PUT /v1/masterdata`: the tenant's master data
 //! - `POST /v1/periods/{period}/close[?wait_ms=N]`: close a billing period
 //!   (`YYYY-MM`); with `wait_ms`, answer once every document is posted or
@@ -16,10 +20,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::lineage;
 use crate::masterdata::{self, MasterData};
 use crate::posting::{self, CloseReport, Document, Poster, PostingStatus};
-use crate::rating::registry::{Registry, RegistryRefs};
+use crate::rating::activation::{self, Activation, ActivationRequest};
+use crate::rating::registry::{Registry, RegistryRefs, is_valid_name};
+use crate::rating::runtime::{Kind, MAX_COMPONENT_BYTES};
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -40,7 +46,14 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/plugins", get(list_plugins))
+        .route(
+            "/v1/plugins",
+            get(list_plugins)
+                .post(upload_plugin)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20))),
+        )
+        .route("/v1/activations", post(activate))
+        .route("/v1/activations/{contract_line}", get(activations))
         .route("/v1/masterdata", get(get_masterdata).put(put_masterdata))
         .route("/v1/periods/{period}/close", post(close_period))
         .route("/v1/documents/{id}", get(get_document))
@@ -49,23 +62,80 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    state
-        .auth
-        .tenant(headers.get("authorization").and_then(|v| v.to_str().ok()))
+    state.auth.tenant(headers.get("authorization").and_then(|v| v.to_str().ok()))
 }
 
-async fn list_plugins(
-    State(s): State<AppState>,
-    h: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_plugins(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     tenant(&s, &h)?;
-    Ok(Json(serde_json::json!({ "plugins": s.registry.list() })))
+    let t = tenant(&s, &h)?;
+    Ok(Json(serde_json::json!({ "plugins": s.registry.list(&t) })))
 }
 
-async fn get_masterdata(
+#[derive(Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+    version: Option<String>,
+    kind: Option<String>,
+}
+
+async fn upload_plugin(
     State(s): State<AppState>,
     h: HeaderMap,
-) -> Result<Json<MasterData>, ApiError> {
+    Query(q): Query<UploadQuery>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let t = tenant(&s, &h)?;
+    let bad = |field: &str, message: String| ApiError::field(ErrorCode::InvalidArgument, field, message);
+    let name = q.name.ok_or_else(|| bad("name", "required query parameter".into()))?;
+    if !is_valid_name(&name) {
+        return Err(bad("name", format!("{name:?}: lowercase letters, digits and '-', 1..=64 bytes")));
+    }
+    let version = q.version.ok_or_else(|| bad("version", "required query parameter".into()))?;
+    let version = semver::Version::parse(&version)
+        .map_err(|e| bad("version", format!("{version:?} is not a semver version: {e}")))?;
+    let kind = match q.kind.as_deref() {
+        Some("rater") => Kind::Rater,
+        Some("erp-mapper") => Kind::ErpMapper,
+        other => {
+            return Err(bad("kind", format!("{other:?}: expected rater or erp-mapper")));
+        }
+    };
+    if body.len() > MAX_COMPONENT_BYTES {
+        return Err(bad("body", format!("too-large: {} bytes; at most {MAX_COMPONENT_BYTES}", body.len()))
+            .with_reason("too-large"));
+    }
+    let (plugin, created) = s.registry.upload(&s.store, &t, &name, version, kind, body.to_vec()).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((
+        status,
+        Json(
+            serde_json::json!({ "name": plugin.name, "version": plugin.version.to_string(), "kind": plugin.kind, "sha256": plugin.sha256 }),
+        ),
+    ))
+}
+
+async fn activate(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<ActivationRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Activation>), ApiError> {
+    let t = tenant(&s, &h)?;
+    let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let md = masterdata::load(&s.store, &t)?;
+    let a = activation::activate(&s.store, &s.registry, &md, &t, req, chrono::Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(a)))
+}
+
+async fn activations(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(line): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    Ok(Json(serde_json::json!({ "activations": activation::history(&s.store, &t, &line)? })))
+}
+
+async fn get_masterdata(State(s): State<AppState>, h: HeaderMap) -> Result<Json<MasterData>, ApiError> {
     let t = tenant(&s, &h)?;
     Ok(Json(masterdata::load(&s.store, &t)?))
 }
@@ -76,17 +146,11 @@ async fn put_masterdata(
     body: Result<Json<MasterData>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
-    let Json(data) =
-        body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
-    data.validate(&RegistryRefs {
-        registry: &s.registry,
-        targets: &s.targets,
-    })?;
+    let Json(data) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    data.validate(&RegistryRefs { tenant: &t, registry: &s.registry, targets: &s.targets })?;
     masterdata::save(&s.store, &t, &data).await?;
     tracing::info!(tenant = %t, contract_lines = data.contract_lines.len(), "master data replaced");
-    Ok(Json(
-        serde_json::json!({ "status": "stored", "contract_lines": data.contract_lines.len() }),
-    ))
+    Ok(Json(serde_json::json!({ "status": "stored", "contract_lines": data.contract_lines.len() })))
 }
 
 #[derive(Deserialize)]
@@ -104,22 +168,11 @@ async fn close_period(
     Query(q): Query<CloseQuery>,
 ) -> Result<Json<CloseReport>, ApiError> {
     let t = tenant(&s, &h)?;
-    let mut report = posting::close_period(
-        &s.store,
-        &s.registry,
-        &s.targets,
-        &t,
-        &period,
-        chrono::Utc::now(),
-    )
-    .await?;
+    let mut report = posting::close_period(&s.store, &s.registry, &s.targets, &t, &period, chrono::Utc::now()).await?;
     s.poster.wake();
     if let Some(ms) = q.wait_ms {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms).min(MAX_WAIT);
-        while report
-            .documents
-            .iter()
-            .any(|d| d.state.status == PostingStatus::Pending)
+        while report.documents.iter().any(|d| d.state.status == PostingStatus::Pending)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -158,10 +211,5 @@ async fn document_lineage(
     Query(q): Query<LineageQuery>,
 ) -> Result<Json<lineage::DocumentLineage>, ApiError> {
     let t = tenant(&s, &h)?;
-    Ok(Json(lineage::by_erp_number(
-        &s.store,
-        &t,
-        &number,
-        q.target.as_deref(),
-    )?))
+    Ok(Json(lineage::by_erp_number(&s.store, &t, &number, q.target.as_deref())?))
 }

@@ -46,11 +46,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let default_filter = if matches!(cli.command, Command::Demo { .. }) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -61,21 +57,10 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = tollgate::config::Config::load(&config)?;
-            tollgate::server::start(config)
-                .await?
-                .run_until_signal()
-                .await;
+            tollgate::server::start(config).await?.run_until_signal().await;
         }
-        Command::ClosePeriod {
-            period,
-            gateway,
-            api_key,
-            wait_ms,
-        } => {
-            let url = format!(
-                "{}/v1/periods/{period}/close?wait_ms={wait_ms}",
-                gateway.trim_end_matches('/')
-            );
+        Command::ClosePeriod { period, gateway, api_key, wait_ms } => {
+            let url = format!("{}/v1/periods/{period}/close?wait_ms={wait_ms}", gateway.trim_end_matches('/'));
             let response = reqwest::Client::builder()
                 .no_proxy()
                 .build()?
@@ -85,10 +70,7 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("POST {url}"))?;
             let status = response.status();
-            let body: serde_json::Value = response
-                .json()
-                .await
-                .context("reading the gateway's answer")?;
+            let body: serde_json::Value = response.json().await.context("reading the gateway's answer")?;
             println!("{}", serde_json::to_string_pretty(&body)?);
             if !status.is_success() {
                 anyhow::bail!("close-period failed: HTTP {status}");

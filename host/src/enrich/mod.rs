@@ -29,32 +29,18 @@ pub struct Period {
 impl Period {
     /// Parses `YYYY-MM`.
     pub fn parse(id: &str) -> Result<Period, ApiError> {
-        let bad = || {
-            ApiError::field(
-                ErrorCode::InvalidArgument,
-                "period",
-                format!("{id:?} is not a month like 2026-11"),
-            )
-        };
+        let bad =
+            || ApiError::field(ErrorCode::InvalidArgument, "period", format!("{id:?} is not a month like 2026-11"));
         let (y, m) = id.split_once('-').ok_or_else(bad)?;
         if y.len() != 4 || m.len() != 2 {
             return Err(bad());
         }
         let (y, m): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
         let first = NaiveDate::from_ymd_opt(y, m, 1).ok_or_else(bad)?;
-        let next = if m == 12 {
-            NaiveDate::from_ymd_opt(y + 1, 1, 1)
-        } else {
-            NaiveDate::from_ymd_opt(y, m + 1, 1)
-        }
-        .ok_or_else(bad)?;
+        let next = if m == 12 { NaiveDate::from_ymd_opt(y + 1, 1, 1) } else { NaiveDate::from_ymd_opt(y, m + 1, 1) }
+            .ok_or_else(bad)?;
         let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
-        Ok(Period {
-            id: format!("{y:04}-{m:02}"),
-            start: at(first),
-            end: at(next),
-            timezone: "UTC".into(),
-        })
+        Ok(Period { id: format!("{y:04}-{m:02}"), start: at(first), end: at(next), timezone: "UTC".into() })
     }
 
     /// The last day of the period, `YYYY-MM-DD`: the invoice date.
@@ -119,55 +105,26 @@ pub fn canonical_usage(
     line: &ContractLine,
     period: &Period,
 ) -> Result<(CanonicalUsage, Vec<String>), EnrichError> {
-    let md_err = |message: String| EnrichError::MasterData {
-        line: line.id.clone(),
-        message,
-    };
-    let customer = md
-        .customer(&line.customer)
-        .ok_or_else(|| md_err(format!("unknown customer {}", line.customer)))?;
-    let sku = md
-        .sku(&line.sku)
-        .ok_or_else(|| md_err(format!("unknown sku {}", line.sku)))?;
-    let start = metering::window_key(
-        tenant,
-        &line.customer,
-        &line.meter,
-        &metering::hour_of(period.start),
-    );
-    let end = metering::window_key(
-        tenant,
-        &line.customer,
-        &line.meter,
-        &metering::hour_of(period.end),
-    );
+    let md_err = |message: String| EnrichError::MasterData { line: line.id.clone(), message };
+    let customer = md.customer(&line.customer).ok_or_else(|| md_err(format!("unknown customer {}", line.customer)))?;
+    let sku = md.sku(&line.sku).ok_or_else(|| md_err(format!("unknown sku {}", line.sku)))?;
+    let start = metering::window_key(tenant, &line.customer, &line.meter, &metering::hour_of(period.start));
+    let end = metering::window_key(tenant, &line.customer, &line.meter, &metering::hour_of(period.end));
     let mut windows = Vec::new();
     let mut event_ids = Vec::new();
     for item in store.windows.range(start..end) {
         let (key, value) = item.map_err(StoreError::from)?;
-        let hour = String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default())
-            .into_owned();
+        let hour = String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default()).into_owned();
         let id = metering::window_id(&line.customer, &line.meter, &hour);
         let (window, ids) = window_with_events(store, &key, &value).map_err(|e| match e {
-            EnrichError::Window { message, .. } => EnrichError::Window {
-                window: id.clone(),
-                message,
-            },
+            EnrichError::Window { message, .. } => EnrichError::Window { window: id.clone(), message },
             other => other,
         })?;
-        windows.push(WindowRef {
-            id,
-            hour,
-            quantity: window.sum,
-            events: window.count,
-        });
+        windows.push(WindowRef { id, hour, quantity: window.sum, events: window.count });
         event_ids.extend(ids);
     }
-    let quantity =
-        money::exact_sum(windows.iter().map(|w| w.quantity)).map_err(|e| EnrichError::Window {
-            window: "period total".into(),
-            message: e.to_string(),
-        })?;
+    let quantity = money::exact_sum(windows.iter().map(|w| w.quantity))
+        .map_err(|e| EnrichError::Window { window: "period total".into(), message: e.to_string() })?;
     event_ids.sort();
     let mut h = Sha256::new();
     for id in &event_ids {
@@ -200,11 +157,7 @@ pub fn canonical_usage(
 
 /// A window and its event ids, read consistently: an event stored between the
 /// two reads shows as a count mismatch, and the read is repeated.
-fn window_with_events(
-    store: &Store,
-    key: &[u8],
-    first_value: &[u8],
-) -> Result<(Window, Vec<String>), EnrichError> {
+fn window_with_events(store: &Store, key: &[u8], first_value: &[u8]) -> Result<(Window, Vec<String>), EnrichError> {
     let mut value = first_value.to_vec();
     for _ in 0..5 {
         let window: Window = store::decode(&store.windows, &value)?;
@@ -214,17 +167,9 @@ fn window_with_events(
         if ids.len() as u64 == window.count {
             return Ok((window, ids));
         }
-        value = store
-            .windows
-            .get(key)
-            .map_err(StoreError::from)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
+        value = store.windows.get(key).map_err(StoreError::from)?.map(|v| v.to_vec()).unwrap_or_default();
     }
-    Err(EnrichError::Window {
-        window: String::new(),
-        message: "window and its event index keep disagreeing".into(),
-    })
+    Err(EnrichError::Window { window: String::new(), message: "window and its event index keep disagreeing".into() })
 }
 
 #[cfg(test)]

@@ -22,37 +22,21 @@ impl IngestGrpc {
 #[tonic::async_trait]
 impl IngestService for IngestGrpc {
     #[tracing::instrument(skip_all, fields(tenant, events))]
-    async fn ingest(
-        &self,
-        request: Request<IngestRequest>,
-    ) -> Result<Response<IngestResponse>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
+    async fn ingest(&self, request: Request<IngestRequest>) -> Result<Response<IngestResponse>, Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let tenant = self.auth.tenant(header)?;
         let events = request.into_inner().events;
-        tracing::Span::current()
-            .record("tenant", tenant.as_str())
-            .record("events", events.len());
+        tracing::Span::current().record("tenant", tenant.as_str()).record("events", events.len());
         if events.len() > super::MAX_EVENTS_PER_BATCH {
             return Err(ApiError::field(
                 ErrorCode::InvalidArgument,
                 "events",
-                format!(
-                    "{} events in one request; at most {}",
-                    events.len(),
-                    super::MAX_EVENTS_PER_BATCH
-                ),
+                format!("{} events in one request; at most {}", events.len(), super::MAX_EVENTS_PER_BATCH),
             )
             .into());
         }
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-        let outcomes = self
-            .ingestor
-            .ingest(&tenant, events, chrono::Utc::now())
-            .await
-            .map_err(ApiError::from)?;
+        let outcomes = self.ingestor.ingest(&tenant, events, chrono::Utc::now()).await.map_err(ApiError::from)?;
         let mut response = IngestResponse::default();
         for (index, (outcome, id)) in outcomes.into_iter().zip(ids).enumerate() {
             let (status, field, reason) = match outcome {
@@ -73,13 +57,7 @@ impl IngestService for IngestGrpc {
                     (EventStatus::Rejected, r.field, r.reason)
                 }
             };
-            response.results.push(EventResult {
-                index: index as u32,
-                id,
-                status: status as i32,
-                field,
-                reason,
-            });
+            response.results.push(EventResult { index: index as u32, id, status: status as i32, field, reason });
         }
         tracing::info!(
             accepted = response.accepted,

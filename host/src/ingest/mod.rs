@@ -62,10 +62,7 @@ pub struct Rejection {
 }
 
 fn reject(field: impl Into<String>, reason: impl Into<String>) -> Rejection {
-    Rejection {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    Rejection { field: field.into(), reason: reason.into() }
 }
 
 /// The result of one event.
@@ -82,10 +79,7 @@ fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<()
         return Err(reject(field, "required"));
     }
     if value.len() > max {
-        return Err(reject(
-            field,
-            format!("{} bytes; at most {max}", value.len()),
-        ));
+        return Err(reject(field, format!("{} bytes; at most {max}", value.len())));
     }
     if value.chars().any(char::is_control) {
         return Err(reject(field, "contains control characters"));
@@ -99,69 +93,31 @@ pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Reject
     check_text("customer", &e.customer, MAX_ID_BYTES, true)?;
     check_text("source", &e.source, MAX_ID_BYTES, false)?;
     check_text("meter", &e.meter, MAX_METER_BYTES, true)?;
-    if !e
-        .meter
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(reject(
-            "meter",
-            "lowercase letters, digits, '_', '-', '.' only",
-        ));
+    if !e.meter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(reject("meter", "lowercase letters, digits, '_', '-', '.' only"));
     }
     let ts = e.time.as_ref().ok_or_else(|| reject("time", "required"))?;
     let time = u32::try_from(ts.nanos)
         .ok()
         .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
         .ok_or_else(|| reject("time", "not a valid timestamp"))?;
-    let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(time);
+    let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap_or(time);
     if time < earliest {
-        return Err(reject(
-            "time",
-            format!("{} is before 2000-01-01", time.to_rfc3339()),
-        ));
+        return Err(reject("time", format!("{} is before 2000-01-01", time.to_rfc3339())));
     }
     if time > now + MAX_FUTURE_SKEW {
-        return Err(reject(
-            "time",
-            format!("{} is more than 24 h in the future", time.to_rfc3339()),
-        ));
+        return Err(reject("time", format!("{} is more than 24 h in the future", time.to_rfc3339())));
     }
-    let quantity =
-        money::parse_quantity(&e.quantity).map_err(|err| reject("quantity", err.to_string()))?;
+    let quantity = money::parse_quantity(&e.quantity).map_err(|err| reject("quantity", err.to_string()))?;
     if e.dimensions.len() > MAX_DIMENSIONS {
-        return Err(reject(
-            "dimensions",
-            format!(
-                "{} dimensions; at most {MAX_DIMENSIONS}",
-                e.dimensions.len()
-            ),
-        ));
+        return Err(reject("dimensions", format!("{} dimensions; at most {MAX_DIMENSIONS}", e.dimensions.len())));
     }
     for (k, v) in &e.dimensions {
         check_text(&format!("dimensions.{k}"), k, MAX_DIMENSION_KEY_BYTES, true)?;
-        check_text(
-            &format!("dimensions.{k}"),
-            v,
-            MAX_DIMENSION_VALUE_BYTES,
-            false,
-        )?;
+        check_text(&format!("dimensions.{k}"), v, MAX_DIMENSION_VALUE_BYTES, false)?;
     }
-    let dimensions: BTreeMap<String, String> = e
-        .dimensions
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let digest = content_digest(
-        &e.customer,
-        &e.meter,
-        time,
-        quantity,
-        &dimensions,
-        &e.source,
-    );
+    let dimensions: BTreeMap<String, String> = e.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let digest = content_digest(&e.customer, &e.meter, time, quantity, &dimensions, &e.source);
     Ok(ValidEvent(StoredEvent {
         id: e.id.clone(),
         customer: e.customer.clone(),
@@ -248,10 +204,9 @@ impl Ingestor {
         }
         let store = self.store.clone();
         let tenant_owned = tenant.to_string();
-        let written =
-            tokio::task::spawn_blocking(move || write_batch(&store, &tenant_owned, &to_write))
-                .await
-                .map_err(|e| StoreError::Aborted(format!("ingest task: {e}")))??;
+        let written = tokio::task::spawn_blocking(move || write_batch(&store, &tenant_owned, &to_write))
+            .await
+            .map_err(|e| StoreError::Aborted(format!("ingest task: {e}")))??;
         for (i, o) in written {
             outcomes[i] = Some(o);
         }
@@ -260,10 +215,7 @@ impl Ingestor {
         if !first_digest.is_empty() {
             self.store.flush().await?;
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::Rejected(reject("id", "not processed"))))
-            .collect())
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Rejected(reject("id", "not processed")))).collect())
     }
 }
 
@@ -273,59 +225,50 @@ fn write_batch(
     tenant: &str,
     events: &[(usize, StoredEvent)],
 ) -> Result<Vec<(usize, Outcome)>, StoreError> {
-    let result = (&store.events, &store.windows, &store.window_events).transaction(
-        |(log, windows, index)| {
-            let mut outcomes = Vec::with_capacity(events.len());
-            for (i, ev) in events {
-                let k = store::key(&[tenant, &ev.id]);
-                if let Some(existing) = log.get(&k)? {
-                    let existing: StoredEvent = serde_json::from_slice(&existing).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("corrupt event {}: {e}", ev.id))
-                    })?;
-                    outcomes.push((
-                        *i,
-                        if existing.digest == ev.digest {
-                            Outcome::Duplicate
-                        } else {
-                            Outcome::Conflict(reject(
-                                "id",
-                                "already stored with different content; the stored event stands",
-                            ))
-                        },
-                    ));
-                    continue;
-                }
-                let bytes = serde_json::to_vec(ev)
-                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                log.insert(k, bytes)?;
-                let hour = metering::hour_of(ev.time);
-                let wk = metering::window_key(tenant, &ev.customer, &ev.meter, &hour);
-                let current: Window = match windows.get(&wk)? {
-                    Some(b) => serde_json::from_slice(&b).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("corrupt window: {e}"))
-                    })?,
-                    None => Window::default(),
-                };
-                let next = current.apply(ev.quantity).map_err(|e| {
-                    ConflictableTransactionError::Abort(format!(
-                        "window {hour} of {}: {e}",
-                        ev.meter
-                    ))
-                })?;
-                windows.insert(
-                    wk.clone(),
-                    serde_json::to_vec(&next)
-                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
-                )?;
-                let mut ik = wk;
-                ik.push(0);
-                ik.extend_from_slice(ev.id.as_bytes());
-                index.insert(ik, &[])?;
-                outcomes.push((*i, Outcome::Accepted));
+    let result = (&store.events, &store.windows, &store.window_events).transaction(|(log, windows, index)| {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (i, ev) in events {
+            let k = store::key(&[tenant, &ev.id]);
+            if let Some(existing) = log.get(&k)? {
+                let existing: StoredEvent = serde_json::from_slice(&existing)
+                    .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt event {}: {e}", ev.id)))?;
+                outcomes.push((
+                    *i,
+                    if existing.digest == ev.digest {
+                        Outcome::Duplicate
+                    } else {
+                        Outcome::Conflict(reject(
+                            "id",
+                            "already stored with different content; the stored event stands",
+                        ))
+                    },
+                ));
+                continue;
             }
-            Ok(outcomes)
-        },
-    );
+            let bytes = serde_json::to_vec(ev).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            log.insert(k, bytes)?;
+            let hour = metering::hour_of(ev.time);
+            let wk = metering::window_key(tenant, &ev.customer, &ev.meter, &hour);
+            let current: Window = match windows.get(&wk)? {
+                Some(b) => serde_json::from_slice(&b)
+                    .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt window: {e}")))?,
+                None => Window::default(),
+            };
+            let next = current
+                .apply(ev.quantity)
+                .map_err(|e| ConflictableTransactionError::Abort(format!("window {hour} of {}: {e}", ev.meter)))?;
+            windows.insert(
+                wk.clone(),
+                serde_json::to_vec(&next).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
+            )?;
+            let mut ik = wk;
+            ik.push(0);
+            ik.extend_from_slice(ev.id.as_bytes());
+            index.insert(ik, &[])?;
+            outcomes.push((*i, Outcome::Accepted));
+        }
+        Ok(outcomes)
+    });
     result.map_err(|e| match e {
         sled::transaction::TransactionError::Abort(msg) => StoreError::Aborted(msg),
         sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),

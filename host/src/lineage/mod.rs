@@ -66,10 +66,7 @@ pub fn by_erp_number(
             return Err(ApiError::field(
                 ErrorCode::Conflict,
                 "target",
-                format!(
-                    "{number:?} exists in several ERP targets ({}); add ?target=",
-                    targets.join(", ")
-                ),
+                format!("{number:?} exists in several ERP targets ({}); add ?target=", targets.join(", ")),
             ));
         }
     };
@@ -83,9 +80,7 @@ pub fn by_erp_number(
             continue;
         }
         let record = rating::load_charge(store, tenant, &document.period.id, &line.contract_line)?
-            .ok_or_else(|| {
-                ApiError::internal(format!("charges of {} are missing", line.contract_line))
-            })?;
+            .ok_or_else(|| ApiError::internal(format!("charges of {} are missing", line.contract_line)))?;
         let event_ids = store.scan_suffixes(&store.charge_events, &{
             let mut p = record.key();
             p.push(0);
@@ -99,22 +94,12 @@ pub fn by_erp_number(
             input_digest: record.input_digest.clone(),
             output_digest: record.output_digest.clone(),
             charges: record.charges.clone(),
-            document_lines: document
-                .lines
-                .iter()
-                .filter(|l| l.contract_line == line.contract_line)
-                .cloned()
-                .collect(),
+            document_lines: document.lines.iter().filter(|l| l.contract_line == line.contract_line).cloned().collect(),
             windows: record.usage.lineage.windows.clone(),
             event_count: record.usage.lineage.event_count,
             event_ids_digest: record.usage.lineage.event_ids_digest.clone(),
             event_ids,
         });
     }
-    Ok(DocumentLineage {
-        erp_document_number: number.to_string(),
-        erp_target,
-        document,
-        contract_lines,
-    })
+    Ok(DocumentLineage { erp_document_number: number.to_string(), erp_target, document, contract_lines })
 }

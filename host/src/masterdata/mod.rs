@@ -98,18 +98,12 @@ fn check_id(field: String, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_unique<'a>(
-    kind: &str,
-    ids: impl Iterator<Item = &'a str>,
-) -> Result<BTreeSet<&'a str>, ApiError> {
+fn check_unique<'a>(kind: &str, ids: impl Iterator<Item = &'a str>) -> Result<BTreeSet<&'a str>, ApiError> {
     let mut seen = BTreeSet::new();
     for (i, id) in ids.enumerate() {
         check_id(format!("{kind}[{i}].id"), id)?;
         if !seen.insert(id) {
-            return Err(bad(
-                format!("{kind}[{i}].id"),
-                format!("{id:?} appears twice"),
-            ));
+            return Err(bad(format!("{kind}[{i}].id"), format!("{id:?} appears twice")));
         }
     }
     Ok(seen)
@@ -117,10 +111,7 @@ fn check_unique<'a>(
 
 fn check_currency(field: String, c: &str) -> Result<(), ApiError> {
     if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(bad(
-            field,
-            format!("{c:?} is not an ISO 4217 code (three capital letters)"),
-        ));
+        return Err(bad(field, format!("{c:?} is not an ISO 4217 code (three capital letters)")));
     }
     Ok(())
 }
@@ -135,16 +126,10 @@ pub trait References {
 impl MasterData {
     /// Checks ids, references and currencies; the error names the field.
     pub fn validate(&self, refs: &dyn References) -> Result<(), ApiError> {
-        let entities = check_unique(
-            "legal_entities",
-            self.legal_entities.iter().map(|e| e.id.as_str()),
-        )?;
+        let entities = check_unique("legal_entities", self.legal_entities.iter().map(|e| e.id.as_str()))?;
         let customers = check_unique("customers", self.customers.iter().map(|c| c.id.as_str()))?;
         let skus = check_unique("skus", self.skus.iter().map(|s| s.id.as_str()))?;
-        check_unique(
-            "contract_lines",
-            self.contract_lines.iter().map(|l| l.id.as_str()),
-        )?;
+        check_unique("contract_lines", self.contract_lines.iter().map(|l| l.id.as_str()))?;
         for (i, e) in self.legal_entities.iter().enumerate() {
             check_currency(format!("legal_entities[{i}].currency"), &e.currency)?;
             check_id(format!("legal_entities[{i}].erp_company"), &e.erp_company)?;
@@ -192,8 +177,7 @@ impl MasterData {
             if !l.params.is_object() {
                 return Err(bad(f("params"), "must be a JSON object"));
             }
-            refs.rater(&l.rater)
-                .map_err(|reason| bad(f("rater"), reason))?;
+            refs.rater(&l.rater).map_err(|reason| bad(f("rater"), reason))?;
         }
         Ok(())
     }
@@ -211,9 +195,7 @@ impl MasterData {
 
 /// Per-tenant master data in the store.
 pub fn load(store: &Store, tenant: &str) -> Result<MasterData, StoreError> {
-    Ok(store
-        .get(&store.masterdata, tenant.as_bytes())?
-        .unwrap_or_default())
+    Ok(store.get(&store.masterdata, tenant.as_bytes())?.unwrap_or_default())
 }
 
 /// Replaces a tenant's master data and makes it durable. Validate first.

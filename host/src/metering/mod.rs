@@ -20,28 +20,19 @@ pub struct Window {
 impl Window {
     /// Adds one event's quantity, exactly.
     pub fn apply(&self, quantity: Decimal) -> Result<Window, DecimalError> {
-        Ok(Window {
-            sum: money::exact_add(self.sum, quantity)?,
-            count: self.count + 1,
-        })
+        Ok(Window { sum: money::exact_add(self.sum, quantity)?, count: self.count + 1 })
     }
 }
 
 /// The hour bucket of an instant, as `YYYY-MM-DDTHH:00Z` (sorts by time).
 pub fn hour_of(t: DateTime<Utc>) -> String {
-    let h = t
-        .with_minute(0)
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap_or(t);
+    let h = t.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0)).unwrap_or(t);
     h.format("%Y-%m-%dT%H:00Z").to_string()
 }
 
 /// The hour bucket's start.
 pub fn hour_start(hour: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(&hour.replace(":00Z", ":00:00Z"))
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(&hour.replace(":00Z", ":00:00Z")).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// The key of a window: tenant·customer·meter·hour.
@@ -63,9 +54,7 @@ mod tests {
     fn windows(events: &[(&str, &str)]) -> BTreeMap<String, Window> {
         let mut m: BTreeMap<String, Window> = BTreeMap::new();
         for (time, q) in events {
-            let t = DateTime::parse_from_rfc3339(time)
-                .unwrap()
-                .with_timezone(&Utc);
+            let t = DateTime::parse_from_rfc3339(time).unwrap().with_timezone(&Utc);
             let w = m.entry(hour_of(t)).or_default();
             *w = w.apply(Decimal::from_str(q).unwrap()).unwrap();
         }
@@ -74,14 +63,9 @@ mod tests {
 
     #[test]
     fn buckets_by_utc_hour() {
-        let t = DateTime::parse_from_rfc3339("2026-11-03T14:59:59.999+01:00")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-03T14:59:59.999+01:00").unwrap().with_timezone(&Utc);
         assert_eq!(hour_of(t), "2026-11-03T13:00Z");
-        assert_eq!(
-            hour_start("2026-11-03T13:00Z").unwrap().to_rfc3339(),
-            "2026-11-03T13:00:00+00:00"
-        );
+        assert_eq!(hour_start("2026-11-03T13:00Z").unwrap().to_rfc3339(), "2026-11-03T13:00:00+00:00");
     }
 
     #[test]
@@ -102,12 +86,6 @@ mod tests {
             e.reverse();
             assert_eq!(windows(&e), forward);
         }
-        assert_eq!(
-            forward["2026-11-03T10:00Z"],
-            Window {
-                sum: Decimal::from_str("103.75").unwrap(),
-                count: 3
-            }
-        );
+        assert_eq!(forward["2026-11-03T10:00Z"], Window { sum: Decimal::from_str("103.75").unwrap(), count: 3 });
     }
 }

@@ -56,36 +56,19 @@ pub async fn close_period(
     now: DateTime<Utc>,
 ) -> Result<CloseReport, ApiError> {
     let period = Period::parse(period_id)?;
-    if let Some(closed) =
-        store.get::<PeriodClose>(&store.periods, &store::key(&[tenant, &period.id]))?
-    {
+    if let Some(closed) = store.get::<PeriodClose>(&store.periods, &store::key(&[tenant, &period.id]))? {
         return report(store, closed, true);
     }
-    let (store2, registry2, targets2, tenant2) = (
-        store.clone(),
-        registry.clone(),
-        targets.clone(),
-        tenant.to_string(),
-    );
-    let prepared = tokio::task::spawn_blocking(move || {
-        prepare(&store2, &registry2, &targets2, &tenant2, &period, now)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (store2, registry2, targets2, tenant2) = (store.clone(), registry.clone(), targets.clone(), tenant.to_string());
+    let prepared = tokio::task::spawn_blocking(move || prepare(&store2, &registry2, &targets2, &tenant2, &period, now))
+        .await
+        .map_err(ApiError::internal)??;
     let closed = PeriodClose {
         tenant: tenant.into(),
         period: period_id.into(),
         closed_at: now,
-        contract_lines: prepared
-            .records
-            .iter()
-            .map(|(r, _)| r.usage.contract_line.clone())
-            .collect(),
-        documents: prepared
-            .documents
-            .iter()
-            .map(|(d, _)| d.id.clone())
-            .collect(),
+        contract_lines: prepared.records.iter().map(|(r, _)| r.usage.contract_line.clone()).collect(),
+        documents: prepared.documents.iter().map(|(d, _)| d.id.clone()).collect(),
     };
     match commit(store, &closed, &prepared) {
         Ok(()) => {}
@@ -99,12 +82,7 @@ pub async fn close_period(
         Err(CommitError::Store(e)) => return Err(e.into()),
     }
     store.flush().await?;
-    tracing::info!(
-        tenant,
-        period = period_id,
-        documents = closed.documents.len(),
-        "period closed"
-    );
+    tracing::info!(tenant, period = period_id, documents = closed.documents.len(), "period closed");
     report(store, closed, false)
 }
 
@@ -129,20 +107,17 @@ fn prepare(
 ) -> Result<Prepared, ApiError> {
     let md = masterdata::load(store, tenant)?;
     if md.contract_lines.is_empty() {
-        return Err(precondition(
-            "no contract lines in the master data; nothing to close".into(),
-        ));
+        return Err(precondition("no contract lines in the master data; nothing to close".into()));
     }
     let mut problems = Vec::new();
     let mut records = Vec::new();
     for line in &md.contract_lines {
         let rated = (|| -> Result<(ChargeRecord, Vec<String>), String> {
-            let plugin: Arc<_> =
-                rating::rater_for(registry, line).map_err(|e| format!("rater: {e}"))?;
-            let (usage, events) = enrich::canonical_usage(store, &md, tenant, line, period)
-                .map_err(|e| e.to_string())?;
-            let record = rating::rate(registry, &plugin, usage, now)
-                .map_err(|e| format!("{}: {e}", e.code()))?;
+            let plugin: Arc<_> = rating::activation::rater_for(store, registry, tenant, line, period.end)
+                .map_err(|e| format!("rater: {e}"))?;
+            let (usage, events) =
+                enrich::canonical_usage(store, &md, tenant, line, period).map_err(|e| e.to_string())?;
+            let record = rating::rate(registry, &plugin, usage, now).map_err(|e| format!("{}: {e}", e.code()))?;
             Ok((record, events))
         })();
         match rated {
@@ -151,10 +126,7 @@ fn prepare(
         }
     }
     if !problems.is_empty() {
-        return Err(precondition(format!(
-            "period not closed; rating failed: {}",
-            problems.join("; ")
-        )));
+        return Err(precondition(format!("period not closed; rating failed: {}", problems.join("; "))));
     }
     let charge_records: Vec<ChargeRecord> = records.iter().map(|(r, _)| r.clone()).collect();
     let docs = document::build_documents(tenant, &md, period, REVISION, &charge_records)
@@ -162,29 +134,15 @@ fn prepare(
     let mut documents = Vec::new();
     for doc in docs {
         let target = targets.get(&doc.erp_target).ok_or_else(|| {
-            precondition(format!(
-                "document {}: no ERP target {:?} is configured",
-                doc.id, doc.erp_target
-            ))
+            precondition(format!("document {}: no ERP target {:?} is configured", doc.id, doc.erp_target))
         })?;
         let mapper = registry
-            .find(&target.mapper, None, Kind::ErpMapper)
+            .find(tenant, &target.mapper, None, Kind::ErpMapper)
             .map_err(|e| precondition(format!("ERP target {}: mapper: {e}", doc.erp_target)))?;
         let request = registry
             .runtime()
-            .map_document(
-                &mapper,
-                &to_wit_document(&doc),
-                &to_wit_target(&doc.erp_target, target),
-            )
-            .map_err(|e| {
-                precondition(format!(
-                    "document {}: mapper {}: {}: {e}",
-                    doc.id,
-                    mapper.name,
-                    e.code()
-                ))
-            })?;
+            .map_document(&mapper, &to_wit_document(&doc), &to_wit_target(&doc.erp_target, target))
+            .map_err(|e| precondition(format!("document {}: mapper {}: {}: {e}", doc.id, mapper.name, e.code())))?;
         let entry = OutboxEntry {
             tenant: tenant.into(),
             document_id: doc.id.clone(),
@@ -211,13 +169,7 @@ enum CommitError {
 }
 
 fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), CommitError> {
-    let trees = (
-        &store.periods,
-        &store.charges,
-        &store.charge_events,
-        &store.documents,
-        &store.outbox,
-    );
+    let trees = (&store.periods, &store.charges, &store.charge_events, &store.documents, &store.outbox);
     let result = trees.transaction(|(periods, charges, charge_events, documents, outbox)| {
         let pk = store::key(&[&closed.tenant, &closed.period]);
         if periods.get(&pk)?.is_some() {
@@ -243,9 +195,7 @@ fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), Commi
     });
     result.map_err(|e| match e {
         sled::transaction::TransactionError::Abort(None) => CommitError::AlreadyClosed,
-        sled::transaction::TransactionError::Abort(Some(msg)) => {
-            CommitError::Store(StoreError::Aborted(msg))
-        }
+        sled::transaction::TransactionError::Abort(Some(msg)) => CommitError::Store(StoreError::Aborted(msg)),
         sled::transaction::TransactionError::Storage(e) => CommitError::Store(StoreError::Sled(e)),
     })
 }
@@ -255,20 +205,14 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Opti
 }
 
 /// The report of a closed period, with every document's current state.
-pub fn report(
-    store: &Store,
-    closed: PeriodClose,
-    already_closed: bool,
-) -> Result<CloseReport, ApiError> {
+pub fn report(store: &Store, closed: PeriodClose, already_closed: bool) -> Result<CloseReport, ApiError> {
     let documents = closed
         .documents
         .iter()
         .map(|id| {
             store
                 .get::<Document>(&store.documents, &document_key(&closed.tenant, id))?
-                .ok_or_else(|| {
-                    ApiError::internal(format!("document {id} of a closed period is missing"))
-                })
+                .ok_or_else(|| ApiError::internal(format!("document {id} of a closed period is missing")))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(CloseReport {

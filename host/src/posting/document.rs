@@ -67,21 +67,9 @@ pub struct Document {
 
 /// The deterministic document id: `TG-` and 24 hex digits of
 /// SHA-256(tenant, legal entity, customer, period, revision).
-pub fn document_id(
-    tenant: &str,
-    legal_entity: &str,
-    customer: &str,
-    period: &str,
-    revision: u32,
-) -> String {
+pub fn document_id(tenant: &str, legal_entity: &str, customer: &str, period: &str, revision: u32) -> String {
     let mut h = Sha256::new();
-    for part in [
-        tenant,
-        legal_entity,
-        customer,
-        period,
-        &revision.to_string(),
-    ] {
+    for part in [tenant, legal_entity, customer, period, &revision.to_string()] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -95,10 +83,7 @@ pub enum DocumentError {
     #[error("legal entity {0} is not in the master data")]
     UnknownLegalEntity(String),
     #[error("document total of customer {customer}: {source}")]
-    Total {
-        customer: String,
-        source: DecimalError,
-    },
+    Total { customer: String, source: DecimalError },
 }
 
 /// Groups charge records into documents. Records without charges make no
@@ -115,39 +100,27 @@ pub fn build_documents(
     sorted.sort_by(|a, b| a.usage.contract_line.cmp(&b.usage.contract_line));
     for r in sorted {
         for (i, c) in r.charges.iter().enumerate() {
-            by_customer
-                .entry((&r.usage.legal_entity, &r.usage.customer))
-                .or_default()
-                .push(DocumentLine {
-                    contract_line: r.usage.contract_line.clone(),
-                    charge_index: i,
-                    sku: c.sku.clone(),
-                    erp_item: md
-                        .sku(&c.sku)
-                        .map(|s| s.erp_item.clone())
-                        .unwrap_or_else(|| r.usage.erp_item.clone()),
-                    description: c.description.clone(),
-                    quantity: c.quantity,
-                    unit_price: c.unit_price,
-                    amount: c.amount,
-                });
+            by_customer.entry((&r.usage.legal_entity, &r.usage.customer)).or_default().push(DocumentLine {
+                contract_line: r.usage.contract_line.clone(),
+                charge_index: i,
+                sku: c.sku.clone(),
+                erp_item: md.sku(&c.sku).map(|s| s.erp_item.clone()).unwrap_or_else(|| r.usage.erp_item.clone()),
+                description: c.description.clone(),
+                quantity: c.quantity,
+                unit_price: c.unit_price,
+                amount: c.amount,
+            });
         }
     }
     by_customer
         .into_iter()
         .map(|((entity_id, customer_id), lines)| {
-            let customer = md
-                .customer(customer_id)
-                .ok_or_else(|| DocumentError::UnknownCustomer(customer_id.into()))?;
-            let entity = md
-                .legal_entity(entity_id)
-                .ok_or_else(|| DocumentError::UnknownLegalEntity(entity_id.into()))?;
-            let total = money::exact_sum(lines.iter().map(|l| l.amount)).map_err(|source| {
-                DocumentError::Total {
-                    customer: customer_id.into(),
-                    source,
-                }
-            })?;
+            let customer =
+                md.customer(customer_id).ok_or_else(|| DocumentError::UnknownCustomer(customer_id.into()))?;
+            let entity =
+                md.legal_entity(entity_id).ok_or_else(|| DocumentError::UnknownLegalEntity(entity_id.into()))?;
+            let total = money::exact_sum(lines.iter().map(|l| l.amount))
+                .map_err(|source| DocumentError::Total { customer: customer_id.into(), source })?;
             Ok(Document {
                 id: document_id(tenant, entity_id, customer_id, &period.id, revision),
                 tenant: tenant.into(),
@@ -185,10 +158,7 @@ mod tests {
         assert_ne!(a, document_id("acme", "acme-eu", "c1", "2026-11", 2));
         assert_ne!(a, document_id("acme", "acme-eu", "c2", "2026-11", 1));
         // No ambiguity from concatenation.
-        assert_ne!(
-            document_id("ab", "c", "x", "p", 1),
-            document_id("a", "bc", "x", "p", 1)
-        );
+        assert_ne!(document_id("ab", "c", "x", "p", 1), document_id("a", "bc", "x", "p", 1));
         assert_eq!(a.len(), 27);
     }
 }

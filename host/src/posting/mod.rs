@@ -21,8 +21,7 @@ use crate::rating::runtime::{bindings::types as wit, to_wit};
 
 /// A document as the mapper plugin sees it.
 pub fn to_wit_document(d: &Document) -> wit::PostingDocument {
-    let ts =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     wit::PostingDocument {
         id: d.id.clone(),
         tenant: d.tenant.clone(),
@@ -54,11 +53,7 @@ pub fn to_wit_document(d: &Document) -> wit::PostingDocument {
 pub fn to_wit_target(name: &str, t: &ErpTargetConfig) -> wit::TargetConfig {
     wit::TargetConfig {
         name: name.to_string(),
-        settings: t
-            .settings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        settings: t.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 

@@ -54,11 +54,7 @@ pub struct OutboxEntry {
 enum Attempt {
     Posted(String),
     Rejected(String),
-    Retry {
-        error: String,
-        ambiguous: bool,
-        retry_after: Option<Duration>,
-    },
+    Retry { error: String, ambiguous: bool, retry_after: Option<Duration> },
 }
 
 #[derive(Clone)]
@@ -83,10 +79,7 @@ impl Poster {
             registry,
             targets: Arc::new(targets),
             config,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -130,15 +123,11 @@ impl Poster {
     }
 
     async fn attempt(&self, entry: &OutboxEntry) -> Attempt {
-        let retry = |error: String| Attempt::Retry {
-            error,
-            ambiguous: false,
-            retry_after: None,
-        };
+        let retry = |error: String| Attempt::Retry { error, ambiguous: false, retry_after: None };
         let Some(target) = self.targets.get(&entry.target) else {
             return retry(format!("no ERP target {:?} is configured", entry.target));
         };
-        let mapper = match self.registry.find(&target.mapper, None, Kind::ErpMapper) {
+        let mapper = match self.registry.find(&entry.tenant, &target.mapper, None, Kind::ErpMapper) {
             Ok(m) => m,
             Err(e) => return retry(format!("mapper: {e}")),
         };
@@ -154,38 +143,24 @@ impl Poster {
             Err(e) => {
                 // A timeout or a broken connection may come after the ERP committed.
                 let ambiguous = e.is_timeout() || !e.is_connect();
-                return Attempt::Retry {
-                    error: format!("sending: {e}"),
-                    ambiguous,
-                    retry_after: None,
-                };
+                return Attempt::Retry { error: format!("sending: {e}"), ambiguous, retry_after: None };
             }
         };
-        let retry_after = header(&response, "retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after =
+            header(&response, "retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
         let status = response.status;
         let (registry, plugin) = (self.registry.clone(), mapper.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            registry.runtime().read_response(&plugin, &response)
-        })
-        .await;
+        let read = tokio::task::spawn_blocking(move || registry.runtime().read_response(&plugin, &response)).await;
         match read {
             Ok(Ok(wit::PostingOutcome::Posted(number))) => Attempt::Posted(number),
             Ok(Ok(wit::PostingOutcome::Rejected(e))) => {
                 let field = e.field.map(|f| format!(" at {f}")).unwrap_or_default();
                 Attempt::Rejected(format!("{}{field}: {}", e.code, e.message))
             }
-            Ok(Ok(wit::PostingOutcome::Transient(msg))) => Attempt::Retry {
-                error: msg,
-                ambiguous: status >= 500,
-                retry_after,
-            },
-            Ok(Err(e)) => retry(format!(
-                "mapper {} reading the response: {}: {e}",
-                mapper.name,
-                e.code()
-            )),
+            Ok(Ok(wit::PostingOutcome::Transient(msg))) => {
+                Attempt::Retry { error: msg, ambiguous: status >= 500, retry_after }
+            }
+            Ok(Err(e)) => retry(format!("mapper {} reading the response: {}: {e}", mapper.name, e.code())),
             Err(e) => retry(format!("mapper task: {e}")),
         }
     }
@@ -198,37 +173,21 @@ impl Poster {
     ) -> Result<Option<String>, String> {
         let doc: Document = self
             .store
-            .get(
-                &self.store.documents,
-                &document_key(&entry.tenant, &entry.document_id),
-            )
+            .get(&self.store.documents, &document_key(&entry.tenant, &entry.document_id))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("document {} is missing", entry.document_id))?;
-        let (registry, plugin, wdoc, wtarget) = (
-            self.registry.clone(),
-            mapper.clone(),
-            to_wit_document(&doc),
-            to_wit_target(&entry.target, target),
-        );
-        let request = tokio::task::spawn_blocking(move || {
-            registry.runtime().lookup_request(&plugin, &wdoc, &wtarget)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        let (registry, plugin, wdoc, wtarget) =
+            (self.registry.clone(), mapper.clone(), to_wit_document(&doc), to_wit_target(&entry.target, target));
+        let request = tokio::task::spawn_blocking(move || registry.runtime().lookup_request(&plugin, &wdoc, &wtarget))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         let Some(request) = request else {
             return Ok(None);
         };
-        let stored = StoredRequest {
-            method: request.method,
-            path: request.path,
-            headers: request.headers,
-            body: request.body,
-        };
-        let response = self
-            .send(target, &stored)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stored =
+            StoredRequest { method: request.method, path: request.path, headers: request.headers, body: request.body };
+        let response = self.send(target, &stored).await.map_err(|e| e.to_string())?;
         let (registry, plugin) = (self.registry.clone(), mapper.clone());
         tokio::task::spawn_blocking(move || registry.runtime().read_lookup(&plugin, &response))
             .await
@@ -236,19 +195,11 @@ impl Poster {
             .map_err(|e| e.to_string())
     }
 
-    async fn send(
-        &self,
-        target: &ErpTargetConfig,
-        r: &StoredRequest,
-    ) -> Result<wit::ErpResponse, reqwest::Error> {
+    async fn send(&self, target: &ErpTargetConfig, r: &StoredRequest) -> Result<wit::ErpResponse, reqwest::Error> {
         let url = format!("{}{}", target.base_url.trim_end_matches('/'), r.path);
-        let method =
-            reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-        let mut req = self
-            .http
-            .request(method, url)
-            .timeout(Duration::from_millis(target.timeout_ms))
-            .body(r.body.clone());
+        let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut req =
+            self.http.request(method, url).timeout(Duration::from_millis(target.timeout_ms)).body(r.body.clone());
         for (k, v) in &r.headers {
             req = req.header(k, v);
         }
@@ -257,40 +208,21 @@ impl Poster {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let body = resp.text().await?;
-        Ok(wit::ErpResponse {
-            status,
-            headers,
-            body,
-        })
+        Ok(wit::ErpResponse { status, headers, body })
     }
 
     fn backoff(&self, attempts: u32, document_id: &str) -> Duration {
-        let base = self
-            .config
-            .backoff_initial_ms
-            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
+        let base = self.config.backoff_initial_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
         let capped = base.min(self.config.backoff_max_ms);
         // ±20 % jitter, spread by document so retries of many documents do not align.
-        let spread = document_id.bytes().fold(attempts as u64, |h, b| {
-            h.wrapping_mul(31).wrapping_add(b as u64)
-        }) % 41;
+        let spread = document_id.bytes().fold(attempts as u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 41;
         Duration::from_millis(capped * (80 + spread) / 100)
     }
 
-    async fn record(
-        &self,
-        key: &[u8],
-        mut entry: OutboxEntry,
-        outcome: Attempt,
-    ) -> Result<(), StoreError> {
+    async fn record(&self, key: &[u8], mut entry: OutboxEntry, outcome: Attempt) -> Result<(), StoreError> {
         let now = Utc::now();
         entry.attempts += 1;
         match outcome {
@@ -302,13 +234,8 @@ impl Poster {
                 tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, %error, "rejected by the ERP");
                 self.finish(key, &entry, PostingStatus::Rejected, None, Some(error), now)?;
             }
-            Attempt::Retry {
-                error,
-                ambiguous,
-                retry_after,
-            } => {
-                let wait =
-                    retry_after.unwrap_or_else(|| self.backoff(entry.attempts, &entry.document_id));
+            Attempt::Retry { error, ambiguous, retry_after } => {
+                let wait = retry_after.unwrap_or_else(|| self.backoff(entry.attempts, &entry.document_id));
                 tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, attempts = entry.attempts, %error, ?wait, "posting will be retried");
                 entry.ambiguous |= ambiguous;
                 entry.last_error = Some(error.clone());
@@ -342,33 +269,23 @@ impl Poster {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let s = &self.store;
-        let result = (&s.documents, &s.outbox, &s.erp_numbers).transaction(
-            |(documents, outbox, numbers)| {
-                let abort = |m: String| ConflictableTransactionError::Abort(m);
-                let bytes = documents
-                    .get(key)?
-                    .ok_or_else(|| abort(format!("document {} is missing", entry.document_id)))?;
-                let mut doc: Document =
-                    serde_json::from_slice(&bytes).map_err(|e| abort(e.to_string()))?;
-                doc.state.status = status;
-                doc.state.attempts = entry.attempts;
-                doc.state.last_error = error.clone();
-                if let Some(n) = &number {
-                    doc.state.erp_document_number = Some(n.clone());
-                    doc.state.posted_at = Some(now);
-                    numbers.insert(
-                        store::key(&[&entry.tenant, n, &entry.target]),
-                        entry.document_id.as_bytes(),
-                    )?;
-                }
-                documents.insert(
-                    key,
-                    serde_json::to_vec(&doc).map_err(|e| abort(e.to_string()))?,
-                )?;
-                outbox.remove(key)?;
-                Ok(())
-            },
-        );
+        let result = (&s.documents, &s.outbox, &s.erp_numbers).transaction(|(documents, outbox, numbers)| {
+            let abort = |m: String| ConflictableTransactionError::Abort(m);
+            let bytes =
+                documents.get(key)?.ok_or_else(|| abort(format!("document {} is missing", entry.document_id)))?;
+            let mut doc: Document = serde_json::from_slice(&bytes).map_err(|e| abort(e.to_string()))?;
+            doc.state.status = status;
+            doc.state.attempts = entry.attempts;
+            doc.state.last_error = error.clone();
+            if let Some(n) = &number {
+                doc.state.erp_document_number = Some(n.clone());
+                doc.state.posted_at = Some(now);
+                numbers.insert(store::key(&[&entry.tenant, n, &entry.target]), entry.document_id.as_bytes())?;
+            }
+            documents.insert(key, serde_json::to_vec(&doc).map_err(|e| abort(e.to_string()))?)?;
+            outbox.remove(key)?;
+            Ok(())
+        });
         result.map_err(|e| match e {
             sled::transaction::TransactionError::Abort(m) => StoreError::Aborted(m),
             sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
@@ -377,8 +294,5 @@ impl Poster {
 }
 
 fn header<'a>(r: &'a wit::ErpResponse, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }

@@ -3,8 +3,10 @@
 //! digests, windows, source events).
 //!
 //! - `runtime`: the Wasm sandbox.
-//! - `registry`: loaded plugins by name and version.
+//! - `registry`: loaded plugins by owner, name and version; uploads.
+//! - `activation`: which version rates a contract line, from when.
 
+pub mod activation;
 pub mod registry;
 pub mod runtime;
 
@@ -12,7 +14,7 @@ use crate::enrich::CanonicalUsage;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use registry::Registry;
-use runtime::{Kind, Plugin, PluginError, bindings::types as wit};
+use runtime::{Plugin, PluginError, bindings::types as wit};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,11 +53,7 @@ pub struct ChargeRecord {
 
 impl ChargeRecord {
     pub fn key(&self) -> Vec<u8> {
-        charge_key(
-            &self.usage.tenant,
-            &self.usage.period.id,
-            &self.usage.contract_line,
-        )
+        charge_key(&self.usage.tenant, &self.usage.period.id, &self.usage.contract_line)
     }
 }
 
@@ -72,47 +70,22 @@ pub fn rater_input(u: &CanonicalUsage) -> wit::Usage {
         sku: u.sku.clone(),
         meter: u.meter.clone(),
         currency: u.currency.clone(),
-        period_start: u
-            .period
-            .start
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        period_end: u
-            .period
-            .end
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        period_start: u.period.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        period_end: u.period.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         quantity: runtime::to_wit(u.quantity),
-        dimensions: u
-            .dimensions
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        dimensions: u.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         params: u.params.to_string(),
     }
 }
 
 fn digest_input(i: &wit::Usage) -> String {
     let mut h = Sha256::new();
-    for s in [
-        &i.tenant,
-        &i.customer,
-        &i.contract_line,
-        &i.sku,
-        &i.meter,
-        &i.currency,
-        &i.period_start,
-        &i.period_end,
-    ] {
+    for s in [&i.tenant, &i.customer, &i.contract_line, &i.sku, &i.meter, &i.currency, &i.period_start, &i.period_end] {
         h.update(s.as_bytes());
         h.update([0]);
     }
     let q = &i.quantity;
-    h.update(
-        format!(
-            "{}:{}:{}:{}",
-            q.negative, q.mantissa_high, q.mantissa_low, q.scale
-        )
-        .as_bytes(),
-    );
+    h.update(format!("{}:{}:{}:{}", q.negative, q.mantissa_high, q.mantissa_low, q.scale).as_bytes());
     for (k, v) in &i.dimensions {
         h.update([1]);
         h.update(k.as_bytes());
@@ -164,18 +137,6 @@ pub fn rate(
         charges,
         rated_at: now,
     })
-}
-
-/// Resolves the rater of a contract line.
-pub fn rater_for(
-    registry: &Registry,
-    line: &crate::masterdata::ContractLine,
-) -> Result<std::sync::Arc<Plugin>, String> {
-    registry.find(
-        &line.rater.plugin,
-        line.rater.version.as_deref(),
-        Kind::Rater,
-    )
 }
 
 /// Reads a stored charge record.

@@ -1,11 +1,18 @@
-//! The plugin registry: every loaded plugin by name and version.
+//! The plugin registry: every loaded plugin by owner, name and version.
 //!
-//! Bundled plugins are read at start-up from `plugins.json` in the bundled
-//! directory (written by `cargo xtask build-plugins`). A version is
-//! immutable: its identity is the SHA-256 of its bytes.
+//! - Bundled plugins are read at start-up from `plugins.json` in the bundled
+//!   directory (written by `cargo xtask build-plugins`); every tenant sees them.
+//! - Tenants upload their own (`POST /v1/plugins`); a tenant sees and uses
+//!   only its own plus the bundled ones. Uploads are kept in the store
+//!   (`plugins` records, `blobs` by SHA-256) and reloaded at start-up.
+//!
+//! A version is immutable: its identity is the SHA-256 of its bytes; the
+//! same name and version with other bytes is refused.
 
 use super::runtime::{Kind, Plugin, PluginError, Runtime};
 use crate::masterdata::{PluginRef, References};
+use crate::store::{self, Store, StoreError};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,23 +20,28 @@ use std::sync::{Arc, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error(
-        "bundled plugins: reading {path}: {source} (build them with `cargo xtask build-plugins`)"
-    )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("bundled plugins: reading {path}: {source} (build them with `cargo xtask build-plugins`)")]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("bundled plugins: {path}: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error("plugin {name}@{version}: {source}")]
-    Plugin {
-        name: String,
-        version: String,
-        source: PluginError,
-    },
-    #[error("plugin {name}@{version} is already registered with different bytes")]
-    Immutable { name: String, version: String },
+    Plugin { name: String, version: String, source: PluginError },
+    #[error("plugin {name}@{version} already exists with other bytes (sha256 {existing}); versions are immutable")]
+    Immutable { name: String, version: String, existing: String },
+    #[error("plugin name {0:?} belongs to a bundled plugin")]
+    Reserved(String),
+    #[error("plugin {name}@{version} is a {existing:?}, not a {kind:?}")]
+    KindChanged { name: String, version: String, existing: Kind, kind: Kind },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who a plugin belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    Bundled,
+    Tenant(String),
 }
 
 /// One entry of `plugins.json`.
@@ -42,154 +54,234 @@ struct BundledEntry {
     file: String,
 }
 
+/// An uploaded plugin version as stored (`plugins` tree; bytes in `blobs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UploadRecord {
+    tenant: String,
+    name: String,
+    version: String,
+    kind: Kind,
+    sha256: String,
+    size: usize,
+    uploaded_at: DateTime<Utc>,
+}
+
 /// What a listing shows of a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginInfo {
     pub name: String,
     pub version: String,
     pub kind: Kind,
     pub sha256: String,
+    /// `bundled`, or `tenant` for the caller's own uploads.
+    pub owner: &'static str,
 }
+
+type Versions = BTreeMap<(Owner, String), Vec<Arc<Plugin>>>;
 
 #[derive(Clone)]
 pub struct Registry {
     runtime: Runtime,
-    plugins: Arc<RwLock<BTreeMap<String, Vec<Arc<Plugin>>>>>,
+    plugins: Arc<RwLock<Versions>>,
+}
+
+/// Whether `s` is a valid plugin name: lowercase letters, digits and '-'.
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Registry {
     pub fn new(runtime: Runtime) -> Registry {
-        Registry {
-            runtime,
-            plugins: Arc::default(),
-        }
+        Registry { runtime, plugins: Arc::default() }
     }
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
 
-    /// Loads every plugin listed in `<dir>/plugins.json`.
+    /// Loads every plugin listed in `<dir>/plugins.json` as bundled.
     pub fn load_bundled(&self, dir: &Path) -> Result<usize, RegistryError> {
         let manifest = dir.join("plugins.json");
-        let text = std::fs::read(&manifest).map_err(|source| RegistryError::Read {
-            path: manifest.clone(),
-            source,
-        })?;
-        let entries: Vec<BundledEntry> =
-            serde_json::from_slice(&text).map_err(|e| RegistryError::Manifest {
-                path: manifest.clone(),
-                message: e.to_string(),
-            })?;
+        let text = std::fs::read(&manifest).map_err(|source| RegistryError::Read { path: manifest.clone(), source })?;
+        let entries: Vec<BundledEntry> = serde_json::from_slice(&text)
+            .map_err(|e| RegistryError::Manifest { path: manifest.clone(), message: e.to_string() })?;
         for e in &entries {
             let path = dir.join(&e.file);
-            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Read {
-                path: path.clone(),
-                source,
+            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Read { path: path.clone(), source })?;
+            let version = semver::Version::parse(&e.version).map_err(|err| RegistryError::Manifest {
+                path: manifest.clone(),
+                message: format!("{}: version {:?}: {err}", e.name, e.version),
             })?;
-            let version =
-                semver::Version::parse(&e.version).map_err(|err| RegistryError::Manifest {
-                    path: manifest.clone(),
-                    message: format!("{}: version {:?}: {err}", e.name, e.version),
-                })?;
-            self.register(&e.name, version, e.kind, &bytes)?;
+            self.register(Owner::Bundled, &e.name, version, e.kind, &bytes)?;
         }
         Ok(entries.len())
     }
 
-    /// Compiles, checks and adds a plugin version. Registering the same bytes
-    /// again is a no-op; other bytes under a registered version are refused.
+    /// Reloads every tenant upload kept in the store.
+    pub fn load_uploaded(&self, store: &Store) -> Result<usize, RegistryError> {
+        let records = store.scan::<UploadRecord>(&store.plugins, b"")?;
+        for (_, r) in &records {
+            let bytes = store.blobs.get(r.sha256.as_bytes()).map_err(StoreError::from)?.ok_or_else(|| {
+                StoreError::Aborted(format!(
+                    "plugin {}@{} of {}: bytes {} missing",
+                    r.name, r.version, r.tenant, r.sha256
+                ))
+            })?;
+            let version = semver::Version::parse(&r.version)
+                .map_err(|e| StoreError::Aborted(format!("plugin {}: stored version {:?}: {e}", r.name, r.version)))?;
+            self.register(Owner::Tenant(r.tenant.clone()), &r.name, version, r.kind, &bytes)?;
+        }
+        Ok(records.len())
+    }
+
+    /// A tenant's upload: checked, compiled, registered and made durable.
+    /// Returns the plugin and whether it is new (an identical re-upload is not).
+    pub async fn upload(
+        &self,
+        store: &Store,
+        tenant: &str,
+        name: &str,
+        version: semver::Version,
+        kind: Kind,
+        bytes: Vec<u8>,
+    ) -> Result<(Arc<Plugin>, bool), RegistryError> {
+        if self.read().keys().any(|(o, n)| *o == Owner::Bundled && n == name) {
+            return Err(RegistryError::Reserved(name.into()));
+        }
+        let owner = Owner::Tenant(tenant.into());
+        let existed = self.version(&owner, name, &version);
+        let registry = self.clone();
+        let (n, v, b) = (name.to_string(), version.clone(), bytes.clone());
+        let plugin = tokio::task::spawn_blocking(move || registry.register(owner, &n, v, kind, &b))
+            .await
+            .map_err(|e| StoreError::Aborted(format!("compile task: {e}")))??;
+        if existed.is_none() {
+            let record = UploadRecord {
+                tenant: tenant.into(),
+                name: name.into(),
+                version: version.to_string(),
+                kind,
+                sha256: plugin.sha256.clone(),
+                size: bytes.len(),
+                uploaded_at: Utc::now(),
+            };
+            store.blobs.insert(plugin.sha256.as_bytes(), bytes).map_err(StoreError::from)?;
+            store.put(&store.plugins, &store::key(&[tenant, name, &version.to_string()]), &record)?;
+            store.flush().await?;
+            tracing::info!(tenant, plugin = name, %version, sha256 = %plugin.sha256, "plugin uploaded");
+        }
+        Ok((plugin, existed.is_none()))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Versions> {
+        self.plugins.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn version(&self, owner: &Owner, name: &str, version: &semver::Version) -> Option<Arc<Plugin>> {
+        self.read().get(&(owner.clone(), name.to_string()))?.iter().find(|p| p.version == *version).cloned()
+    }
+
+    /// Compiles, checks and adds a plugin version. The same bytes again are a
+    /// no-op; other bytes under a registered version are refused.
     pub fn register(
         &self,
+        owner: Owner,
         name: &str,
         version: semver::Version,
         kind: Kind,
         bytes: &[u8],
     ) -> Result<Arc<Plugin>, RegistryError> {
-        let err = |source| RegistryError::Plugin {
-            name: name.into(),
-            version: version.to_string(),
-            source,
-        };
-        let plugin = Arc::new(
-            self.runtime
-                .load(name, version.clone(), kind, bytes)
-                .map_err(err)?,
-        );
+        let sha = crate::auth::hash_key_bytes(bytes);
+        if let Some(existing) = self.version(&owner, name, &version) {
+            return if existing.sha256 != sha {
+                Err(RegistryError::Immutable {
+                    name: name.into(),
+                    version: version.to_string(),
+                    existing: existing.sha256.clone(),
+                })
+            } else if existing.kind != kind {
+                Err(RegistryError::KindChanged {
+                    name: name.into(),
+                    version: version.to_string(),
+                    existing: existing.kind,
+                    kind,
+                })
+            } else {
+                Ok(existing)
+            };
+        }
+        let err = |source| RegistryError::Plugin { name: name.into(), version: version.to_string(), source };
+        let plugin = Arc::new(self.runtime.load(name, version.clone(), kind, bytes).map_err(err)?);
         let mut all = self.plugins.write().unwrap_or_else(|p| p.into_inner());
-        let versions = all.entry(name.to_string()).or_default();
-        if let Some(existing) = versions.iter().find(|p| p.version == version) {
-            if existing.sha256 == plugin.sha256 {
-                return Ok(existing.clone());
-            }
-            return Err(RegistryError::Immutable {
-                name: name.into(),
-                version: version.to_string(),
-            });
+        let versions = all.entry((owner.clone(), name.to_string())).or_default();
+        if let Some(raced) = versions.iter().find(|p| p.version == version) {
+            return if raced.sha256 == plugin.sha256 {
+                Ok(raced.clone())
+            } else {
+                Err(RegistryError::Immutable {
+                    name: name.into(),
+                    version: version.to_string(),
+                    existing: raced.sha256.clone(),
+                })
+            };
         }
         versions.push(plugin.clone());
         versions.sort_by(|a, b| a.version.cmp(&b.version));
-        tracing::info!(plugin = name, %version, sha256 = %plugin.sha256, ?kind, "plugin registered");
+        tracing::info!(?owner, plugin = name, %version, sha256 = %plugin.sha256, ?kind, "plugin registered");
         Ok(plugin)
     }
 
-    /// The plugin `name` of `kind`, at `version` or the newest.
-    pub fn find(
-        &self,
-        name: &str,
-        version: Option<&str>,
-        kind: Kind,
-    ) -> Result<Arc<Plugin>, String> {
-        let all = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+    /// The plugin `name` of `kind` visible to `tenant` (its own first, then
+    /// bundled), at `version` or the newest.
+    pub fn find(&self, tenant: &str, name: &str, version: Option<&str>, kind: Kind) -> Result<Arc<Plugin>, String> {
+        let all = self.read();
         let versions = all
-            .get(name)
+            .get(&(Owner::Tenant(tenant.into()), name.to_string()))
+            .or_else(|| all.get(&(Owner::Bundled, name.to_string())))
             .ok_or_else(|| format!("no plugin named {name:?}"))?;
         let found = match version {
             Some(v) => {
                 let v = semver::Version::parse(v).map_err(|e| format!("version {v:?}: {e}"))?;
-                versions
-                    .iter()
-                    .find(|p| p.version == v)
-                    .ok_or_else(|| format!("plugin {name} has no version {v}"))?
+                versions.iter().find(|p| p.version == v).ok_or_else(|| format!("plugin {name} has no version {v}"))?
             }
-            None => versions
-                .last()
-                .ok_or_else(|| format!("plugin {name} has no versions"))?,
+            None => versions.last().ok_or_else(|| format!("plugin {name} has no versions"))?,
         };
         if found.kind != kind {
-            return Err(format!(
-                "plugin {name} is a {:?}, not a {kind:?}",
-                found.kind
-            ));
+            return Err(format!("plugin {name} is a {:?}, not a {kind:?}", found.kind));
         }
         Ok(found.clone())
     }
 
-    pub fn list(&self) -> Vec<PluginInfo> {
-        let all = self.plugins.read().unwrap_or_else(|p| p.into_inner());
-        all.values()
-            .flatten()
-            .map(|p| PluginInfo {
-                name: p.name.clone(),
-                version: p.version.to_string(),
-                kind: p.kind,
-                sha256: p.sha256.clone(),
+    /// The plugins `tenant` can see: its own and the bundled ones.
+    pub fn list(&self, tenant: &str) -> Vec<PluginInfo> {
+        let mine = Owner::Tenant(tenant.into());
+        self.read()
+            .iter()
+            .filter(|((owner, _), _)| *owner == Owner::Bundled || *owner == mine)
+            .flat_map(|((owner, _), versions)| {
+                versions.iter().map(move |p| PluginInfo {
+                    name: p.name.clone(),
+                    version: p.version.to_string(),
+                    kind: p.kind,
+                    sha256: p.sha256.clone(),
+                    owner: if *owner == Owner::Bundled { "bundled" } else { "tenant" },
+                })
             })
             .collect()
     }
 }
 
-/// Master-data references checked against the registry and the ERP targets.
+/// Master-data references of one tenant, checked against the registry and
+/// the ERP targets.
 pub struct RegistryRefs<'a> {
     pub registry: &'a Registry,
+    pub tenant: &'a str,
     pub targets: &'a BTreeMap<String, crate::config::ErpTargetConfig>,
 }
 
 impl References for RegistryRefs<'_> {
     fn rater(&self, r: &PluginRef) -> Result<(), String> {
-        self.registry
-            .find(&r.plugin, r.version.as_deref(), Kind::Rater)
-            .map(|_| ())
+        self.registry.find(self.tenant, &r.plugin, r.version.as_deref(), Kind::Rater).map(|_| ())
     }
     fn erp_target_exists(&self, name: &str) -> bool {
         self.targets.contains_key(name)

@@ -29,8 +29,7 @@ use std::time::Duration;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 
 /// Generated host bindings, one module per world of `wit/since_v0.1.0`.
@@ -92,11 +91,7 @@ pub enum PluginError {
     #[error("invalid output: {field}: {message}")]
     InvalidOutput { field: String, message: String },
     #[error("plugin error {code}{}: {message}", field.as_deref().map(|f| format!(" at {f}")).unwrap_or_default())]
-    Plugin {
-        code: String,
-        field: Option<String>,
-        message: String,
-    },
+    Plugin { code: String, field: Option<String>, message: String },
     #[error("incompatible interface: {0}")]
     IncompatibleInterface(String),
     #[error("too large: {0}")]
@@ -121,11 +116,7 @@ impl PluginError {
 
 impl From<wit::PluginError> for PluginError {
     fn from(e: wit::PluginError) -> Self {
-        PluginError::Plugin {
-            code: e.code,
-            field: e.field,
-            message: e.message,
-        }
+        PluginError::Plugin { code: e.code, field: e.field, message: e.message }
     }
 }
 
@@ -166,11 +157,7 @@ enum Pre {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}@{} ({:?}, sha256 {})",
-            self.name, self.version, self.kind, self.sha256
-        )
+        write!(f, "{}@{} ({:?}, sha256 {})", self.name, self.version, self.kind, self.sha256)
     }
 }
 
@@ -265,17 +252,15 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s) = (engine.weak(), stop.clone());
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match e.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
+        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                match e.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
                 }
-            })?;
+            }
+        })?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
@@ -283,10 +268,7 @@ impl Runtime {
             engine,
             limits,
             cache_dir,
-            slots: Arc::new(Slots {
-                free: Mutex::new(POOL_SLOTS),
-                freed: Condvar::new(),
-            }),
+            slots: Arc::new(Slots { free: Mutex::new(POOL_SLOTS), freed: Condvar::new() }),
             _ticker: Arc::new(Ticker(stop)),
         })
     }
@@ -342,11 +324,9 @@ impl Runtime {
                 backtrace: String::new(),
             })?;
         let component = match rx.recv_timeout(MAX_COMPILE_TIME) {
-            Ok(r) => r.map_err(|e| {
-                PluginError::IncompatibleInterface(format!(
-                    "not a valid WebAssembly component: {e:#}"
-                ))
-            })?,
+            Ok(r) => {
+                r.map_err(|e| PluginError::IncompatibleInterface(format!("not a valid WebAssembly component: {e:#}")))?
+            }
             Err(_) => {
                 return Err(PluginError::TooLarge(format!(
                     "compilation took longer than {} s",
@@ -375,43 +355,24 @@ impl Runtime {
 
     /// Compiles and checks a component: size, no function imports, the world
     /// of `kind`.
-    pub fn load(
-        &self,
-        name: &str,
-        version: semver::Version,
-        kind: Kind,
-        bytes: &[u8],
-    ) -> Result<Plugin, PluginError> {
+    pub fn load(&self, name: &str, version: semver::Version, kind: Kind, bytes: &[u8]) -> Result<Plugin, PluginError> {
         if bytes.len() > MAX_COMPONENT_BYTES {
-            return Err(PluginError::TooLarge(format!(
-                "{} bytes; at most {MAX_COMPONENT_BYTES}",
-                bytes.len()
-            )));
+            return Err(PluginError::TooLarge(format!("{} bytes; at most {MAX_COMPONENT_BYTES}", bytes.len())));
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self.compile(bytes, &sha256)?;
         check_imports(&self.engine, &component)?;
         let linker: Linker<CallState> = Linker::new(&self.engine);
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::IncompatibleInterface(format!("{e:#}")))?;
+        let pre =
+            linker.instantiate_pre(&component).map_err(|e| PluginError::IncompatibleInterface(format!("{e:#}")))?;
         let world_err = |e: wasmtime::Error| {
-            PluginError::IncompatibleInterface(format!(
-                "does not implement {}: {e:#}",
-                kind.world()
-            ))
+            PluginError::IncompatibleInterface(format!("does not implement {}: {e:#}", kind.world()))
         };
         let pre = match kind {
             Kind::Rater => Pre::Rater(RaterPre::new(pre).map_err(world_err)?),
             Kind::ErpMapper => Pre::Mapper(ErpMapperPre::new(pre).map_err(world_err)?),
         };
-        Ok(Plugin {
-            name: name.to_string(),
-            version,
-            kind,
-            sha256,
-            pre,
-        })
+        Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
     }
 
     fn store(&self) -> Result<Store<CallState>, PluginError> {
@@ -425,14 +386,8 @@ impl Runtime {
             .build();
         let mut store = Store::new(&self.engine, CallState { limits });
         store.limiter(|s| &mut s.limits);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| self.classify(e))?;
-        let ticks = self
-            .limits
-            .deadline_ms
-            .div_ceil(TICK.as_millis() as u64)
-            .max(1);
+        store.set_fuel(self.limits.fuel).map_err(|e| self.classify(e))?;
+        let ticks = self.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         Ok(store)
     }
@@ -440,22 +395,16 @@ impl Runtime {
     fn classify(&self, e: wasmtime::Error) -> PluginError {
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
-                return PluginError::FuelExhausted {
-                    budget: self.limits.fuel,
-                };
+                return PluginError::FuelExhausted { budget: self.limits.fuel };
             }
             Some(Trap::Interrupt) => {
-                return PluginError::DeadlineExceeded {
-                    ms: self.limits.deadline_ms,
-                };
+                return PluginError::DeadlineExceeded { ms: self.limits.deadline_ms };
             }
             _ => {}
         }
         let chain = format!("{e:?}");
         if chain.contains("forcing trap when growing memory") {
-            return PluginError::MemoryLimit {
-                mib: self.limits.memory_mib,
-            };
+            return PluginError::MemoryLimit { mib: self.limits.memory_mib };
         }
         let message = match e.downcast_ref::<Trap>() {
             Some(t) => t.to_string(),
@@ -472,21 +421,13 @@ impl Runtime {
     /// checked (every field named on error) and in exact decimals.
     pub fn rate(&self, plugin: &Plugin, input: &wit::Usage) -> Result<Vec<Charge>, PluginError> {
         let Pre::Rater(pre) = &plugin.pre else {
-            return Err(PluginError::IncompatibleInterface(format!(
-                "{} is not a rater",
-                plugin.name
-            )));
+            return Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name)));
         };
         let _slot = self.slots.acquire();
         let mut store = self.store()?;
         let instance: Rater = pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        let lines = instance
-            .call_rate(&mut store, input)
-            .map_err(|e| self.classify(e))??;
-        let size: usize = lines
-            .iter()
-            .map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64)
-            .sum();
+        let lines = instance.call_rate(&mut store, input).map_err(|e| self.classify(e))??;
+        let size: usize = lines.iter().map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64).sum();
         self.check_output(size)?;
         charges_from_wit(lines)
     }
@@ -504,10 +445,7 @@ impl Runtime {
     fn mapper<'a>(&self, plugin: &'a Plugin) -> Result<&'a ErpMapperPre<CallState>, PluginError> {
         match &plugin.pre {
             Pre::Mapper(pre) => Ok(pre),
-            Pre::Rater(_) => Err(PluginError::IncompatibleInterface(format!(
-                "{} is not an erp-mapper",
-                plugin.name
-            ))),
+            Pre::Rater(_) => Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name))),
         }
     }
 
@@ -518,10 +456,7 @@ impl Runtime {
     ) -> Result<R, PluginError> {
         let _slot = self.slots.acquire();
         let mut store = self.store()?;
-        let instance = self
-            .mapper(plugin)?
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e))?;
+        let instance = self.mapper(plugin)?.instantiate(&mut store).map_err(|e| self.classify(e))?;
         f(&instance, &mut store).map_err(|e| self.classify(e))
     }
 
@@ -534,21 +469,11 @@ impl Runtime {
     ) -> Result<wit::ErpRequest, PluginError> {
         let req = self.with_mapper(plugin, |m, s| m.call_map_document(s, doc, target))??;
         self.check_output(
-            req.body.len()
-                + req.path.len()
-                + req
-                    .headers
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>(),
+            req.body.len() + req.path.len() + req.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
         )?;
         if req.method.is_empty() || !req.path.starts_with('/') {
             return Err(PluginError::InvalidOutput {
-                field: if req.method.is_empty() {
-                    "method".into()
-                } else {
-                    "path".into()
-                },
+                field: if req.method.is_empty() { "method".into() } else { "path".into() },
                 message: "a method and a path starting with '/' are required".into(),
             });
         }
@@ -566,11 +491,7 @@ impl Runtime {
     }
 
     /// Reads a look-up answer: the ERP number of an earlier posting, if any.
-    pub fn read_lookup(
-        &self,
-        plugin: &Plugin,
-        response: &wit::ErpResponse,
-    ) -> Result<Option<String>, PluginError> {
+    pub fn read_lookup(&self, plugin: &Plugin, response: &wit::ErpResponse) -> Result<Option<String>, PluginError> {
         Ok(self.with_mapper(plugin, |m, s| m.call_read_lookup(s, response))??)
     }
 
@@ -593,10 +514,7 @@ fn charges_from_wit(lines: Vec<wit::ChargeLine>) -> Result<Vec<Charge>, PluginEr
         .map(|(i, l)| {
             let f = |name: &str| format!("lines[{i}].{name}");
             if l.sku.is_empty() {
-                return Err(PluginError::InvalidOutput {
-                    field: f("sku"),
-                    message: "empty".into(),
-                });
+                return Err(PluginError::InvalidOutput { field: f("sku"), message: "empty".into() });
             }
             Ok(Charge {
                 quantity: from_wit(&l.quantity, &f("quantity"))?,
@@ -638,12 +556,7 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginErr
 /// WIT decimal ↔ exact decimal.
 pub fn to_wit(d: rust_decimal::Decimal) -> wit::Decimal {
     let p = tollgate_sdk::decimal::to_parts(d);
-    wit::Decimal {
-        mantissa_low: p.mantissa_low,
-        mantissa_high: p.mantissa_high,
-        negative: p.negative,
-        scale: p.scale,
-    }
+    wit::Decimal { mantissa_low: p.mantissa_low, mantissa_high: p.mantissa_high, negative: p.negative, scale: p.scale }
 }
 
 /// The exact value of a WIT decimal coming out of a plugin; an

@@ -15,7 +15,10 @@
 //! - `documents`      tenant·document id → [`crate::posting::Document`]
 //! - `periods`        tenant·period → [`crate::posting::PeriodClose`]
 //! - `outbox`         document key → [`crate::posting::OutboxEntry`]
-//! - `erp_numbers`    tenant·target·ERP document number → document id
+//! - `erp_numbers`    tenant·ERP document number·target → document id
+//! - `plugins`        tenant·plugin name·version → uploaded plugin record
+//! - `blobs`          plugin SHA-256 → component bytes
+//! - `activations`    tenant·contract line·effective from·activated at → activation
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
@@ -25,10 +28,7 @@ pub enum StoreError {
     #[error("storage: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {source}")]
-    Decode {
-        tree: String,
-        source: serde_json::Error,
-    },
+    Decode { tree: String, source: serde_json::Error },
     #[error("encoding record: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("transaction aborted: {0}")]
@@ -49,14 +49,14 @@ pub struct Store {
     pub periods: sled::Tree,
     pub outbox: sled::Tree,
     pub erp_numbers: sled::Tree,
+    pub plugins: sled::Tree,
+    pub blobs: sled::Tree,
+    pub activations: sled::Tree,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
         Ok(Store {
             events: db.open_tree("events")?,
             windows: db.open_tree("windows")?,
@@ -68,6 +68,9 @@ impl Store {
             periods: db.open_tree("periods")?,
             outbox: db.open_tree("outbox")?,
             erp_numbers: db.open_tree("erp_numbers")?,
+            plugins: db.open_tree("plugins")?,
+            blobs: db.open_tree("blobs")?,
+            activations: db.open_tree("activations")?,
             db,
         })
     }
@@ -79,31 +82,18 @@ impl Store {
     }
 
     /// Reads and decodes one record.
-    pub fn get<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
         tree.get(key)?.map(|v| decode(tree, &v)).transpose()
     }
 
     /// Encodes and writes one record (not yet durable: call [`Store::flush`]).
-    pub fn put<T: Serialize>(
-        &self,
-        tree: &sled::Tree,
-        key: &[u8],
-        value: &T,
-    ) -> Result<(), StoreError> {
+    pub fn put<T: Serialize>(&self, tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
         tree.insert(key, serde_json::to_vec(value)?)?;
         Ok(())
     }
 
     /// Decodes every record under `prefix`, in key order.
-    pub fn scan<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+    pub fn scan<T: DeserializeOwned>(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
         tree.scan_prefix(prefix)
             .map(|r| {
                 let (k, v) = r?;
@@ -113,11 +103,7 @@ impl Store {
     }
 
     /// The last key component of every key under `prefix` (e.g. event ids of a window).
-    pub fn scan_suffixes(
-        &self,
-        tree: &sled::Tree,
-        prefix: &[u8],
-    ) -> Result<Vec<String>, StoreError> {
+    pub fn scan_suffixes(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<String>, StoreError> {
         tree.scan_prefix(prefix)
             .keys()
             .map(|k| {
@@ -130,10 +116,8 @@ impl Store {
 
 /// Decodes a stored JSON record.
 pub fn decode<T: DeserializeOwned>(tree: &sled::Tree, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-        tree: String::from_utf8_lossy(&tree.name()).into_owned(),
-        source,
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|source| StoreError::Decode { tree: String::from_utf8_lossy(&tree.name()).into_owned(), source })
 }
 
 /// Builds a key from components separated by NUL.

@@ -7,15 +7,9 @@ use tollgate::config::{Config, ErpTargetConfig, PluginsConfig, PostingConfig, Te
 
 #[test]
 fn hash_key_prints_the_sha256_used_in_the_config() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["hash-key", "demo-acme-key"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["hash-key", "demo-acme-key"]).output().unwrap();
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        tollgate::auth::hash_key("demo-acme-key")
-    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), tollgate::auth::hash_key("demo-acme-key"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,15 +26,8 @@ async fn close_period_closes_and_reports_the_posted_documents() {
         data_dir: dir.join("data"),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
-        plugins: PluginsConfig {
-            bundled_dir: plugins_dir(),
-            ..Default::default()
-        },
-        posting: PostingConfig {
-            backoff_initial_ms: 20,
-            backoff_max_ms: 100,
-            poll_ms: 20,
-        },
+        plugins: PluginsConfig { bundled_dir: plugins_dir(), ..Default::default() },
+        posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![tollgate::auth::hash_key("k")],
@@ -63,25 +50,14 @@ async fn close_period_closes_and_reports_the_posted_documents() {
         let http = http.clone();
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .args([
-                    "close-period",
-                    "2025-01",
-                    "--gateway",
-                    &http,
-                    "--api-key",
-                    key,
-                ])
+                .args(["close-period", "2025-01", "--gateway", &http, "--api-key", key])
                 .output()
                 .unwrap()
         })
     };
     // No usage: every line rates to nothing, so there is no document.
     let out = run("k").await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["period"], "2025-01");
     assert_eq!(report["documents"], serde_json::json!([]));

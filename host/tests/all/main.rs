@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// `target/<sub>` as `cargo xtask build-plugins` left it.
 pub fn built(sub: &str, env: &str) -> PathBuf {
-    std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target")
-            .join(sub)
-    })
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(sub))
 }
 
 pub fn plugins_dir() -> PathBuf {

@@ -3,15 +3,11 @@
 
 use crate::{built, plugins_dir};
 use std::time::Duration;
-use tollgate::rating::runtime::{
-    Kind, Limits, Plugin, PluginError, Runtime, bindings::types as wit, to_wit,
-};
+use tollgate::rating::runtime::{Kind, Limits, Plugin, PluginError, Runtime, bindings::types as wit, to_wit};
 
 fn bytes(name: &str) -> Vec<u8> {
-    let path =
-        built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join(format!("{name}.wasm"));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", path.display()))
+    let path = built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", path.display()))
 }
 
 fn bundled(name: &str) -> Vec<u8> {
@@ -19,12 +15,7 @@ fn bundled(name: &str) -> Vec<u8> {
 }
 
 fn limits() -> Limits {
-    Limits {
-        fuel: 20_000_000,
-        deadline_ms: 2_000,
-        memory_mib: 64,
-        max_output_bytes: 1 << 20,
-    }
+    Limits { fuel: 20_000_000, deadline_ms: 2_000, memory_mib: 64, max_output_bytes: 1 << 20 }
 }
 
 fn load(rt: &Runtime, name: &str, b: &[u8], kind: Kind) -> Result<Plugin, PluginError> {
@@ -43,20 +34,12 @@ fn usage(quantity: &str) -> wit::Usage {
         period_end: "2026-11-01T00:00:00Z".into(),
         quantity: to_wit(rust_decimal::Decimal::from_str_exact(quantity).unwrap()),
         dimensions: vec![],
-        params:
-            r#"{"tiers":[{"up_to":"100","unit_price":"0.1"},{"up_to":null,"unit_price":"0.01"}]}"#
-                .into(),
+        params: r#"{"tiers":[{"up_to":"100","unit_price":"0.1"},{"up_to":null,"unit_price":"0.01"}]}"#.into(),
     }
 }
 
 fn good(rt: &Runtime) -> Plugin {
-    load(
-        rt,
-        "graduated-tiers",
-        &bundled("graduated-tiers"),
-        Kind::Rater,
-    )
-    .unwrap()
+    load(rt, "graduated-tiers", &bundled("graduated-tiers"), Kind::Rater).unwrap()
 }
 
 fn assert_good_call(rt: &Runtime, p: &Plugin) {
@@ -86,23 +69,10 @@ fn every_misbehaviour_gets_its_typed_error_and_the_runtime_keeps_serving() {
             (PluginError::FuelExhausted { budget }, _) => assert_eq!(*budget, 20_000_000),
             (PluginError::MemoryLimit { mib }, _) => assert_eq!(*mib, 64),
             (PluginError::Trap { backtrace, .. }, "hostile-rater-panic") => {
-                assert!(
-                    backtrace.contains("wasm backtrace") || backtrace.contains("0x"),
-                    "{backtrace}"
-                )
+                assert!(backtrace.contains("wasm backtrace") || backtrace.contains("0x"), "{backtrace}")
             }
-            (
-                PluginError::Plugin {
-                    code,
-                    field,
-                    message,
-                },
-                _,
-            ) => {
-                assert_eq!(
-                    (code.as_str(), field.as_deref()),
-                    ("no-contract", Some("params.plan"))
-                );
+            (PluginError::Plugin { code, field, message }, _) => {
+                assert_eq!((code.as_str(), field.as_deref()), ("no-contract", Some("params.plan")));
                 assert!(message.contains("gold"));
             }
             (PluginError::InvalidOutput { field, .. }, _) => assert_eq!(field, "lines[0].amount"),
@@ -115,15 +85,7 @@ fn every_misbehaviour_gets_its_typed_error_and_the_runtime_keeps_serving() {
 
 #[test]
 fn a_loop_with_fuel_to_spare_is_stopped_by_the_deadline() {
-    let rt = Runtime::new(
-        Limits {
-            fuel: u64::MAX / 2,
-            deadline_ms: 50,
-            ..limits()
-        },
-        None,
-    )
-    .unwrap();
+    let rt = Runtime::new(Limits { fuel: u64::MAX / 2, deadline_ms: 50, ..limits() }, None).unwrap();
     let p = load(&rt, "spin", &bytes("hostile-rater-spin"), Kind::Rater).unwrap();
     let err = rt.rate(&p, &usage("1")).unwrap_err();
     assert_eq!(err, PluginError::DeadlineExceeded { ms: 50 });
@@ -131,21 +93,10 @@ fn a_loop_with_fuel_to_spare_is_stopped_by_the_deadline() {
 
 #[test]
 fn a_runaway_call_does_not_stop_a_concurrent_well_behaved_one() {
-    let rt = Runtime::new(
-        Limits {
-            fuel: u64::MAX / 2,
-            deadline_ms: 1_500,
-            ..limits()
-        },
-        None,
-    )
-    .unwrap();
+    let rt = Runtime::new(Limits { fuel: u64::MAX / 2, deadline_ms: 1_500, ..limits() }, None).unwrap();
     let spin = load(&rt, "spin", &bytes("hostile-rater-spin"), Kind::Rater).unwrap();
     let ok = good(&rt);
-    let (rt2, done) = (
-        rt.clone(),
-        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    );
+    let (rt2, done) = (rt.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let done2 = done.clone();
     let runaway = std::thread::spawn(move || {
         let r = rt2.rate(&spin, &usage("1"));
@@ -156,14 +107,8 @@ fn a_runaway_call_does_not_stop_a_concurrent_well_behaved_one() {
     for _ in 0..20 {
         assert_good_call(&rt, &ok);
     }
-    assert!(
-        !done.load(std::sync::atomic::Ordering::SeqCst),
-        "the good calls finished while the runaway still ran"
-    );
-    assert_eq!(
-        runaway.join().unwrap().unwrap_err().code(),
-        "deadline-exceeded"
-    );
+    assert!(!done.load(std::sync::atomic::Ordering::SeqCst), "the good calls finished while the runaway still ran");
+    assert_eq!(runaway.join().unwrap().unwrap_err().code(), "deadline-exceeded");
 }
 
 #[test]
@@ -171,53 +116,20 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     let rt = Runtime::new(limits(), None).unwrap();
     let err = load(&rt, "wasi", &bytes("hostile-imports-wasi"), Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "incompatible-interface");
-    assert!(
-        err.to_string().contains("wasi:clocks/wall-clock@0.2.0"),
-        "{err}"
-    );
-    let err = load(
-        &rt,
-        "host",
-        &bytes("hostile-imports-host-call"),
-        Kind::Rater,
-    )
-    .unwrap_err();
+    assert!(err.to_string().contains("wasi:clocks/wall-clock@0.2.0"), "{err}");
+    let err = load(&rt, "host", &bytes("hostile-imports-host-call"), Kind::Rater).unwrap_err();
     assert!(err.to_string().contains("host-log"), "{err}");
-    let err = load(
-        &rt,
-        "wrong",
-        &bytes("hostile-imports-wrong-world"),
-        Kind::Rater,
-    )
-    .unwrap_err();
+    let err = load(&rt, "wrong", &bytes("hostile-imports-wrong-world"), Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "incompatible-interface");
-    assert!(
-        err.to_string()
-            .contains("does not implement tollgate:plugin/rater@0.1.0"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("does not implement tollgate:plugin/rater@0.1.0"), "{err}");
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("does not implement tollgate:plugin/rater@0.1.0"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("does not implement tollgate:plugin/rater@0.1.0"), "{err}");
     let err = load(&rt, "junk", b"\0asm\x0d\0\x01\0garbage", Kind::Rater).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("not a valid WebAssembly component"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not a valid WebAssembly component"), "{err}");
     let err = load(&rt, "huge", &vec![0u8; 17 << 20], Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "too-large");
     // Bundled plugins pass the same checks.
-    load(
-        &rt,
-        "generic-json",
-        &bundled("generic-json"),
-        Kind::ErpMapper,
-    )
-    .unwrap();
+    load(&rt, "generic-json", &bundled("generic-json"), Kind::ErpMapper).unwrap();
 }
 
 #[test]
@@ -226,16 +138,10 @@ fn compiled_components_are_cached_on_disk_and_a_bad_cache_file_is_recompiled() {
     let _ = std::fs::remove_dir_all(&dir);
     let rt = Runtime::new(limits(), Some(dir.clone())).unwrap();
     let p = good(&rt);
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1);
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        name.starts_with(&p.sha256) && name.ends_with(".cwasm"),
-        "{name}"
-    );
+    assert!(name.starts_with(&p.sha256) && name.ends_with(".cwasm"), "{name}");
     // A restarted runtime loads it from the cache and rates the same.
     let rt2 = Runtime::new(limits(), Some(dir.clone())).unwrap();
     assert_good_call(&rt2, &good(&rt2));

@@ -11,8 +11,7 @@
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_sdk::mapper::{
-    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig,
-    WitDecimal,
+    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, WitDecimal,
 };
 
 pub struct GenericJson;
@@ -24,11 +23,7 @@ fn dec(d: &WitDecimal, field: &str) -> Result<String, PluginError> {
 }
 
 fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
-    target
-        .settings
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 #[derive(Deserialize)]
@@ -45,10 +40,7 @@ struct ErrorBody {
 }
 
 fn header<'a>(r: &'a ErpResponse, name: &str) -> Option<&'a str> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 impl Guest for GenericJson {
@@ -84,9 +76,7 @@ impl Guest for GenericJson {
         });
         Ok(ErpRequest {
             method: "POST".into(),
-            path: setting(&target, "path")
-                .unwrap_or("/generic/invoices")
-                .to_string(),
+            path: setting(&target, "path").unwrap_or("/generic/invoices").to_string(),
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 ("idempotency-key".into(), doc.id.clone()),
@@ -109,30 +99,17 @@ impl Guest for GenericJson {
         match r.status {
             200..=299 => match answer.and_then(|a| a.number) {
                 Some(n) if !n.is_empty() => PostingOutcome::Posted(n),
-                _ => PostingOutcome::Transient(format!(
-                    "HTTP {} without an invoice number",
-                    r.status
-                )),
+                _ => PostingOutcome::Transient(format!("HTTP {} without an invoice number", r.status)),
             },
             408 | 425 | 429 | 500..=599 => {
-                let wait = header(&r, "retry-after")
-                    .map(|s| format!(", retry after {s}s"))
-                    .unwrap_or_default();
+                let wait = header(&r, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
                 PostingOutcome::Transient(format!("HTTP {}{wait}", r.status))
             }
             status => {
                 let err = answer.and_then(|a| a.error);
                 PostingOutcome::Rejected(match err {
-                    Some(e) => PluginError {
-                        code: e.code,
-                        field: e.field,
-                        message: e.message,
-                    },
-                    None => PluginError::new(
-                        "http-error",
-                        None,
-                        format!("HTTP {status}: {}", truncate(&r.body, 300)),
-                    ),
+                    Some(e) => PluginError { code: e.code, field: e.field, message: e.message },
+                    None => PluginError::new("http-error", None, format!("HTTP {status}: {}", truncate(&r.body, 300))),
                 })
             }
         }

@@ -38,24 +38,15 @@ pub struct GraduatedTiers;
 impl Guest for GraduatedTiers {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let params: Params = tollgate_sdk::parse_params(&input.params)?;
-        pricing::validate_tiers(&params.tiers).map_err(|e| {
-            PluginError::new(
-                "invalid-params",
-                Some(&format!("params.tiers[{}]", e.index)),
-                e.message,
-            )
-        })?;
+        pricing::validate_tiers(&params.tiers)
+            .map_err(|e| PluginError::new("invalid-params", Some(&format!("params.tiers[{}]", e.index)), e.message))?;
         let rounding = params.rounding.unwrap_or_default();
         let quantity = input
             .quantity
             .to_decimal()
             .ok_or_else(|| PluginError::new("invalid-input", Some("quantity"), "scale above 28"))?;
         if quantity.is_sign_negative() && !quantity.is_zero() {
-            return Err(PluginError::new(
-                "invalid-input",
-                Some("quantity"),
-                format!("negative quantity {quantity}"),
-            ));
+            return Err(PluginError::new("invalid-input", Some("quantity"), format!("negative quantity {quantity}")));
         }
         let slices = pricing::graduated(quantity, &params.tiers).map_err(|over| {
             PluginError::new(
@@ -68,10 +59,11 @@ impl Guest for GraduatedTiers {
         slices
             .into_iter()
             .map(|s| {
-                let amount =
-                    rounding.apply(s.quantity.checked_mul(s.unit_price).ok_or_else(|| {
-                        PluginError::new("overflow", Some("quantity"), "amount overflows")
-                    })?);
+                let amount = rounding.apply(
+                    s.quantity
+                        .checked_mul(s.unit_price)
+                        .ok_or_else(|| PluginError::new("overflow", Some("quantity"), "amount overflows"))?,
+                );
                 let band = match s.to {
                     Some(to) => format!("{}–{}", s.from, to),
                     None => format!("over {}", s.from),
@@ -93,12 +85,7 @@ impl Guest for GraduatedTiers {
                 })
             })
             .collect::<Result<Vec<_>, PluginError>>()
-            .map(|lines| {
-                lines
-                    .into_iter()
-                    .filter(|l: &ChargeLine| !is_zero(&l.quantity))
-                    .collect()
-            })
+            .map(|lines| lines.into_iter().filter(|l: &ChargeLine| !is_zero(&l.quantity)).collect())
     }
 }
 

@@ -60,21 +60,12 @@ impl Guest for Hostile {
         }
         #[cfg(feature = "refuse")]
         {
-            return Err(PluginError::new(
-                "no-contract",
-                Some("params.plan"),
-                "plan \"gold\" is not priced",
-            ));
+            return Err(PluginError::new("no-contract", Some("params.plan"), "plan \"gold\" is not priced"));
         }
         #[cfg(feature = "bad-decimal")]
         {
             let mut l = line(String::new());
-            l.amount = WitDecimal {
-                mantissa_low: 1,
-                mantissa_high: 0,
-                negative: false,
-                scale: 40,
-            };
+            l.amount = WitDecimal { mantissa_low: 1, mantissa_high: 0, negative: false, scale: 40 };
             return Ok(vec![l]);
         }
         let _ = WitDecimal::from(Decimal::ZERO);
