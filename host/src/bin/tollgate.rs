@@ -35,12 +35,97 @@ enum Command {
     },
     /// Print the SHA-256 of an API key, for `tenants[].api_key_sha256`.
     HashKey { key: String },
+    /// Work with plugins: run golden fixtures, upload to a gateway.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Run the demo: gateway, ERP simulator, sample usage, posted invoices.
     Demo {
         /// Directory of the bundled plugins (`cargo xtask build-plugins`).
         #[arg(long, default_value = "target/plugins")]
         plugins_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a rater's golden fixtures (`<case>.input.json` → `<case>.expected.json`)
+    /// with the production engine configuration and limits.
+    Test {
+        /// The component (`.wasm`).
+        plugin: PathBuf,
+        /// Directory of fixtures.
+        fixtures: PathBuf,
+        /// Rewrite the expected files from the plugin's output.
+        #[arg(long)]
+        bless: bool,
+        /// Take the limits from this gateway configuration instead of the defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Upload a component to a running gateway.
+    Push {
+        /// The component (`.wasm`).
+        plugin: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Semver version; versions are immutable.
+        #[arg(long)]
+        version: String,
+        /// rater or erp-mapper.
+        #[arg(long, default_value = "rater")]
+        kind: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        #[arg(long, env = "TOLLGATE_API_KEY")]
+        api_key: String,
+    },
+}
+
+/// Runs fixtures and prints a report; false when any case failed.
+fn plugin_test(
+    plugin: &std::path::Path,
+    fixtures: &std::path::Path,
+    bless: bool,
+    config: Option<PathBuf>,
+) -> Result<bool> {
+    use tollgate::rating::fixtures::{self, Outcome};
+    use tollgate::rating::runtime::{Kind, Limits, Runtime};
+    let limits = match config {
+        Some(path) => Limits::from(&tollgate::config::Config::load(&path)?.plugins),
+        None => Limits::default(),
+    };
+    let runtime = Runtime::new(limits, None)?;
+    let bytes = std::fs::read(plugin).with_context(|| format!("reading {}", plugin.display()))?;
+    let loaded = runtime
+        .load("under-test", semver::Version::new(0, 0, 0), Kind::Rater, &bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", plugin.display(), e.code()))?;
+    let reports = fixtures::run(&runtime, &loaded, fixtures, bless)?;
+    let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
+    println!("{:<width$}  {:<7}  fuel used / budget", "fixture", "result");
+    let (mut passed, mut failed) = (0, 0);
+    for r in &reports {
+        let share = r.fuel_used as f64 * 100.0 / r.fuel_budget.max(1) as f64;
+        let fuel = format!("{} / {} ({share:.3} %)", r.fuel_used, r.fuel_budget);
+        match &r.outcome {
+            Outcome::Passed => {
+                passed += 1;
+                println!("{:<width$}  {:<7}  {fuel}", r.name, "ok");
+            }
+            Outcome::Blessed => {
+                passed += 1;
+                println!("{:<width$}  {:<7}  {fuel}", r.name, "blessed");
+            }
+            Outcome::Failed(diffs) => {
+                failed += 1;
+                println!("{:<width$}  {:<7}  {fuel}", r.name, "FAILED");
+                for d in diffs {
+                    println!("    {d}");
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
 }
 
 #[tokio::main]
@@ -78,6 +163,32 @@ async fn main() -> Result<()> {
         }
         Command::HashKey { key } => println!("{}", tollgate::auth::hash_key(&key)),
         Command::Demo { plugins_dir } => tollgate::demo::run(plugins_dir).await?,
+        Command::Plugin(PluginCommand::Test { plugin, fixtures, bless, config }) => {
+            if !plugin_test(&plugin, &fixtures, bless, config)? {
+                std::process::exit(1);
+            }
+        }
+        Command::Plugin(PluginCommand::Push { plugin, name, version, kind, gateway, api_key }) => {
+            let bytes = std::fs::read(&plugin).with_context(|| format!("reading {}", plugin.display()))?;
+            let url = format!("{}/v1/plugins", gateway.trim_end_matches('/'));
+            let response = reqwest::Client::builder()
+                .no_proxy()
+                .build()?
+                .post(&url)
+                .query(&[("name", &name), ("version", &version), ("kind", &kind)])
+                .bearer_auth(api_key)
+                .header("content-type", "application/wasm")
+                .body(bytes)
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.context("reading the gateway's answer")?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            if !status.is_success() {
+                anyhow::bail!("push failed: HTTP {status}");
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - `activation`: which version rates a contract line, from when.
 
 pub mod activation;
+pub mod fixtures;
 pub mod registry;
 pub mod runtime;
 

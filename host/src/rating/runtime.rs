@@ -140,6 +140,13 @@ impl From<&PluginsConfig> for Limits {
     }
 }
 
+impl Default for Limits {
+    /// The production defaults of `[plugins]`.
+    fn default() -> Self {
+        Limits::from(&PluginsConfig::default())
+    }
+}
+
 /// A compiled, checked plugin, ready to instantiate.
 pub struct Plugin {
     pub name: String,
@@ -420,16 +427,31 @@ impl Runtime {
     /// Rates one canonical usage with a rater plugin; the charges come back
     /// checked (every field named on error) and in exact decimals.
     pub fn rate(&self, plugin: &Plugin, input: &wit::Usage) -> Result<Vec<Charge>, PluginError> {
+        self.rate_metered(plugin, input).0
+    }
+
+    /// [`Runtime::rate`], also telling how much fuel the call used (with a
+    /// fuel error, the whole budget).
+    pub fn rate_metered(&self, plugin: &Plugin, input: &wit::Usage) -> (Result<Vec<Charge>, PluginError>, u64) {
         let Pre::Rater(pre) = &plugin.pre else {
-            return Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name)));
+            return (Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name))), 0);
         };
         let _slot = self.slots.acquire();
-        let mut store = self.store()?;
-        let instance: Rater = pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        let lines = instance.call_rate(&mut store, input).map_err(|e| self.classify(e))??;
-        let size: usize = lines.iter().map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64).sum();
-        self.check_output(size)?;
-        charges_from_wit(lines)
+        let mut store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return (Err(e), 0),
+        };
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance: Rater| instance.call_rate(&mut store, input))
+            .map_err(|e| self.classify(e));
+        let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let result = result.and_then(|r| r.map_err(PluginError::from)).and_then(|lines| {
+            let size: usize = lines.iter().map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64).sum();
+            self.check_output(size)?;
+            charges_from_wit(lines)
+        });
+        (result, fuel_used)
     }
 
     fn check_output(&self, size: usize) -> Result<(), PluginError> {

@@ -66,6 +66,37 @@ async fn close_period_closes_and_reports_the_posted_documents() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("unknown api key"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
+
+    // `plugin push` uploads a component; the same version with other bytes is refused.
+    let push = |file: std::path::PathBuf| {
+        let http = http.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_tollgate"))
+                .args(["plugin", "push"])
+                .arg(file)
+                .args([
+                    "--name",
+                    "pushed",
+                    "--version",
+                    "1.0.0",
+                    "--kind",
+                    "rater",
+                    "--gateway",
+                    &http,
+                    "--api-key",
+                    "k",
+                ])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = push(plugins_dir().join("graduated-tiers-0.1.0.wasm")).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((answer["name"].as_str(), answer["version"].as_str()), (Some("pushed"), Some("1.0.0")));
+    let out = push(plugins_dir().join("generic-json-0.1.0.wasm")).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 409"));
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,6 +2,7 @@
 //! sandbox, through their public interfaces.
 
 mod cli;
+mod fixtures;
 mod sandbox;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,224 @@
+//! Golden fixtures for raters, run exactly as production runs a plugin
+//! (same engine configuration, same limits).
+//!
+//! A fixture directory holds pairs `<case>.input.json` and
+//! `<case>.expected.json`. The input is the rater's usage, with defaults for
+//! what a case does not care about:
+//!
+//! ```json
+//! { "quantity": "1500", "params": { "tiers": [...] },
+//!   "dimensions": { "region": "eu-west" }, "currency": "EUR", "period": "2026-01" }
+//! ```
+//!
+//! The expected output is `{"charges": [{sku, description, quantity,
+//! unit_price, amount, explain}]}` or `{"error": {code, plugin_code, field,
+//! message}}`. Decimals (`quantity`, `unit_price`, `amount`) compare by exact
+//! value, everything else by equality. Blessing rewrites the expected files
+//! from what the plugin produced.
+
+use super::Charge;
+use super::runtime::{Plugin, PluginError, Runtime, bindings::types as wit, to_wit};
+use crate::enrich::Period;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}: no fixtures (expected <case>.input.json files)")]
+    Empty(PathBuf),
+}
+
+fn d_currency() -> String {
+    "EUR".into()
+}
+fn d_sku() -> String {
+    "SKU".into()
+}
+fn d_meter() -> String {
+    "usage".into()
+}
+fn d_period() -> String {
+    "2026-01".into()
+}
+fn d_name() -> String {
+    "fixture".into()
+}
+
+/// A fixture's input, with defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureInput {
+    pub quantity: Decimal,
+    pub params: Value,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    #[serde(default = "d_currency")]
+    pub currency: String,
+    #[serde(default = "d_sku")]
+    pub sku: String,
+    #[serde(default = "d_meter")]
+    pub meter: String,
+    #[serde(default = "d_period")]
+    pub period: String,
+    #[serde(default = "d_name")]
+    pub customer: String,
+}
+
+impl FixtureInput {
+    fn to_usage(&self) -> Result<wit::Usage, String> {
+        let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
+        let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Ok(wit::Usage {
+            tenant: "fixture".into(),
+            customer: self.customer.clone(),
+            contract_line: "fixture".into(),
+            sku: self.sku.clone(),
+            meter: self.meter.clone(),
+            currency: self.currency.clone(),
+            period_start: ts(period.start),
+            period_end: ts(period.end),
+            quantity: to_wit(self.quantity),
+            dimensions: self.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            params: self.params.to_string(),
+        })
+    }
+}
+
+/// How one case went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// Field-level differences, one line each: `path: expected X, got Y`.
+    Failed(Vec<String>),
+    /// The expected file was (re)written.
+    Blessed,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    pub name: String,
+    pub outcome: Outcome,
+    pub fuel_used: u64,
+    pub fuel_budget: u64,
+}
+
+/// The JSON form of a rating result, as expected files hold it.
+pub fn result_json(result: &Result<Vec<Charge>, PluginError>) -> Value {
+    match result {
+        Ok(charges) => json!({ "charges": charges }),
+        Err(PluginError::Plugin { code, field, message }) => {
+            json!({ "error": { "code": "plugin-error", "plugin_code": code, "field": field, "message": message } })
+        }
+        Err(e) => json!({ "error": { "code": e.code(), "message": e.to_string() } }),
+    }
+}
+
+const DECIMAL_KEYS: [&str; 3] = ["quantity", "unit_price", "amount"];
+
+/// Differences between expected and actual JSON, decimal fields by value.
+pub fn diff(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match a.get(k) {
+                    Some(av) => diff(ev, av, &p, out),
+                    None => out.push(format!("{p}: expected {ev}, missing")),
+                }
+            }
+            for k in a.keys().filter(|k| !e.contains_key(*k)) {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                out.push(format!("{p}: unexpected {}", a[k]));
+            }
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if e.len() != a.len() {
+                out.push(format!("{path}: expected {} items, got {}", e.len(), a.len()));
+            }
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                diff(ev, av, &format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::String(e), Value::String(a)) if DECIMAL_KEYS.contains(&key) => {
+            match (Decimal::from_str_exact(e), Decimal::from_str_exact(a)) {
+                (Ok(x), Ok(y)) if x == y => {}
+                _ => out.push(format!("{path}: expected {e}, got {a}")),
+            }
+        }
+        (e, a) if e != a => out.push(format!("{path}: expected {e}, got {a}")),
+        _ => {}
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, FixtureError> {
+    let text = std::fs::read(path).map_err(|source| FixtureError::Io { path: path.into(), source })?;
+    serde_json::from_slice(&text).map_err(|e| FixtureError::Input { path: path.into(), message: e.to_string() })
+}
+
+/// Runs every case in `dir`; with `bless`, rewrites the expected files.
+pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Result<Vec<CaseReport>, FixtureError> {
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| FixtureError::Io { path: dir.into(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".input.json"))
+        .collect();
+    inputs.sort();
+    if inputs.is_empty() {
+        return Err(FixtureError::Empty(dir.into()));
+    }
+    let mut reports = Vec::new();
+    for input_path in inputs {
+        let file = input_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file.trim_end_matches(".input.json").to_string();
+        let input: FixtureInput = serde_json::from_value(read_json(&input_path)?)
+            .map_err(|e| FixtureError::Input { path: input_path.clone(), message: e.to_string() })?;
+        let usage = input.to_usage().map_err(|message| FixtureError::Input { path: input_path.clone(), message })?;
+        let (result, fuel_used) = runtime.rate_metered(plugin, &usage);
+        let actual = result_json(&result);
+        let expected_path = dir.join(format!("{name}.expected.json"));
+        let outcome = if bless {
+            let mut text = serde_json::to_string_pretty(&actual).unwrap_or_default();
+            text.push('\n');
+            std::fs::write(&expected_path, text)
+                .map_err(|source| FixtureError::Io { path: expected_path.clone(), source })?;
+            Outcome::Blessed
+        } else if !expected_path.exists() {
+            Outcome::Failed(vec![format!("no {name}.expected.json (run with --bless to write it)")])
+        } else {
+            let mut diffs = Vec::new();
+            diff(&read_json(&expected_path)?, &actual, "", &mut diffs);
+            if diffs.is_empty() { Outcome::Passed } else { Outcome::Failed(diffs) }
+        };
+        reports.push(CaseReport { name, outcome, fuel_used, fuel_budget: runtime.limits().fuel });
+    }
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_compare_by_value_and_other_fields_exactly() {
+        let e = json!({"charges": [{"amount": "10.0", "description": "a"}]});
+        let mut out = Vec::new();
+        diff(&e, &json!({"charges": [{"amount": "10.00", "description": "a"}]}), "", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        diff(&e, &json!({"charges": [{"amount": "10.01", "description": "b"}]}), "", &mut out);
+        assert_eq!(
+            out,
+            ["charges[0].amount: expected 10.0, got 10.01", "charges[0].description: expected \"a\", got \"b\""]
+        );
+        out.clear();
+        diff(&e, &json!({"charges": []}), "", &mut out);
+        assert_eq!(out, ["charges: expected 1 items, got 0"]);
+    }
+}

@@ -1,0 +1,79 @@
+//! Golden fixtures: every bundled plugin's own, and `tollgate plugin test`
+//! failing on a wrong expectation and passing after `--bless`.
+
+use crate::plugins_dir;
+use std::path::Path;
+use std::process::Command;
+use tollgate::rating::fixtures::{self, Outcome};
+use tollgate::rating::runtime::{Kind, Limits, Runtime};
+
+#[derive(serde::Deserialize)]
+struct Bundled {
+    name: String,
+    version: String,
+    kind: Kind,
+    file: String,
+}
+
+#[test]
+fn every_bundled_rater_passes_its_fixtures_under_production_limits() {
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let listed: Vec<Bundled> =
+        serde_json::from_slice(&std::fs::read(plugins_dir().join("plugins.json")).unwrap()).unwrap();
+    let mut raters = 0;
+    for b in listed.iter().filter(|b| b.kind == Kind::Rater) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins").join(&b.name).join("fixtures");
+        assert!(dir.is_dir(), "bundled rater {} has no fixtures in {}", b.name, dir.display());
+        let bytes = std::fs::read(plugins_dir().join(&b.file)).unwrap();
+        let plugin = runtime.load(&b.name, semver::Version::parse(&b.version).unwrap(), Kind::Rater, &bytes).unwrap();
+        for r in fixtures::run(&runtime, &plugin, &dir, false).unwrap() {
+            assert_eq!(r.outcome, Outcome::Passed, "{}: fixture {}", b.name, r.name);
+            assert!(r.fuel_used > 0 && r.fuel_used < r.fuel_budget);
+        }
+        raters += 1;
+    }
+    assert!(raters >= 1);
+}
+
+#[test]
+fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
+    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/graduated-tiers/fixtures");
+    for f in ["three-tiers.input.json", "three-tiers.expected.json", "no-usage.input.json", "no-usage.expected.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    // A wrong expectation: 11.25 becomes 11.26.
+    let expected = dir.join("three-tiers.expected.json");
+    let text = std::fs::read_to_string(&expected).unwrap();
+    assert!(text.contains("\"11.25\""));
+    std::fs::write(&expected, text.replace("\"11.25\"", "\"11.26\"")).unwrap();
+
+    let wasm = plugins_dir().join("graduated-tiers-0.1.0.wasm");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["plugin", "test"])
+            .arg(&wasm)
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = run(&[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("three-tiers") && out.contains("FAILED"), "{out}");
+    assert!(out.contains("charges[2].amount: expected 11.26, got 11.25"), "{out}");
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+    assert!(out.contains("/ 50000000"), "fuel is reported against the production budget: {out}");
+
+    let (ok, out) = run(&["--bless"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("blessed"));
+    let (ok, out) = run(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    assert!(std::fs::read_to_string(&expected).unwrap().contains("\"11.25\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
