@@ -42,6 +42,49 @@ pub mod rater {
     crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
     crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
     pub use tollgate::plugin::types::Decimal as WitDecimal;
+
+    impl Usage {
+        /// The period's quantity, exact; an error if it is negative.
+        pub fn quantity_decimal(&self) -> Result<crate::Decimal, PluginError> {
+            let q = self
+                .quantity
+                .to_decimal()
+                .ok_or_else(|| PluginError::new("invalid-input", Some("quantity"), "decimal scale above 28"))?;
+            if q.is_sign_negative() && !q.is_zero() {
+                return Err(PluginError::new("invalid-input", Some("quantity"), format!("negative quantity {q}")));
+            }
+            Ok(q)
+        }
+
+        /// The value of a dimension of this usage.
+        pub fn dimension(&self, key: &str) -> Option<&str> {
+            self.dimensions.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        }
+
+        /// A charge line for this usage's SKU.
+        pub fn charge(
+            &self,
+            description: impl Into<String>,
+            quantity: crate::Decimal,
+            unit_price: crate::Decimal,
+            amount: crate::Decimal,
+            explain: impl Into<String>,
+        ) -> ChargeLine {
+            ChargeLine {
+                sku: self.sku.clone(),
+                description: description.into(),
+                quantity: quantity.into(),
+                unit_price: unit_price.into(),
+                amount: amount.into(),
+                explain: explain.into(),
+            }
+        }
+    }
+
+    /// `a × b`, or an `overflow` error naming `field`.
+    pub fn mul(a: crate::Decimal, b: crate::Decimal, field: &str) -> Result<crate::Decimal, PluginError> {
+        a.checked_mul(b).ok_or_else(|| PluginError::new("overflow", Some(field), format!("{a} × {b} overflows")))
+    }
 }
 
 /// Bindings of the `erp-mapper` world.

@@ -125,6 +125,30 @@ pub fn graduated(quantity: Decimal, tiers: &[Tier]) -> Result<Vec<TierSlice>, De
     if quantity > from { Err(quantity - from) } else { Ok(out) }
 }
 
+/// Volume pricing: the tier the whole `quantity` falls into (the first whose
+/// bound it does not exceed). Tiers must have passed [`validate_tiers`]; a
+/// quantity beyond the last bounded tier is returned as the `Err` overflow.
+pub fn volume(quantity: Decimal, tiers: &[Tier]) -> Result<(usize, &Tier), Decimal> {
+    for (i, t) in tiers.iter().enumerate() {
+        match t.up_to {
+            Some(b) if quantity <= b => return Ok((i, t)),
+            Some(_) => {}
+            None => return Ok((i, t)),
+        }
+    }
+    let last = tiers.last().and_then(|t| t.up_to).unwrap_or(Decimal::ZERO);
+    Err(quantity - last)
+}
+
+/// How many packages of `size` units cover `quantity` (rounding up); `None`
+/// when `size` is not positive.
+pub fn packages(quantity: Decimal, size: Decimal) -> Option<Decimal> {
+    if size <= Decimal::ZERO {
+        return None;
+    }
+    quantity.checked_div(size).map(|p| p.ceil())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +189,24 @@ mod tests {
         let mut t = tiers();
         t[1].up_to = Some(d("900"));
         assert_eq!(validate_tiers(&t).unwrap_err().index, 1);
+    }
+
+    #[test]
+    fn volume_prices_everything_at_the_reached_tier() {
+        let t = tiers();
+        assert_eq!(volume(d("1000"), &t).unwrap().0, 0);
+        assert_eq!(volume(d("1000.001"), &t).unwrap().0, 1);
+        assert_eq!(volume(d("99999"), &t).unwrap().0, 2);
+        let bounded = vec![Tier { up_to: Some(d("10")), unit_price: d("1") }];
+        assert_eq!(volume(d("12"), &bounded).unwrap_err(), d("2"));
+    }
+
+    #[test]
+    fn packages_round_up() {
+        assert_eq!(packages(d("2500"), d("1000")), Some(d("3")));
+        assert_eq!(packages(d("3000"), d("1000")), Some(d("3")));
+        assert_eq!(packages(d("0"), d("1000")), Some(d("0")));
+        assert_eq!(packages(d("1"), d("0")), None);
     }
 
     #[test]
