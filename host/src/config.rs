@@ -54,6 +54,11 @@ pub struct PluginsConfig {
     pub memory_limit_mib: u64,
     /// Most bytes a call may return (strings and lists summed).
     pub max_output_bytes: usize,
+    /// Where compiled components are cached across restarts (default:
+    /// `<data_dir>/compiled`). Safe to share between gateways of the same
+    /// version: entries are keyed by engine version, configuration and
+    /// component hash.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -64,6 +69,7 @@ impl Default for PluginsConfig {
             deadline_ms: 100,
             memory_limit_mib: 64,
             max_output_bytes: 1 << 20,
+            cache_dir: None,
         }
     }
 }

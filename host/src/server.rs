@@ -59,8 +59,11 @@ pub async fn start(config: Config) -> Result<Gateway> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store =
         Store::open(&config.data_dir).with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let runtime = Runtime::new(Limits::from(&config.plugins), Some(config.data_dir.join("compiled")))
-        .context("starting the plugin runtime")?;
+    let runtime = Runtime::new(
+        Limits::from(&config.plugins),
+        Some(config.plugins.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"))),
+    )
+    .context("starting the plugin runtime")?;
     let registry = Registry::new(runtime);
     let n = registry.load_bundled(&config.plugins.bundled_dir)?;
     let uploaded = registry.load_uploaded(&store)?;

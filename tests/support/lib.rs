@@ -138,7 +138,11 @@ impl Env {
             data_dir: dir.0.join("data"),
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
-            plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
+            plugins: PluginsConfig {
+                bundled_dir: plugins_dir(),
+                cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),
+                ..PluginsConfig::default()
+            },
             posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20 },
             tenants: vec![
                 TenantConfig {

@@ -343,7 +343,9 @@ impl Runtime {
         };
         if let Some(path) = path {
             // Written whole then renamed, so a crash never leaves half a file.
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
             let written = component
                 .serialize()
                 .map_err(|e| e.to_string())

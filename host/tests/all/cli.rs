@@ -26,7 +26,11 @@ async fn close_period_closes_and_reports_the_posted_documents() {
         data_dir: dir.join("data"),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
-        plugins: PluginsConfig { bundled_dir: plugins_dir(), ..Default::default() },
+        plugins: PluginsConfig {
+            bundled_dir: plugins_dir(),
+            cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),
+            ..Default::default()
+        },
         posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
         tenants: vec![TenantConfig {
             id: "acme".into(),
