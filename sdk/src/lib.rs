@@ -26,6 +26,13 @@
 pub mod decimal;
 pub mod pricing;
 
+#[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]
+pub mod alloc;
+
+#[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]
+#[global_allocator]
+static ALLOCATOR: alloc::Bump = alloc::Bump;
+
 pub use rust_decimal::Decimal;
 pub use rust_decimal::RoundingStrategy;
 

@@ -124,14 +124,24 @@ pub fn rate(
     usage: CanonicalUsage,
     now: DateTime<Utc>,
 ) -> Result<ChargeRecord, PluginError> {
+    let rule =
+        RuleRef { plugin: plugin.name.clone(), version: plugin.version.to_string(), sha256: plugin.sha256.clone() };
+    rate_with(usage, rule, now, |input| registry.runtime().rate(plugin, input))
+}
+
+/// The rating stage around any rater: builds the input, runs `rater`, and
+/// records digests and lineage. [`rate`] runs a Wasm plugin; benchmarks run a
+/// native build of the same rule through the same stage.
+pub fn rate_with(
+    usage: CanonicalUsage,
+    rule: RuleRef,
+    now: DateTime<Utc>,
+    rater: impl FnOnce(&wit::Usage) -> Result<Vec<Charge>, PluginError>,
+) -> Result<ChargeRecord, PluginError> {
     let input = rater_input(&usage);
-    let charges = registry.runtime().rate(plugin, &input)?;
+    let charges = rater(&input)?;
     Ok(ChargeRecord {
-        rule: RuleRef {
-            plugin: plugin.name.clone(),
-            version: plugin.version.to_string(),
-            sha256: plugin.sha256.clone(),
-        },
+        rule,
         input_digest: digest_input(&input),
         output_digest: digest_output(&charges),
         usage,
