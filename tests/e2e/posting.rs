@@ -21,10 +21,19 @@ async fn closing_the_same_period_twice_posts_one_invoice_per_customer() {
     assert_eq!(second["already_closed"], true);
     assert_eq!(first["documents"], second["documents"], "a repeated close returns the first close's documents");
 
-    // After a restart on the same data directory, a third close still posts nothing new.
+    assert!(second.get("late_usage").is_none(), "nothing changed since the close: {second}");
+
+    // After a restart on the same data directory, a third close still posts
+    // nothing new, and reports usage that arrived after the close.
     let env = env.restart().await.unwrap();
+    let late = vec![event("late-1", "globex", "api_calls", "2025-05-30T23:00:00Z", "10.5")];
+    assert_eq!(env.ingest(late).await.unwrap().accepted, 1);
     let third = env.close("2025-05").await.unwrap();
     assert_eq!(third["already_closed"], true);
+    assert_eq!(
+        third["late_usage"],
+        json!([{ "contract_line": "globex-api", "billed_quantity": "150", "current_quantity": "160.5" }])
+    );
 
     let invoices = erp.invoices().await.unwrap();
     assert_eq!(invoices.len(), 2, "{invoices:#?}");

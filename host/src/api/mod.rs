@@ -180,8 +180,8 @@ async fn close_period(
                 .store
                 .get(&s.store.periods, &crate::store::key(&[&t, &report.period]))?
                 .ok_or_else(|| ApiError::internal("closed period vanished"))?;
-            let already = report.already_closed;
-            report = posting::close::report(&s.store, closed, already)?;
+            let late_usage = std::mem::take(&mut report.late_usage);
+            report = CloseReport { late_usage, ..posting::close::report(&s.store, closed, report.already_closed)? };
         }
     }
     Ok(Json(report))

@@ -108,8 +108,7 @@ pub fn canonical_usage(
     let md_err = |message: String| EnrichError::MasterData { line: line.id.clone(), message };
     let customer = md.customer(&line.customer).ok_or_else(|| md_err(format!("unknown customer {}", line.customer)))?;
     let sku = md.sku(&line.sku).ok_or_else(|| md_err(format!("unknown sku {}", line.sku)))?;
-    let start = metering::window_key(tenant, &line.customer, &line.meter, &metering::hour_of(period.start));
-    let end = metering::window_key(tenant, &line.customer, &line.meter, &metering::hour_of(period.end));
+    let (start, end) = window_range(tenant, &line.customer, &line.meter, period);
     let mut windows = Vec::new();
     let mut event_ids = Vec::new();
     for item in store.windows.range(start..end) {
@@ -153,6 +152,33 @@ pub fn canonical_usage(
         },
     };
     Ok((usage, event_ids))
+}
+
+/// The window keys of a meter of a customer within a period.
+fn window_range(tenant: &str, customer: &str, meter: &str, period: &Period) -> (Vec<u8>, Vec<u8>) {
+    (
+        metering::window_key(tenant, customer, meter, &metering::hour_of(period.start)),
+        metering::window_key(tenant, customer, meter, &metering::hour_of(period.end)),
+    )
+}
+
+/// The metered total of a meter of a customer over a period, as it stands now.
+pub fn period_total(
+    store: &Store,
+    tenant: &str,
+    customer: &str,
+    meter: &str,
+    period: &Period,
+) -> Result<Decimal, EnrichError> {
+    let (start, end) = window_range(tenant, customer, meter, period);
+    let mut total = Decimal::ZERO;
+    for item in store.windows.range(start..end) {
+        let (_, value) = item.map_err(StoreError::from)?;
+        let w: Window = store::decode(&store.windows, &value)?;
+        total = money::exact_add(total, w.sum)
+            .map_err(|e| EnrichError::Window { window: "period total".into(), message: e.to_string() })?;
+    }
+    Ok(total)
 }
 
 /// A window and its event ids, read consistently: an event stored between the

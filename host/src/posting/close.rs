@@ -42,6 +42,19 @@ pub struct CloseReport {
     pub already_closed: bool,
     pub closed_at: DateTime<Utc>,
     pub documents: Vec<Document>,
+    /// On a repeated close: contract lines whose metered usage changed since
+    /// they were rated (late or corrected events). Nothing is re-posted;
+    /// the usage is stored and waits for a correction run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_usage: Vec<LateUsage>,
+}
+
+/// Usage of a closed period that its posted documents do not cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateUsage {
+    pub contract_line: String,
+    pub billed_quantity: rust_decimal::Decimal,
+    pub current_quantity: rust_decimal::Decimal,
 }
 
 const REVISION: u32 = 1;
@@ -57,7 +70,8 @@ pub async fn close_period(
 ) -> Result<CloseReport, ApiError> {
     let period = Period::parse(period_id)?;
     if let Some(closed) = store.get::<PeriodClose>(&store.periods, &store::key(&[tenant, &period.id]))? {
-        return report(store, closed, true);
+        let late = late_usage(store, &closed)?;
+        return report(store, closed, true).map(|r| CloseReport { late_usage: late, ..r });
     }
     let (store2, registry2, targets2, tenant2) = (store.clone(), registry.clone(), targets.clone(), tenant.to_string());
     let prepared = tokio::task::spawn_blocking(move || prepare(&store2, &registry2, &targets2, &tenant2, &period, now))
@@ -204,6 +218,22 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Opti
     serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(Some(e.to_string())))
 }
 
+/// Compares what each rated contract line billed with what is metered now.
+fn late_usage(store: &Store, closed: &PeriodClose) -> Result<Vec<LateUsage>, ApiError> {
+    let period = Period::parse(&closed.period)?;
+    let mut late = Vec::new();
+    for line in &closed.contract_lines {
+        let Some(record) = rating::load_charge(store, &closed.tenant, &closed.period, line)? else { continue };
+        let u = &record.usage;
+        let now = enrich::period_total(store, &closed.tenant, &u.customer, &u.meter, &period)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if now != u.quantity {
+            late.push(LateUsage { contract_line: line.clone(), billed_quantity: u.quantity, current_quantity: now });
+        }
+    }
+    Ok(late)
+}
+
 /// The report of a closed period, with every document's current state.
 pub fn report(store: &Store, closed: PeriodClose, already_closed: bool) -> Result<CloseReport, ApiError> {
     let documents = closed
@@ -221,5 +251,6 @@ pub fn report(store: &Store, closed: PeriodClose, already_closed: bool) -> Resul
         already_closed,
         closed_at: closed.closed_at,
         documents,
+        late_usage: Vec::new(),
     })
 }

@@ -138,7 +138,11 @@ impl Poster {
                 Err(e) => return retry(format!("look-up before resend: {e}")),
             }
         }
-        let response = match self.send(target, &entry.request).await {
+        let method = match parse_method(&entry.request) {
+            Ok(m) => m,
+            Err(e) => return Attempt::Rejected(e),
+        };
+        let response = match self.send(target, method, &entry.request).await {
             Ok(r) => r,
             Err(e) => {
                 // A timeout or a broken connection may come after the ERP committed.
@@ -187,7 +191,8 @@ impl Poster {
         };
         let stored =
             StoredRequest { method: request.method, path: request.path, headers: request.headers, body: request.body };
-        let response = self.send(target, &stored).await.map_err(|e| e.to_string())?;
+        let method = parse_method(&stored)?;
+        let response = self.send(target, method, &stored).await.map_err(|e| e.to_string())?;
         let (registry, plugin) = (self.registry.clone(), mapper.clone());
         tokio::task::spawn_blocking(move || registry.runtime().read_lookup(&plugin, &response))
             .await
@@ -195,9 +200,13 @@ impl Poster {
             .map_err(|e| e.to_string())
     }
 
-    async fn send(&self, target: &ErpTargetConfig, r: &StoredRequest) -> Result<wit::ErpResponse, reqwest::Error> {
+    async fn send(
+        &self,
+        target: &ErpTargetConfig,
+        method: reqwest::Method,
+        r: &StoredRequest,
+    ) -> Result<wit::ErpResponse, reqwest::Error> {
         let url = format!("{}{}", target.base_url.trim_end_matches('/'), r.path);
-        let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut req =
             self.http.request(method, url).timeout(Duration::from_millis(target.timeout_ms)).body(r.body.clone());
         for (k, v) in &r.headers {
@@ -291,6 +300,13 @@ impl Poster {
             sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
         })
     }
+}
+
+/// The request's HTTP method. Mapper output is checked when mapped, so an
+/// error here means a damaged entry: the document is rejected, not guessed at.
+fn parse_method(r: &StoredRequest) -> Result<reqwest::Method, String> {
+    reqwest::Method::from_bytes(r.method.as_bytes())
+        .map_err(|_| format!("invalid-output at method: {:?} is not an HTTP method", r.method))
 }
 
 fn header<'a>(r: &'a wit::ErpResponse, name: &str) -> Option<&'a str> {

@@ -511,12 +511,7 @@ impl Runtime {
         self.check_output(
             req.body.len() + req.path.len() + req.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
         )?;
-        if req.method.is_empty() || !req.path.starts_with('/') {
-            return Err(PluginError::InvalidOutput {
-                field: if req.method.is_empty() { "method".into() } else { "path".into() },
-                message: "a method and a path starting with '/' are required".into(),
-            });
-        }
+        check_request(&req)?;
         Ok(req)
     }
 
@@ -527,7 +522,11 @@ impl Runtime {
         doc: &wit::PostingDocument,
         target: &wit::TargetConfig,
     ) -> Result<Option<wit::ErpRequest>, PluginError> {
-        self.with_mapper(plugin, |m, s| m.call_lookup_request(s, doc, target))
+        let req = self.with_mapper(plugin, |m, s| m.call_lookup_request(s, doc, target))?;
+        if let Some(r) = &req {
+            check_request(r)?;
+        }
+        Ok(req)
     }
 
     /// Reads a look-up answer: the ERP number of an earlier posting, if any.
@@ -561,6 +560,24 @@ impl WarmRater {
         let lines = self.instance.call_rate(&mut self.store, input).map_err(|e| rt.classify(e))??;
         charges_from_wit(lines)
     }
+}
+
+/// An ERP request must have an HTTP method token and a path starting with '/'.
+fn check_request(req: &wit::ErpRequest) -> Result<(), PluginError> {
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
+    if !token(&req.method) {
+        return Err(PluginError::InvalidOutput {
+            field: "method".into(),
+            message: format!("{:?} is not an HTTP method (GET, POST, PUT, PATCH, ...)", req.method),
+        });
+    }
+    if !req.path.starts_with('/') {
+        return Err(PluginError::InvalidOutput {
+            field: "path".into(),
+            message: format!("{:?} must start with '/'", req.path),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a rater's output and converts it to exact decimals; errors name
