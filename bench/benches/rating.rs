@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 use tollgate::enrich::{CanonicalUsage, Period, UsageLineage};
-use tollgate::rating::runtime::{Kind, Limits, Runtime, bindings::types as wit};
+use tollgate::rating::runtime::{Kind, Limits, Runtime, bindings::rating as wit};
 use tollgate::rating::{self, Charge, RuleRef, registry::Registry};
 use tollgate_bench::{per_second, percentile_us, time_calls};
 use tollgate_plugin_graduated_tiers::GraduatedTiers;
@@ -160,14 +160,14 @@ fn main() {
     let t = Instant::now();
     let mut wasm_total = rust_decimal::Decimal::ZERO;
     for u in usages.iter().cloned() {
-        let r = rating::rate(&registry, &plugin, u, now).expect("wasm rerate");
+        let r = rating::rate(&registry, &plugin, u, Vec::new(), now).expect("wasm rerate");
         wasm_total += r.charges.iter().map(|c| c.amount).sum::<rust_decimal::Decimal>();
     }
     let wasm_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut native_total = rust_decimal::Decimal::ZERO;
     for u in usages.iter().cloned() {
-        let r = rating::rate_with(u, rule.clone(), now, native_rate).expect("native rerate");
+        let r = rating::rate_with(u, Vec::new(), rule.clone(), now, native_rate).expect("native rerate");
         native_total += r.charges.iter().map(|c| c.amount).sum::<rust_decimal::Decimal>();
     }
     let native_s = t.elapsed().as_secs_f64();

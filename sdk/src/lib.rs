@@ -1,10 +1,12 @@
 //! Guest SDK for Tollgate plugins.
 //!
 //! A plugin is a WebAssembly component that implements one world of the
-//! `tollgate:plugin` WIT package (`wit/since_v0.1.0/plugin.wit`). This crate
-//! gives it the bindings, exact decimal conversion and pricing helpers, so
-//! the plugin itself is business logic only. Enable the feature of the world
-//! you implement (`rater` or `erp-mapper`) and export your type:
+//! `tollgate:plugin` WIT package (`wit/`, one frozen folder per version; see
+//! `wit/README.md`). This crate gives it the bindings, exact decimal
+//! conversion and pricing helpers, so the plugin itself is business logic
+//! only. Enable the feature of the world you implement — `rater` (0.1.0),
+//! `rater-v0-2` (0.2.0, sees the customer's other charges) or `erp-mapper` —
+//! and export your type:
 //!
 //! ```ignore
 //! use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage};
@@ -16,8 +18,9 @@
 //! ```
 //!
 //! Layout: `decimal` (the WIT decimal ↔ `rust_decimal::Decimal`), `pricing`
-//! (tiers and rounding), `rater` / `mapper` (generated bindings, one per
-//! world), `error` (building `PluginError`s).
+//! (tiers and rounding), `rater` / `rater_v2` / `mapper` (generated bindings,
+//! one per world and version, each with `PluginError::new` and `Usage`
+//! helpers).
 //!
 //! Plugins are built for `wasm32-unknown-unknown` and made components by
 //! `cargo xtask build-plugins`; they import nothing, so rating is a pure,
@@ -36,7 +39,57 @@ static ALLOCATOR: alloc::Bump = alloc::Bump;
 pub use rust_decimal::Decimal;
 pub use rust_decimal::RoundingStrategy;
 
-/// Bindings of the `rater` world.
+/// Helpers on a rater world's `Usage` and `ChargeLine` (the same in every
+/// version of the interface).
+#[cfg(any(feature = "rater", feature = "rater-v0-2"))]
+macro_rules! usage_helpers {
+    () => {
+        impl Usage {
+            /// The period's quantity, exact; an error if it is negative.
+            pub fn quantity_decimal(&self) -> Result<crate::Decimal, PluginError> {
+                let q = self
+                    .quantity
+                    .to_decimal()
+                    .ok_or_else(|| PluginError::new("invalid-input", Some("quantity"), "decimal scale above 28"))?;
+                if q.is_sign_negative() && !q.is_zero() {
+                    return Err(PluginError::new("invalid-input", Some("quantity"), format!("negative quantity {q}")));
+                }
+                Ok(q)
+            }
+
+            /// The value of a dimension of this usage.
+            pub fn dimension(&self, key: &str) -> Option<&str> {
+                self.dimensions.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+            }
+
+            /// A charge line for this usage's SKU.
+            pub fn charge(
+                &self,
+                description: impl Into<String>,
+                quantity: crate::Decimal,
+                unit_price: crate::Decimal,
+                amount: crate::Decimal,
+                explain: impl Into<String>,
+            ) -> ChargeLine {
+                ChargeLine {
+                    sku: self.sku.clone(),
+                    description: description.into(),
+                    quantity: quantity.into(),
+                    unit_price: unit_price.into(),
+                    amount: amount.into(),
+                    explain: explain.into(),
+                }
+            }
+        }
+
+        /// `a × b`, or an `overflow` error naming `field`.
+        pub fn mul(a: crate::Decimal, b: crate::Decimal, field: &str) -> Result<crate::Decimal, PluginError> {
+            a.checked_mul(b).ok_or_else(|| PluginError::new("overflow", Some(field), format!("{a} × {b} overflows")))
+        }
+    };
+}
+
+/// Bindings of the `rater` world, interface 0.1.0 (`wit/since_v0.1.0`).
 #[cfg(feature = "rater")]
 pub mod rater {
     wit_bindgen::generate!({
@@ -50,47 +103,39 @@ pub mod rater {
     crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
     pub use tollgate::plugin::types::Decimal as WitDecimal;
 
-    impl Usage {
-        /// The period's quantity, exact; an error if it is negative.
-        pub fn quantity_decimal(&self) -> Result<crate::Decimal, PluginError> {
-            let q = self
-                .quantity
-                .to_decimal()
-                .ok_or_else(|| PluginError::new("invalid-input", Some("quantity"), "decimal scale above 28"))?;
-            if q.is_sign_negative() && !q.is_zero() {
-                return Err(PluginError::new("invalid-input", Some("quantity"), format!("negative quantity {q}")));
-            }
-            Ok(q)
-        }
+    usage_helpers!();
+}
 
-        /// The value of a dimension of this usage.
-        pub fn dimension(&self, key: &str) -> Option<&str> {
-            self.dimensions.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-        }
+/// Bindings of the `rater` world, interface 0.2.0 (`wit/since_v0.2.0`): the
+/// usage also carries `related`, the charges of the customer's other
+/// contract lines rated before this one in the same period.
+#[cfg(feature = "rater-v0-2")]
+pub mod rater_v2 {
+    wit_bindgen::generate!({
+        world: "rater",
+        path: "../wit/since_v0.2.0",
+        default_bindings_module: "tollgate_sdk::rater_v2",
+        pub_export_macro: true,
+        export_macro_name: "export_rater_v2",
+    });
+    crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
+    crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
+    pub use exports::tollgate::plugin::rating::Guest;
+    pub use tollgate::plugin::types::{ChargeLine, Decimal as WitDecimal, PluginError, RelatedCharge, Usage};
 
-        /// A charge line for this usage's SKU.
-        pub fn charge(
-            &self,
-            description: impl Into<String>,
-            quantity: crate::Decimal,
-            unit_price: crate::Decimal,
-            amount: crate::Decimal,
-            explain: impl Into<String>,
-        ) -> ChargeLine {
-            ChargeLine {
-                sku: self.sku.clone(),
-                description: description.into(),
-                quantity: quantity.into(),
-                unit_price: unit_price.into(),
-                amount: amount.into(),
-                explain: explain.into(),
-            }
-        }
-    }
+    usage_helpers!();
 
-    /// `a × b`, or an `overflow` error naming `field`.
-    pub fn mul(a: crate::Decimal, b: crate::Decimal, field: &str) -> Result<crate::Decimal, PluginError> {
-        a.checked_mul(b).ok_or_else(|| PluginError::new("overflow", Some(field), format!("{a} × {b} overflows")))
+    impl RelatedCharge {
+        /// The charge's amount, exact.
+        pub fn amount_decimal(&self) -> Result<crate::Decimal, PluginError> {
+            self.amount.to_decimal().ok_or_else(|| {
+                PluginError::new(
+                    "invalid-input",
+                    Some(&format!("related[{}].amount", self.contract_line)),
+                    "decimal scale above 28",
+                )
+            })
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Exactly-once posting: closing twice, restarts, and ambiguous ERP failures.
 
 use serde_json::json;
-use tollgate_e2e::{Env, Erp, event};
+use tollgate_e2e::{Env, Erp, dec, event};
 
 fn usage() -> Vec<tollgate::proto::UsageEvent> {
     vec![
@@ -134,4 +134,55 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
     assert_eq!(r.status(), 200);
     env.close("2025-05").await.unwrap();
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percentage_fee_line_is_priced_on_the_same_customers_other_charges() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let mut md = tollgate_e2e::masterdata();
+    md["skus"].as_array_mut().unwrap().push(json!({ "id": "FEE", "name": "Processing fee", "erp_item": "ITEM-FEE" }));
+    // Rated after globex-api (master-data order): a 0.2.0 rater that sees it.
+    md["contract_lines"].as_array_mut().unwrap().push(json!({
+        "id": "globex-fee", "customer": "globex", "meter": "fees", "sku": "FEE",
+        "rater": { "plugin": "percentage-fee" }, "currency": "EUR",
+        "params": { "percent": "2.5", "description": "Processing fee" }
+    }));
+    let (status, body) = env.put("/v1/masterdata", &md).await;
+    assert_eq!(status, 200, "{body}");
+    env.ingest(usage()).await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    assert_eq!(closed["documents"].as_array().unwrap().len(), 2, "{closed}");
+
+    let invoices = erp.invoices().await.unwrap();
+    let globex = invoices.iter().find(|i| i["customer"] == "globex").unwrap();
+    let lines = globex["lines"].as_array().unwrap();
+    // 100 × 0.10 + 50 × 0.0125 = 10.63; 2.5 % of it = 0.26575 → 0.27. Initech's
+    // 1.00 is another customer's and not in the base.
+    let fee = lines.iter().find(|l| l["sku"] == "FEE").expect("fee line");
+    assert_eq!(
+        (dec(&fee["quantity"]), dec(&fee["unit_price"]), dec(&fee["amount"])),
+        (d("10.63"), d("0.025"), d("0.27"))
+    );
+    let total: rust_decimal::Decimal = lines.iter().map(|l| dec(&l["amount"])).sum();
+    assert_eq!(total, d("10.90"));
+    let initech = invoices.iter().find(|i| i["customer"] == "initech").unwrap();
+    assert!(initech["lines"].as_array().unwrap().iter().all(|l| l["sku"] != "FEE"));
+
+    // Lineage of the fee names the charges it was computed on and the 0.2.0 rule.
+    let (status, lineage) =
+        env.get(&format!("/v1/lineage/documents/{}", globex["number"].as_str().unwrap())).await.unwrap();
+    assert_eq!(status, 200);
+    let fee_line =
+        lineage["contract_lines"].as_array().unwrap().iter().find(|l| l["contract_line"] == "globex-fee").unwrap();
+    assert_eq!(fee_line["rule"]["plugin"], "percentage-fee");
+    let related = fee_line["related"].as_array().unwrap();
+    assert_eq!(related.len(), 2, "{related:?}");
+    assert!(related.iter().all(|r| r["contract_line"] == "globex-api"));
+    let base: rust_decimal::Decimal = related.iter().map(|r| dec(&r["amount"])).sum();
+    assert_eq!(base, d("10.63"));
+}
+
+fn d(s: &str) -> rust_decimal::Decimal {
+    s.parse().unwrap()
 }

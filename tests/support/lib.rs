@@ -287,7 +287,22 @@ impl Env {
 
     /// `POST` JSON as the test tenant.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r = http().post(format!("{}{path}", self.base)).bearer_auth(API_KEY).json(body).send().await.expect("post");
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// `PUT` JSON as the test tenant.
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = http()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         (r.status().as_u16(), r.json().await.expect("json answer"))
     }
 }

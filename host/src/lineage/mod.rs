@@ -5,7 +5,7 @@
 use crate::enrich::WindowRef;
 use crate::error::{ApiError, ErrorCode};
 use crate::posting::{Document, DocumentLine, document_key};
-use crate::rating::{self, Charge, RuleRef};
+use crate::rating::{self, Charge, RelatedCharge, RuleRef};
 use crate::store::{self, Store};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -20,6 +20,9 @@ pub struct ChargeLineage {
     pub input_digest: String,
     pub output_digest: String,
     pub charges: Vec<Charge>,
+    /// Other lines' charges this rule was given (e.g. the base of a fee).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<RelatedCharge>,
     pub document_lines: Vec<DocumentLine>,
     pub windows: Vec<WindowRef>,
     pub event_count: u64,
@@ -94,6 +97,7 @@ pub fn by_erp_number(
             input_digest: record.input_digest.clone(),
             output_digest: record.output_digest.clone(),
             charges: record.charges.clone(),
+            related: record.related.clone(),
             document_lines: document.lines.iter().filter(|l| l.contract_line == line.contract_line).cloned().collect(),
             windows: record.usage.lineage.windows.clone(),
             event_count: record.usage.lineage.event_count,

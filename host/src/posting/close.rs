@@ -14,7 +14,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
 use crate::rating::registry::Registry;
 use crate::rating::runtime::Kind;
-use crate::rating::{self, ChargeRecord};
+use crate::rating::{self, ChargeRecord, RelatedCharge};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -131,7 +131,14 @@ fn prepare(
                 .map_err(|e| format!("rater: {e}"))?;
             let (usage, events) =
                 enrich::canonical_usage(store, &md, tenant, line, period).map_err(|e| e.to_string())?;
-            let record = rating::rate(registry, &plugin, usage, now).map_err(|e| format!("{}: {e}", e.code()))?;
+            // The charges already rated for this customer, in master-data order.
+            let related = records
+                .iter()
+                .filter(|(r, _): &&(ChargeRecord, _)| r.usage.customer == line.customer)
+                .flat_map(|(r, _)| RelatedCharge::of(r))
+                .collect();
+            let record =
+                rating::rate(registry, &plugin, usage, related, now).map_err(|e| format!("{}: {e}", e.code()))?;
             Ok((record, events))
         })();
         match rated {

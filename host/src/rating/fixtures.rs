@@ -7,8 +7,13 @@
 //!
 //! ```json
 //! { "quantity": "1500", "params": { "tiers": [...] },
-//!   "dimensions": { "region": "eu-west" }, "currency": "EUR", "period": "2026-01" }
+//!   "dimensions": { "region": "eu-west" }, "currency": "EUR", "period": "2026-01",
+//!   "related": [ { "contract_line": "cl-api", "amount": "120.50" } ] }
 //! ```
+//!
+//! `related` (charges of the customer's other lines, seen by raters of
+//! interface 0.2.0) takes `sku`, `description` and `currency` as optional
+//! fields; the currency defaults to the input's.
 //!
 //! The expected output is `{"charges": [{sku, description, quantity,
 //! unit_price, amount, explain}]}` or `{"error": {code, plugin_code, field,
@@ -17,7 +22,7 @@
 //! from what the plugin produced.
 
 use super::Charge;
-use super::runtime::{Plugin, PluginError, Runtime, bindings::types as wit, to_wit};
+use super::runtime::{Plugin, PluginError, Runtime, bindings::rating as wit, to_wit};
 use crate::enrich::Period;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -69,6 +74,22 @@ pub struct FixtureInput {
     pub period: String,
     #[serde(default = "d_name")]
     pub customer: String,
+    #[serde(default)]
+    pub related: Vec<FixtureRelated>,
+}
+
+/// A related charge in a fixture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureRelated {
+    pub contract_line: String,
+    pub amount: Decimal,
+    #[serde(default = "d_sku")]
+    pub sku: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 impl FixtureInput {
@@ -87,6 +108,17 @@ impl FixtureInput {
             quantity: to_wit(self.quantity),
             dimensions: self.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             params: self.params.to_string(),
+            related: self
+                .related
+                .iter()
+                .map(|r| wit::RelatedCharge {
+                    contract_line: r.contract_line.clone(),
+                    sku: r.sku.clone(),
+                    description: r.description.clone(),
+                    amount: to_wit(r.amount),
+                    currency: r.currency.clone().unwrap_or_else(|| self.currency.clone()),
+                })
+                .collect(),
         })
     }
 }

@@ -15,7 +15,7 @@ use crate::enrich::CanonicalUsage;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use registry::Registry;
-use runtime::{Plugin, PluginError, bindings::types as wit};
+use runtime::{Plugin, PluginError, bindings::rating as wit};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,6 +31,31 @@ pub struct Charge {
     pub explain: String,
 }
 
+/// A charge of another contract line of the same customer and period, rated
+/// before the line at hand; raters of interface 0.2.0 and later see them
+/// (e.g. a fee as a percentage of other lines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedCharge {
+    pub contract_line: String,
+    pub sku: String,
+    pub description: String,
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+impl RelatedCharge {
+    /// The related charges a rated record offers to later lines.
+    pub fn of(record: &ChargeRecord) -> impl Iterator<Item = RelatedCharge> + '_ {
+        record.charges.iter().map(|c| RelatedCharge {
+            contract_line: record.usage.contract_line.clone(),
+            sku: c.sku.clone(),
+            description: c.description.clone(),
+            amount: c.amount,
+            currency: record.usage.currency.clone(),
+        })
+    }
+}
+
 /// The rule that rated: a plugin version, pinned by its content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRef {
@@ -44,6 +69,10 @@ pub struct RuleRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeRecord {
     pub usage: CanonicalUsage,
+    /// The other lines' charges the rater was given (lineage of derived
+    /// charges such as percentage fees).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<RelatedCharge>,
     pub rule: RuleRef,
     /// SHA-256 of the rater's exact input; same input → same output.
     pub input_digest: String,
@@ -62,8 +91,8 @@ pub fn charge_key(tenant: &str, period: &str, contract_line: &str) -> Vec<u8> {
     store::key(&[tenant, period, contract_line])
 }
 
-/// The rater's WIT input for a canonical usage.
-pub fn rater_input(u: &CanonicalUsage) -> wit::Usage {
+/// The rater's WIT input for a canonical usage and the related charges.
+pub fn rater_input(u: &CanonicalUsage, related: &[RelatedCharge]) -> wit::Usage {
     wit::Usage {
         tenant: u.tenant.clone(),
         customer: u.customer.clone(),
@@ -76,6 +105,16 @@ pub fn rater_input(u: &CanonicalUsage) -> wit::Usage {
         quantity: runtime::to_wit(u.quantity),
         dimensions: u.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         params: u.params.to_string(),
+        related: related
+            .iter()
+            .map(|r| wit::RelatedCharge {
+                contract_line: r.contract_line.clone(),
+                sku: r.sku.clone(),
+                description: r.description.clone(),
+                amount: runtime::to_wit(r.amount),
+                currency: r.currency.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -95,6 +134,15 @@ fn digest_input(i: &wit::Usage) -> String {
     }
     h.update([2]);
     h.update(i.params.as_bytes());
+    for r in &i.related {
+        h.update([3]);
+        for s in [&r.contract_line, &r.sku, &r.description, &r.currency] {
+            h.update(s.as_bytes());
+            h.update([0]);
+        }
+        let a = &r.amount;
+        h.update(format!("{}:{}:{}:{}", a.negative, a.mantissa_high, a.mantissa_low, a.scale).as_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -122,11 +170,12 @@ pub fn rate(
     registry: &Registry,
     plugin: &Plugin,
     usage: CanonicalUsage,
+    related: Vec<RelatedCharge>,
     now: DateTime<Utc>,
 ) -> Result<ChargeRecord, PluginError> {
     let rule =
         RuleRef { plugin: plugin.name.clone(), version: plugin.version.to_string(), sha256: plugin.sha256.clone() };
-    rate_with(usage, rule, now, |input| registry.runtime().rate(plugin, input))
+    rate_with(usage, related, rule, now, |input| registry.runtime().rate(plugin, input))
 }
 
 /// The rating stage around any rater: builds the input, runs `rater`, and
@@ -134,17 +183,19 @@ pub fn rate(
 /// native build of the same rule through the same stage.
 pub fn rate_with(
     usage: CanonicalUsage,
+    related: Vec<RelatedCharge>,
     rule: RuleRef,
     now: DateTime<Utc>,
     rater: impl FnOnce(&wit::Usage) -> Result<Vec<Charge>, PluginError>,
 ) -> Result<ChargeRecord, PluginError> {
-    let input = rater_input(&usage);
+    let input = rater_input(&usage, &related);
     let charges = rater(&input)?;
     Ok(ChargeRecord {
         rule,
         input_digest: digest_input(&input),
         output_digest: digest_output(&charges),
         usage,
+        related,
         charges,
         rated_at: now,
     })

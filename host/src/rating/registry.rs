@@ -72,6 +72,8 @@ pub struct PluginInfo {
     pub name: String,
     pub version: String,
     pub kind: Kind,
+    /// The versioned world it implements, e.g. `tollgate:plugin/rater@0.2.0`.
+    pub world: &'static str,
     pub sha256: String,
     /// `bundled`, or `tenant` for the caller's own uploads.
     pub owner: &'static str,
@@ -263,6 +265,7 @@ impl Registry {
                     name: p.name.clone(),
                     version: p.version.to_string(),
                     kind: p.kind,
+                    world: p.world(),
                     sha256: p.sha256.clone(),
                     owner: if *owner == Owner::Bundled { "bundled" } else { "tenant" },
                 })

@@ -32,24 +32,46 @@ use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 
-/// Generated host bindings, one module per world of `wit/since_v0.1.0`.
+/// Generated host bindings, one module per supported version of
+/// `wit/` (see `wit/README.md`). The host works in the newest types
+/// ([`bindings::rating`]) and converts for older plugins.
 pub mod bindings {
-    pub mod rater {
-        wasmtime::component::bindgen!({ world: "rater", path: "../wit/since_v0.1.0" });
+    /// `tollgate:plugin@0.1.0` (`wit/since_v0.1.0`).
+    pub mod v0_1 {
+        pub mod rater {
+            wasmtime::component::bindgen!({ world: "rater", path: "../wit/since_v0.1.0" });
+        }
+        pub mod mapper {
+            wasmtime::component::bindgen!({
+                world: "erp-mapper",
+                path: "../wit/since_v0.1.0",
+                with: { "tollgate:plugin/types": super::rater::tollgate::plugin::types },
+            });
+        }
+        pub use rater::tollgate::plugin::types;
     }
-    pub mod mapper {
-        wasmtime::component::bindgen!({
-            world: "erp-mapper",
-            path: "../wit/since_v0.1.0",
-            with: { "tollgate:plugin/types": super::rater::tollgate::plugin::types },
-        });
+    /// `tollgate:plugin@0.2.0` (`wit/since_v0.2.0`).
+    pub mod v0_2 {
+        pub mod rater {
+            wasmtime::component::bindgen!({ world: "rater", path: "../wit/since_v0.2.0" });
+        }
+        pub use rater::tollgate::plugin::types;
     }
-    pub use rater::tollgate::plugin::types;
+    /// The ERP mapper's types (0.1.0 is the only mapper version).
+    pub use v0_1::types;
+    /// The newest rating types, in which the host rates.
+    pub use v0_2::types as rating;
 }
 
-use bindings::mapper::{ErpMapper, ErpMapperPre};
-use bindings::rater::{Rater, RaterPre};
+use bindings::rating as rwit;
 use bindings::types as wit;
+use bindings::v0_1::mapper::{ErpMapper, ErpMapperPre};
+use bindings::v0_1::rater::{Rater as RaterV1, RaterPre as RaterV1Pre};
+use bindings::v0_2::rater::{Rater as RaterV2, RaterPre as RaterV2Pre};
+
+/// A rater world the host serves, newest first.
+const RATER_WORLDS: [&str; 2] = ["tollgate:plugin/rater@0.2.0", "tollgate:plugin/rater@0.1.0"];
+const MAPPER_WORLD: &str = "tollgate:plugin/erp-mapper@0.1.0";
 
 /// Largest component accepted, bytes.
 pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
@@ -73,10 +95,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn world(self) -> &'static str {
+    /// The worlds a plugin of this kind may implement, newest first.
+    pub fn worlds(self) -> &'static [&'static str] {
         match self {
-            Kind::Rater => "tollgate:plugin/rater@0.1.0",
-            Kind::ErpMapper => "tollgate:plugin/erp-mapper@0.1.0",
+            Kind::Rater => &RATER_WORLDS,
+            Kind::ErpMapper => std::slice::from_ref(&MAPPER_WORLD),
         }
     }
 }
@@ -124,6 +147,45 @@ impl From<wit::PluginError> for PluginError {
     }
 }
 
+impl From<rwit::PluginError> for PluginError {
+    fn from(e: rwit::PluginError) -> Self {
+        PluginError::Plugin { code: e.code, field: e.field, message: e.message }
+    }
+}
+
+/// Newest → 0.1.0 input: an older rater does not see `related`.
+impl From<&rwit::Usage> for wit::Usage {
+    fn from(u: &rwit::Usage) -> Self {
+        wit::Usage {
+            tenant: u.tenant.clone(),
+            customer: u.customer.clone(),
+            contract_line: u.contract_line.clone(),
+            sku: u.sku.clone(),
+            meter: u.meter.clone(),
+            currency: u.currency.clone(),
+            period_start: u.period_start.clone(),
+            period_end: u.period_end.clone(),
+            quantity: u.quantity.convert(),
+            dimensions: u.dimensions.clone(),
+            params: u.params.clone(),
+        }
+    }
+}
+
+/// 0.1.0 → newest output.
+impl From<wit::ChargeLine> for rwit::ChargeLine {
+    fn from(l: wit::ChargeLine) -> Self {
+        rwit::ChargeLine {
+            sku: l.sku,
+            description: l.description,
+            quantity: l.quantity.convert(),
+            unit_price: l.unit_price.convert(),
+            amount: l.amount.convert(),
+            explain: l.explain,
+        }
+    }
+}
+
 /// Per-call limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -161,8 +223,21 @@ pub struct Plugin {
     pre: Pre,
 }
 
+impl Plugin {
+    /// The versioned world the component implements, e.g.
+    /// `tollgate:plugin/rater@0.2.0`.
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::RaterV2(_) => RATER_WORLDS[0],
+            Pre::RaterV1(_) => RATER_WORLDS[1],
+            Pre::Mapper(_) => MAPPER_WORLD,
+        }
+    }
+}
+
 enum Pre {
-    Rater(RaterPre<CallState>),
+    RaterV2(RaterV2Pre<CallState>),
+    RaterV1(RaterV1Pre<CallState>),
     Mapper(ErpMapperPre<CallState>),
 }
 
@@ -379,12 +454,26 @@ impl Runtime {
         let linker: Linker<CallState> = Linker::new(&self.engine);
         let pre =
             linker.instantiate_pre(&component).map_err(|e| PluginError::IncompatibleInterface(format!("{e:#}")))?;
-        let world_err = |e: wasmtime::Error| {
-            PluginError::IncompatibleInterface(format!("does not implement {}: {e:#}", kind.world()))
+        let refused = |errors: Vec<(&str, wasmtime::Error)>| {
+            let why: Vec<String> = errors.iter().map(|(world, e)| format!("{world}: {e:#}")).collect();
+            PluginError::IncompatibleInterface(format!(
+                "implements none of the supported {} worlds ({})",
+                match kind {
+                    Kind::Rater => "rater",
+                    Kind::ErpMapper => "erp-mapper",
+                },
+                why.join("; ")
+            ))
         };
         let pre = match kind {
-            Kind::Rater => Pre::Rater(RaterPre::new(pre).map_err(world_err)?),
-            Kind::ErpMapper => Pre::Mapper(ErpMapperPre::new(pre).map_err(world_err)?),
+            Kind::Rater => match RaterV2Pre::new(pre.clone()) {
+                Ok(p) => Pre::RaterV2(p),
+                Err(e2) => match RaterV1Pre::new(pre) {
+                    Ok(p) => Pre::RaterV1(p),
+                    Err(e1) => return Err(refused(vec![(RATER_WORLDS[0], e2), (RATER_WORLDS[1], e1)])),
+                },
+            },
+            Kind::ErpMapper => Pre::Mapper(ErpMapperPre::new(pre).map_err(|e| refused(vec![(MAPPER_WORLD, e)]))?),
         };
         Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
     }
@@ -433,27 +522,34 @@ impl Runtime {
 
     /// Rates one canonical usage with a rater plugin; the charges come back
     /// checked (every field named on error) and in exact decimals.
-    pub fn rate(&self, plugin: &Plugin, input: &wit::Usage) -> Result<Vec<Charge>, PluginError> {
+    pub fn rate(&self, plugin: &Plugin, input: &rwit::Usage) -> Result<Vec<Charge>, PluginError> {
         self.rate_metered(plugin, input).0
     }
 
     /// [`Runtime::rate`], also telling how much fuel the call used (with a
     /// fuel error, the whole budget).
-    pub fn rate_metered(&self, plugin: &Plugin, input: &wit::Usage) -> (Result<Vec<Charge>, PluginError>, u64) {
-        let Pre::Rater(pre) = &plugin.pre else {
+    pub fn rate_metered(&self, plugin: &Plugin, input: &rwit::Usage) -> (Result<Vec<Charge>, PluginError>, u64) {
+        if matches!(plugin.pre, Pre::Mapper(_)) {
             return (Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name))), 0);
-        };
+        }
         let _slot = self.slots.acquire();
         let mut store = match self.store() {
             Ok(s) => s,
             Err(e) => return (Err(e), 0),
         };
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|instance: Rater| instance.call_rate(&mut store, input))
-            .map_err(|e| self.classify(e));
+        let result = match &plugin.pre {
+            Pre::RaterV2(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i: RaterV2| i.tollgate_plugin_rating().call_rate(&mut store, input))
+                .map(|r| r.map_err(PluginError::from)),
+            Pre::RaterV1(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i: RaterV1| i.call_rate(&mut store, &wit::Usage::from(input)))
+                .map(|r| r.map(|lines| lines.into_iter().map(rwit::ChargeLine::from).collect()).map_err(Into::into)),
+            Pre::Mapper(_) => unreachable!("checked above"),
+        };
         let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let result = result.and_then(|r| r.map_err(PluginError::from)).and_then(|lines| {
+        let result = result.map_err(|e| self.classify(e)).and_then(|r| r).and_then(|lines| {
             let size: usize = lines.iter().map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64).sum();
             self.check_output(size)?;
             charges_from_wit(lines)
@@ -464,11 +560,14 @@ impl Runtime {
     /// One rater instance reused across calls, for benchmarks and tools only:
     /// production rating always takes a fresh instance per call.
     pub fn warm_rater(&self, plugin: &Plugin) -> Result<WarmRater, PluginError> {
-        let Pre::Rater(pre) = &plugin.pre else {
-            return Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name)));
-        };
         let mut store = self.store()?;
-        let instance = pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        let instance = match &plugin.pre {
+            Pre::RaterV2(pre) => WarmInstance::V2(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
+            Pre::RaterV1(pre) => WarmInstance::V1(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
+            Pre::Mapper(_) => {
+                return Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name)));
+            }
+        };
         Ok(WarmRater { runtime: self.clone(), store, instance })
     }
 
@@ -485,7 +584,9 @@ impl Runtime {
     fn mapper<'a>(&self, plugin: &'a Plugin) -> Result<&'a ErpMapperPre<CallState>, PluginError> {
         match &plugin.pre {
             Pre::Mapper(pre) => Ok(pre),
-            Pre::Rater(_) => Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name))),
+            Pre::RaterV1(_) | Pre::RaterV2(_) => {
+                Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name)))
+            }
         }
     }
 
@@ -548,16 +649,31 @@ impl Runtime {
 pub struct WarmRater {
     runtime: Runtime,
     store: Store<CallState>,
-    instance: Rater,
+    instance: WarmInstance,
+}
+
+enum WarmInstance {
+    V1(RaterV1),
+    V2(RaterV2),
 }
 
 impl WarmRater {
     /// Calls `rate` again on the same instance, with a refilled budget.
-    pub fn rate(&mut self, input: &wit::Usage) -> Result<Vec<Charge>, PluginError> {
+    pub fn rate(&mut self, input: &rwit::Usage) -> Result<Vec<Charge>, PluginError> {
         let rt = &self.runtime;
         self.store.set_fuel(rt.limits.fuel).map_err(|e| rt.classify(e))?;
         self.store.set_epoch_deadline(rt.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1));
-        let lines = self.instance.call_rate(&mut self.store, input).map_err(|e| rt.classify(e))??;
+        let lines = match &self.instance {
+            WarmInstance::V2(i) => {
+                i.tollgate_plugin_rating().call_rate(&mut self.store, input).map_err(|e| rt.classify(e))??
+            }
+            WarmInstance::V1(i) => i
+                .call_rate(&mut self.store, &wit::Usage::from(input))
+                .map_err(|e| rt.classify(e))??
+                .into_iter()
+                .map(rwit::ChargeLine::from)
+                .collect(),
+        };
         charges_from_wit(lines)
     }
 }
@@ -582,7 +698,7 @@ fn check_request(req: &wit::ErpRequest) -> Result<(), PluginError> {
 
 /// Checks a rater's output and converts it to exact decimals; errors name
 /// the offending field (`lines[2].amount`).
-fn charges_from_wit(lines: Vec<wit::ChargeLine>) -> Result<Vec<Charge>, PluginError> {
+fn charges_from_wit(lines: Vec<rwit::ChargeLine>) -> Result<Vec<Charge>, PluginError> {
     lines
         .into_iter()
         .enumerate()
@@ -628,23 +744,48 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginErr
     Ok(())
 }
 
-/// WIT decimal ↔ exact decimal.
-pub fn to_wit(d: rust_decimal::Decimal) -> wit::Decimal {
-    let p = tollgate_sdk::decimal::to_parts(d);
-    wit::Decimal { mantissa_low: p.mantissa_low, mantissa_high: p.mantissa_high, negative: p.negative, scale: p.scale }
+/// The WIT `decimal` record, in every version of the interface (its shape
+/// never changed): converts to and from exact decimals.
+pub trait WitDecimal: Sized {
+    fn from_parts(p: tollgate_sdk::decimal::Parts) -> Self;
+    fn parts(&self) -> tollgate_sdk::decimal::Parts;
+    /// The same value as another version's decimal.
+    fn convert<D: WitDecimal>(&self) -> D {
+        D::from_parts(self.parts())
+    }
+}
+
+macro_rules! wit_decimal {
+    ($($t:ty),*) => {$(
+        impl WitDecimal for $t {
+            fn from_parts(p: tollgate_sdk::decimal::Parts) -> Self {
+                Self { mantissa_low: p.mantissa_low, mantissa_high: p.mantissa_high, negative: p.negative, scale: p.scale }
+            }
+            fn parts(&self) -> tollgate_sdk::decimal::Parts {
+                tollgate_sdk::decimal::Parts {
+                    mantissa_low: self.mantissa_low,
+                    mantissa_high: self.mantissa_high,
+                    negative: self.negative,
+                    scale: self.scale,
+                }
+            }
+        }
+    )*};
+}
+wit_decimal!(wit::Decimal, rwit::Decimal);
+
+/// Exact decimal → WIT decimal (of whichever version the context needs).
+pub fn to_wit<D: WitDecimal>(d: rust_decimal::Decimal) -> D {
+    D::from_parts(tollgate_sdk::decimal::to_parts(d))
 }
 
 /// The exact value of a WIT decimal coming out of a plugin; an
 /// `invalid-output` error naming `field` when its scale is above 28.
-pub fn from_wit(d: &wit::Decimal, field: &str) -> Result<rust_decimal::Decimal, PluginError> {
-    tollgate_sdk::decimal::from_parts(tollgate_sdk::decimal::Parts {
-        mantissa_low: d.mantissa_low,
-        mantissa_high: d.mantissa_high,
-        negative: d.negative,
-        scale: d.scale,
-    })
-    .ok_or_else(|| PluginError::InvalidOutput {
+pub fn from_wit(d: &impl WitDecimal, field: &str) -> Result<rust_decimal::Decimal, PluginError> {
+    let p = d.parts();
+    let scale = p.scale;
+    tollgate_sdk::decimal::from_parts(p).ok_or_else(|| PluginError::InvalidOutput {
         field: field.to_string(),
-        message: format!("decimal scale {} is above 28", d.scale),
+        message: format!("decimal scale {scale} is above 28"),
     })
 }

@@ -3,7 +3,7 @@
 
 use crate::{built, plugins_dir};
 use std::time::Duration;
-use tollgate::rating::runtime::{Kind, Limits, Plugin, PluginError, Runtime, bindings::types as wit, to_wit};
+use tollgate::rating::runtime::{Kind, Limits, Plugin, PluginError, Runtime, bindings::rating as wit, to_wit};
 
 fn bytes(name: &str) -> Vec<u8> {
     let path = built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join(format!("{name}.wasm"));
@@ -35,6 +35,7 @@ fn usage(quantity: &str) -> wit::Usage {
         quantity: to_wit(rust_decimal::Decimal::from_str_exact(quantity).unwrap()),
         dimensions: vec![],
         params: r#"{"tiers":[{"up_to":"100","unit_price":"0.1"},{"up_to":null,"unit_price":"0.01"}]}"#.into(),
+        related: vec![],
     }
 }
 
@@ -121,15 +122,53 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     assert!(err.to_string().contains("host-log"), "{err}");
     let err = load(&rt, "wrong", &bytes("hostile-imports-wrong-world"), Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "incompatible-interface");
-    assert!(err.to_string().contains("does not implement tollgate:plugin/rater@0.1.0"), "{err}");
+    assert_names_both_rater_worlds(&err);
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
-    assert!(err.to_string().contains("does not implement tollgate:plugin/rater@0.1.0"), "{err}");
+    assert_names_both_rater_worlds(&err);
+    let err = load(&rt, "rater", &bundled("graduated-tiers"), Kind::ErpMapper).unwrap_err();
+    assert!(err.to_string().contains("tollgate:plugin/erp-mapper@0.1.0"), "{err}");
     let err = load(&rt, "junk", b"\0asm\x0d\0\x01\0garbage", Kind::Rater).unwrap_err();
     assert!(err.to_string().contains("not a valid WebAssembly component"), "{err}");
     let err = load(&rt, "huge", &vec![0u8; 17 << 20], Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "too-large");
     // Bundled plugins pass the same checks.
     load(&rt, "generic-json", &bundled("generic-json"), Kind::ErpMapper).unwrap();
+}
+
+fn assert_names_both_rater_worlds(err: &PluginError) {
+    assert_eq!(err.code(), "incompatible-interface");
+    let s = err.to_string();
+    assert!(s.contains("tollgate:plugin/rater@0.2.0: ") && s.contains("tollgate:plugin/rater@0.1.0: "), "{s}");
+}
+
+#[test]
+fn raters_of_interface_0_1_and_0_2_run_side_by_side_and_only_0_2_sees_related_charges() {
+    let rt = Runtime::new(limits(), None).unwrap();
+    let tiers = good(&rt);
+    let fee = load(&rt, "percentage-fee", &bundled("percentage-fee"), Kind::Rater).unwrap();
+    assert_eq!(tiers.world(), "tollgate:plugin/rater@0.1.0");
+    assert_eq!(fee.world(), "tollgate:plugin/rater@0.2.0");
+    let related = |amount: &str| wit::RelatedCharge {
+        contract_line: "cl-api".into(),
+        sku: "API".into(),
+        description: "API calls".into(),
+        amount: to_wit(rust_decimal::Decimal::from_str_exact(amount).unwrap()),
+        currency: "EUR".into(),
+    };
+    let mut input = usage("150");
+    input.related = vec![related("1000.00"), related("234.10")];
+    // The 0.1.0 rater gets the same input converted (without `related`).
+    let charges = rt.rate(&tiers, &input).unwrap();
+    assert_eq!(charges.iter().map(|c| c.amount).sum::<rust_decimal::Decimal>().to_string(), "10.50");
+    input.params = r#"{"percent":"2.5"}"#.into();
+    let charges = rt.rate(&fee, &input).unwrap();
+    assert_eq!(charges.len(), 1);
+    assert_eq!((charges[0].quantity.to_string(), charges[0].amount.to_string()), ("1234.10".into(), "30.85".into()));
+    // Both keep working, interleaved, on the same engine and pool.
+    for _ in 0..3 {
+        assert_good_call(&rt, &tiers);
+        assert_eq!(rt.rate(&fee, &input).unwrap(), charges);
+    }
 }
 
 #[test]
