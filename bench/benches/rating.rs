@@ -132,7 +132,7 @@ fn main() {
     let plugin = registry
         .register(tollgate::rating::registry::Owner::Bundled, "graduated-tiers", version.clone(), Kind::Rater, &bytes)
         .expect("register");
-    let input = rating::rater_input(&usage(1));
+    let input = rating::rater_input(&usage(1), &[]);
 
     // Same answer both ways, or the comparison means nothing.
     let wasm_out = runtime.rate(&plugin, &input).expect("wasm rate");
