@@ -133,6 +133,19 @@ fn main() {
         .register(tollgate::rating::registry::Owner::Bundled, "graduated-tiers", version.clone(), Kind::Rater, &bytes)
         .expect("register");
     let input = rating::rater_input(&usage(1), &[]);
+    // Profiling aid: `TOLLGATE_BENCH_PROFILE=fresh|warm|native` loops one
+    // kind of call only (with `TOLLGATE_PERFMAP=1`, perf names Wasm frames).
+    if let Ok(mode) = std::env::var("TOLLGATE_BENCH_PROFILE") {
+        let mut warm = runtime.warm_rater(&plugin).expect("warm instance");
+        for _ in 0..300_000 {
+            match mode.as_str() {
+                "warm" => drop(std::hint::black_box(warm.rate(&input))),
+                "native" => drop(std::hint::black_box(native_rate(&input))),
+                _ => drop(std::hint::black_box(runtime.rate(&plugin, &input))),
+            }
+        }
+        return;
+    }
 
     // Same answer both ways, or the comparison means nothing.
     let wasm_out = runtime.rate(&plugin, &input).expect("wasm rate");

@@ -17,6 +17,8 @@
 //! tollgate_sdk::rater::export_rater!(MyRater);
 //! ```
 //!
+//! A step-by-step guide with a complete example is `sdk/README.md`.
+//!
 //! Layout: `decimal` (the WIT decimal ↔ `rust_decimal::Decimal`), `pricing`
 //! (tiers and rounding), `rater` / `rater_v2` / `mapper` (generated bindings,
 //! one per world and version, each with `PluginError::new` and `Usage`

@@ -20,6 +20,7 @@
 
 use serde::Deserialize;
 use tollgate_sdk::Decimal;
+use tollgate_sdk::decimal::Text;
 use tollgate_sdk::pricing::{self, Rounding, Tier};
 use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage};
 
@@ -64,24 +65,29 @@ impl Guest for GraduatedTiers {
                         .checked_mul(s.unit_price)
                         .ok_or_else(|| PluginError::new("overflow", Some("quantity"), "amount overflows"))?,
                 );
-                let band = match s.to {
-                    Some(to) => format!("{}–{}", s.from, to),
-                    None => format!("over {}", s.from),
-                };
+                // Built with `Text` rather than `format!`: cheaper per call.
+                let tier = match s.to {
+                    Some(to) => Text::new().s("tier ").n(s.index as u64 + 1).s(" (").d(s.from).s("–").d(to).s(")"),
+                    None => Text::new().s("tier ").n(s.index as u64 + 1).s(" (over ").d(s.from).s(")"),
+                }
+                .done();
                 Ok(ChargeLine {
                     sku: input.sku.clone(),
-                    description: format!("{label}, tier {} ({band})", s.index + 1),
+                    description: Text::new().s(&label).s(", ").s(&tier).done(),
                     quantity: s.quantity.into(),
                     unit_price: s.unit_price.into(),
                     amount: amount.into(),
-                    explain: format!(
-                        "tier {} ({band}): {} × {} = {} {}",
-                        s.index + 1,
-                        s.quantity,
-                        s.unit_price,
-                        amount,
-                        input.currency
-                    ),
+                    explain: Text::new()
+                        .s(&tier)
+                        .s(": ")
+                        .d(s.quantity)
+                        .s(" × ")
+                        .d(s.unit_price)
+                        .s(" = ")
+                        .d(amount)
+                        .s(" ")
+                        .s(&input.currency)
+                        .done(),
                 })
             })
             .collect::<Result<Vec<_>, PluginError>>()
