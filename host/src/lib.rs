@@ -43,4 +43,6 @@ pub mod store;
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("tollgate.v1");
+    /// The encoded descriptors of `tollgate.v1`, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
 }

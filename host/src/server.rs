@@ -104,8 +104,17 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let mut tasks = Vec::new();
     let ingest = IngestGrpc::new(Ingestor::new(store.clone()), auth.clone());
     let mut rx = shutdown_rx.clone();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<IngestServiceServer<IngestGrpc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the gRPC reflection service")?;
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
             .add_service(IngestServiceServer::new(ingest))
             .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), async move {
                 let _ = rx.wait_for(|stop| *stop).await;

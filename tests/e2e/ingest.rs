@@ -24,7 +24,7 @@ async fn limits_name_the_field_and_a_bad_event_never_fails_the_batch() {
         (0..10_001).map(|i| event(&format!("e{i}"), "c", "m", "2025-05-03T08:00:00Z", "1")).collect();
     let err = env.ingest_as(Some(tollgate_e2e::API_KEY), too_many).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("events: 10001 events in one request; at most 10000"), "{}", err.message());
+    assert!(err.message().contains("events: 10001 events in one batch; at most 10000"), "{}", err.message());
 
     let far_future = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
     let mut dims = event("d1", "c", "m", "2025-05-03T08:00:00Z", "1");
@@ -73,4 +73,113 @@ async fn tenants_are_isolated_by_their_keys() {
     let invoices = erp.invoices().await.unwrap();
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0]["total"], "10.63");
+}
+
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {}", tollgate_e2e::API_KEY).parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_batches_gets_one_ack_per_batch_in_order() {
+    use tokio_stream::StreamExt;
+    use tollgate::proto::{EventStatus, IngestRequest, ingest_service_client::IngestServiceClient};
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let t = "2025-05-03T08:00:00Z";
+    let batches = vec![
+        IngestRequest {
+            events: vec![event("s1", "globex", "api_calls", t, "10"), event("s2", "globex", "api_calls", t, "5")],
+        },
+        // s1 again (same content) is a duplicate across batches; s2 with new content conflicts.
+        IngestRequest {
+            events: vec![
+                event("s1", "globex", "api_calls", t, "10"),
+                event("s2", "globex", "api_calls", t, "6"),
+                event("s3", "globex", "api_calls", t, "-1"),
+                event("s4", "initech", "api_calls", t, "2.5"),
+            ],
+        },
+        IngestRequest { events: vec![] },
+        // Too many events: ends the call, naming the batch.
+        IngestRequest { events: (0..10_001).map(|i| event(&format!("x{i}"), "c", "m", t, "1")).collect() },
+        IngestRequest { events: vec![event("never", "globex", "api_calls", t, "1")] },
+    ];
+    let mut client = IngestServiceClient::connect(env.grpc.clone()).await.unwrap();
+    let mut acks = client.ingest_stream(authorized(tokio_stream::iter(batches))).await.unwrap().into_inner();
+
+    let first = acks.next().await.unwrap().unwrap();
+    assert_eq!((first.sequence, first.response.as_ref().unwrap().accepted), (0, 2));
+    let second = acks.next().await.unwrap().unwrap();
+    assert_eq!(second.sequence, 1);
+    let statuses: Vec<_> = second.response.as_ref().unwrap().results.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses, [EventStatus::Duplicate, EventStatus::Conflict, EventStatus::Rejected, EventStatus::Accepted]);
+    let third = acks.next().await.unwrap().unwrap();
+    assert_eq!((third.sequence, third.response.unwrap().results.len()), (2, 0));
+    let err = acks.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("batch 3: events: 10001 events in one batch"), "{}", err.message());
+    assert!(acks.next().await.is_none(), "the call ends after the refused batch");
+
+    // What was acked is stored: a unary retry of it is all duplicates, and the
+    // batch after the refused one was never taken.
+    let again = env
+        .ingest(vec![
+            event("s1", "globex", "api_calls", t, "10"),
+            event("s4", "initech", "api_calls", t, "2.5"),
+            event("never", "globex", "api_calls", t, "1"),
+        ])
+        .await
+        .unwrap();
+    let statuses: Vec<_> = again.results.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses, [EventStatus::Duplicate, EventStatus::Duplicate, EventStatus::Accepted]);
+
+    // A stream without a key is refused before anything is read.
+    let err = client.ingest_stream(tokio_stream::iter(Vec::<IngestRequest>::new())).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_grpc_health_checks_and_reflection() {
+    use tokio_stream::StreamExt;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(env.grpc.clone()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "tollgate.v1.IngestService"] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let err = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in ["tollgate.v1.IngestService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("tollgate.v1.IngestAck".into())),
+    };
+    let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    assert!(
+        matches!(answer.message_response, Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty())
+    );
 }
