@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Conflict,
     /// A precondition is not met (e.g. master data missing).
     FailedPrecondition,
+    /// The request body's media type is not one this endpoint takes.
+    UnsupportedMediaType,
     /// Storage or another internal part failed; nothing was acknowledged.
     Internal,
 }
@@ -30,6 +32,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -41,6 +44,7 @@ impl ErrorCode {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::Conflict => tonic::Code::AlreadyExists,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }

@@ -102,7 +102,8 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
     let mut tasks = Vec::new();
-    let ingest = IngestGrpc::new(Ingestor::new(store.clone()), auth.clone());
+    let ingestor = Ingestor::new(store.clone());
+    let ingest = IngestGrpc::new(ingestor.clone(), auth.clone());
     let mut rx = shutdown_rx.clone();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<IngestServiceServer<IngestGrpc>>().await;
@@ -131,6 +132,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
         registry,
         targets: Arc::new(config.erp_targets.clone()),
         poster: poster.clone(),
+        ingestor,
     });
     let mut rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {

@@ -183,3 +183,90 @@ async fn the_server_answers_grpc_health_checks_and_reflection() {
         matches!(answer.message_response, Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_over_http_single_and_batch_with_per_event_results() {
+    use serde_json::json;
+    use tollgate::proto::EventStatus;
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let post = |media: &'static str, body: serde_json::Value, key: Option<&'static str>| {
+        let mut r = tollgate_e2e::http()
+            .post(format!("{}/v1/events", env.base))
+            .header("content-type", media)
+            .body(body.to_string());
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let key = Some(tollgate_e2e::API_KEY);
+    let ce = |id: &str, quantity: serde_json::Value| {
+        json!({
+            "specversion": "1.0", "id": id, "source": "api-gw", "type": "api_calls", "subject": "globex",
+            "time": "2025-05-03T08:00:00Z", "datacontenttype": "application/json",
+            "data": { "quantity": quantity, "dimensions": { "region": "eu-west" } }
+        })
+    };
+
+    let (status, single) = post("application/cloudevents+json", ce("ce-1", json!("12.5")), key).await;
+    assert_eq!(status, 200, "{single}");
+    assert_eq!((single["accepted"].as_u64(), single["results"][0]["status"].as_str()), (Some(1), Some("accepted")));
+
+    let mut no_subject = ce("ce-5", json!("1"));
+    no_subject.as_object_mut().unwrap().remove("subject");
+    let mut old_spec = ce("ce-6", json!("1"));
+    old_spec["specversion"] = json!("0.3");
+    let batch = json!([
+        ce("ce-1", json!("12.5")),
+        ce("ce-2", json!("7")),
+        ce("ce-3", json!(7.1)),
+        ce("ce-1", json!("13")),
+        no_subject,
+        old_spec,
+        "not an event",
+    ]);
+    let (status, r) = post("application/cloudevents-batch+json; charset=utf-8", batch, key).await;
+    assert_eq!(status, 200, "{r}");
+    let lines: Vec<(String, String, String)> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("field"), s("reason"))
+        })
+        .collect();
+    assert_eq!(lines[0].0, "duplicate");
+    assert_eq!(lines[1].0, "accepted");
+    assert_eq!((lines[2].0.as_str(), lines[2].1.as_str()), ("rejected", "data.quantity"));
+    assert!(lines[2].2.contains("JSON number"), "{}", lines[2].2);
+    assert_eq!((lines[3].0.as_str(), lines[3].1.as_str()), ("conflict", "id"));
+    assert_eq!((lines[4].0.as_str(), lines[4].1.as_str(), lines[4].2.as_str()), ("rejected", "subject", "required"));
+    assert_eq!((lines[5].0.as_str(), lines[5].1.as_str()), ("rejected", "specversion"));
+    assert_eq!((lines[6].0.as_str(), lines[6].1.as_str()), ("rejected", "event"));
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64(), r["conflicts"].as_u64(), r["rejected"].as_u64()),
+        (Some(1), Some(1), Some(1), Some(4))
+    );
+
+    // The mapping is the gRPC event's: the same content over gRPC is a duplicate.
+    let mut same = event("ce-2", "globex", "api_calls", "2025-05-03T08:00:00Z", "7.000");
+    same.source = "api-gw".into();
+    same.dimensions.insert("region".into(), "eu-west".into());
+    let mut other = same.clone();
+    other.id = "ce-1".into();
+    let r = env.ingest(vec![same, other]).await.unwrap();
+    let statuses: Vec<_> = r.results.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses, [EventStatus::Duplicate, EventStatus::Conflict]);
+
+    let (status, err) = post("application/json", ce("ce-9", json!("1")), key).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (415, Some("content-type")));
+    let (status, err) = post("application/cloudevents-batch+json", ce("ce-9", json!("1")), key).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (400, Some("body")));
+    let (status, _) = post("application/cloudevents+json", ce("ce-9", json!("1")), None).await;
+    assert_eq!(status, 401);
+}

@@ -2,6 +2,10 @@
 //! `authorization: Bearer <api key>`.
 //!
 //! - `GET  /healthz`
+//! - `POST /v1/events`: usage as CloudEvents 1.0, one
+//!   (`application/cloudevents+json`) or a batch
+//!   (`application/cloudevents-batch+json`); per-event results (see
+//!   `ingest::cloudevents` for the attribute mapping)
 //! - `GET  /v1/plugins`: the plugins the tenant can use (its own and bundled)
 //! - `POST /v1/plugins?name=N&version=V&kind=rater|erp-mapper`: upload a
 //!   component (body: the `.wasm` bytes); validated, compiled, immutable
@@ -17,6 +21,7 @@
 use crate::auth::Auth;
 use crate::config::ErpTargetConfig;
 use crate::error::{ApiError, ErrorCode};
+use crate::ingest::{self, Ingestor, Outcome, cloudevents};
 use crate::lineage;
 use crate::masterdata::{self, MasterData};
 use crate::posting::{self, CloseReport, Document, Poster, PostingStatus};
@@ -41,11 +46,13 @@ pub struct AppState {
     pub registry: Registry,
     pub targets: Arc<BTreeMap<String, ErpTargetConfig>>,
     pub poster: Poster,
+    pub ingestor: Ingestor,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/events", post(post_events).layer(axum::extract::DefaultBodyLimit::max(ingest::MAX_HTTP_BODY_BYTES)))
         .route(
             "/v1/plugins",
             get(list_plugins)
@@ -63,6 +70,72 @@ pub fn router(state: AppState) -> Router {
 
 fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     state.auth.tenant(headers.get("authorization").and_then(|v| v.to_str().ok()))
+}
+
+async fn post_events(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let media = h.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let bad = |message: String| ApiError::field(ErrorCode::InvalidArgument, "body", message);
+    let events: Vec<serde_json::Value> = match media.as_str() {
+        cloudevents::SINGLE => vec![serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?],
+        cloudevents::BATCH => match serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))? {
+            serde_json::Value::Array(events) => events,
+            _ => return Err(bad("a batch must be a JSON array of CloudEvents".into())),
+        },
+        other => {
+            return Err(ApiError::field(
+                ErrorCode::UnsupportedMediaType,
+                "content-type",
+                format!("{other:?}; send {} or {}", cloudevents::SINGLE, cloudevents::BATCH),
+            ));
+        }
+    };
+    if events.len() > ingest::MAX_EVENTS_PER_BATCH {
+        return Err(ApiError::field(
+            ErrorCode::InvalidArgument,
+            "body",
+            format!(
+                "{} events in one batch; at most {} (MAX_EVENTS_PER_BATCH)",
+                events.len(),
+                ingest::MAX_EVENTS_PER_BATCH
+            ),
+        ));
+    }
+    let ids: Vec<String> = events.iter().map(cloudevents::id_of).collect();
+    let decoded = events.iter().map(cloudevents::to_usage_event).collect();
+    let outcomes = s.ingestor.ingest_decoded(&t, decoded, chrono::Utc::now()).await?;
+    let mut counts = BTreeMap::from([("accepted", 0u32), ("duplicates", 0), ("conflicts", 0), ("rejected", 0)]);
+    let results: Vec<serde_json::Value> = outcomes
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(index, (outcome, id))| {
+            let (status, count, why) = match outcome {
+                Outcome::Accepted => ("accepted", "accepted", None),
+                Outcome::Duplicate => ("duplicate", "duplicates", None),
+                Outcome::Conflict(r) => ("conflict", "conflicts", Some(r)),
+                Outcome::Rejected(r) => ("rejected", "rejected", Some(r)),
+            };
+            *counts.entry(count).or_default() += 1;
+            let mut line = serde_json::json!({ "index": index, "id": id, "status": status });
+            if let Some(r) = why {
+                line["field"] = r.field.into();
+                line["reason"] = r.reason.into();
+            }
+            line
+        })
+        .collect();
+    tracing::info!(tenant = %t, ?counts, "ingested CloudEvents");
+    let mut answer = serde_json::json!({ "results": results });
+    for (k, v) in counts {
+        answer[k] = v.into();
+    }
+    Ok(Json(answer))
 }
 
 async fn list_plugins(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {

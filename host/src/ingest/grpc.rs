@@ -54,7 +54,7 @@ async fn ingest_batch(ingestor: &Ingestor, tenant: &str, events: Vec<UsageEvent>
     Ok(response)
 }
 
-/// The wire form of per-event outcomes (shared with the HTTP API's counts).
+/// The wire form of per-event outcomes.
 pub fn response_of(outcomes: Vec<Outcome>, ids: Vec<String>) -> IngestResponse {
     let mut response = IngestResponse::default();
     for (index, (outcome, id)) in outcomes.into_iter().zip(ids).enumerate() {

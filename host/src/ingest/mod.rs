@@ -6,8 +6,10 @@
 //!   log, the metering windows and the window → event index, so dedup by
 //!   (tenant, event id) is atomic with the write; then fsyncs, and only then
 //!   returns the per-event outcomes.
-//! - `grpc` serves `tollgate.v1.IngestService`.
+//! - `grpc` serves `tollgate.v1.IngestService`; `cloudevents` maps
+//!   CloudEvents over HTTP (`POST /v1/events`) to the same path.
 
+pub mod cloudevents;
 pub mod grpc;
 
 use crate::metering::{self, Window};
@@ -22,6 +24,8 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::{BTreeMap, HashMap};
 
+/// Most bytes in one HTTP request body of events.
+pub const MAX_HTTP_BODY_BYTES: usize = 8 << 20;
 /// Most events in one request.
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 /// Longest id / customer / source, bytes.
@@ -170,6 +174,32 @@ pub struct Ingestor {
 impl Ingestor {
     pub fn new(store: Store) -> Ingestor {
         Ingestor { store }
+    }
+
+    /// [`Ingestor::ingest`] for events some of which were already refused
+    /// while decoding them (CloudEvents); outcomes stay in input order.
+    pub async fn ingest_decoded(
+        &self,
+        tenant: &str,
+        events: Vec<Result<UsageEvent, Rejection>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut decoded = Vec::new();
+        let mut positions = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            match e {
+                Ok(e) => {
+                    positions.push(i);
+                    decoded.push(e);
+                }
+                Err(r) => outcomes[i] = Some(Outcome::Rejected(r)),
+            }
+        }
+        for (i, o) in positions.into_iter().zip(self.ingest(tenant, decoded, now).await?) {
+            outcomes[i] = Some(o);
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Rejected(reject("event", "not processed")))).collect())
     }
 
     /// Validates and stores a batch; returns one outcome per event, in order,

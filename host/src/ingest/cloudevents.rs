@@ -1,0 +1,118 @@
+//! Usage events as CloudEvents 1.0 (structured JSON mode) over HTTP:
+//! `POST /v1/events` with `content-type: application/cloudevents+json` (one
+//! event) or `application/cloudevents-batch+json` (a JSON array).
+//!
+//! Mapping to a usage event:
+//!
+//! | CloudEvents attribute | usage event | notes |
+//! |---|---|---|
+//! | `specversion` | — | must be `"1.0"` |
+//! | `id` | `id` | dedup key per tenant, as over gRPC |
+//! | `source` | `source` | required by CloudEvents |
+//! | `type` | `meter` | e.g. `api_calls`; lowercase letters, digits, `_ - .` |
+//! | `subject` | `customer` | required here |
+//! | `time` | `time` | RFC 3339, required here |
+//! | `datacontenttype` | — | absent or `application/json` |
+//! | `data.quantity` | `quantity` | a decimal **string** (`"12.5"`); JSON numbers are refused, as they may have passed through a float |
+//! | `data.dimensions` | `dimensions` | optional object of string values |
+//!
+//! Each event gets its own result, exactly as over gRPC; a malformed event
+//! (not an object, a missing attribute) is rejected naming the attribute,
+//! and never fails the others.
+
+use super::Rejection;
+use crate::proto::UsageEvent;
+use serde_json::Value;
+
+/// Media type of one structured-mode event.
+pub const SINGLE: &str = "application/cloudevents+json";
+/// Media type of a batch.
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+fn reject(field: &str, reason: impl Into<String>) -> Rejection {
+    Rejection { field: field.to_string(), reason: reason.into() }
+}
+
+fn string_attr<'a>(ce: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, Rejection> {
+    match ce.get(name) {
+        None | Some(Value::Null) => Err(reject(name, "required")),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(reject(name, format!("must be a string, not {}", kind(other)))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The event's id when it has a string one (for the result line).
+pub fn id_of(ce: &Value) -> String {
+    ce.get("id").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// One CloudEvent as a usage event; the limits and formats of the fields
+/// themselves are checked by [`super::validate`] afterwards.
+pub fn to_usage_event(ce: &Value) -> Result<UsageEvent, Rejection> {
+    let ce = ce.as_object().ok_or_else(|| reject("event", format!("must be a JSON object, not {}", kind(ce))))?;
+    let version = string_attr(ce, "specversion")?;
+    if version != "1.0" {
+        return Err(reject("specversion", format!("{version:?}; only CloudEvents \"1.0\" is supported")));
+    }
+    match ce.get("datacontenttype") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t == "application/json" || t.starts_with("application/json;") => {}
+        Some(other) => return Err(reject("datacontenttype", format!("{other}; only application/json data is taken"))),
+    }
+    let time = string_attr(ce, "time")?;
+    let time = chrono::DateTime::parse_from_rfc3339(time)
+        .map_err(|e| reject("time", format!("{time:?} is not an RFC 3339 timestamp: {e}")))?;
+    let data = match ce.get("data") {
+        Some(Value::Object(d)) => d,
+        None | Some(Value::Null) => return Err(reject("data", "required: {\"quantity\": \"<decimal>\"}")),
+        Some(other) => return Err(reject("data", format!("must be a JSON object, not {}", kind(other)))),
+    };
+    let quantity = match data.get("quantity") {
+        Some(Value::String(q)) => q.clone(),
+        Some(Value::Number(n)) => {
+            return Err(reject(
+                "data.quantity",
+                format!("{n} is a JSON number; send the decimal as a string (\"{n}\")"),
+            ));
+        }
+        None | Some(Value::Null) => return Err(reject("data.quantity", "required")),
+        Some(other) => return Err(reject("data.quantity", format!("must be a decimal string, not {}", kind(other)))),
+    };
+    let mut dimensions = std::collections::HashMap::new();
+    match data.get("dimensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(d)) => {
+            for (k, v) in d {
+                let v = v.as_str().ok_or_else(|| {
+                    reject(&format!("data.dimensions.{k}"), format!("must be a string, not {}", kind(v)))
+                })?;
+                dimensions.insert(k.clone(), v.to_string());
+            }
+        }
+        Some(other) => return Err(reject("data.dimensions", format!("must be an object, not {}", kind(other)))),
+    }
+    if let Some(extra) = data.keys().find(|k| !matches!(k.as_str(), "quantity" | "dimensions")) {
+        return Err(reject(&format!("data.{extra}"), "unknown field; data takes quantity and dimensions"));
+    }
+    let time = time.with_timezone(&chrono::Utc);
+    Ok(UsageEvent {
+        id: string_attr(ce, "id")?.to_string(),
+        customer: string_attr(ce, "subject")?.to_string(),
+        meter: string_attr(ce, "type")?.to_string(),
+        time: Some(prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }),
+        quantity,
+        dimensions,
+        source: string_attr(ce, "source")?.to_string(),
+    })
+}
