@@ -95,17 +95,7 @@ async fn post_events(
             ));
         }
     };
-    if events.len() > ingest::MAX_EVENTS_PER_BATCH {
-        return Err(ApiError::field(
-            ErrorCode::InvalidArgument,
-            "body",
-            format!(
-                "{} events in one batch; at most {} (MAX_EVENTS_PER_BATCH)",
-                events.len(),
-                ingest::MAX_EVENTS_PER_BATCH
-            ),
-        ));
-    }
+    ingest::check_batch_size(events.len(), "body")?;
     let ids: Vec<String> = events.iter().map(cloudevents::id_of).collect();
     let decoded = events.iter().map(cloudevents::to_usage_event).collect();
     let outcomes = s.ingestor.ingest_decoded(&t, decoded, chrono::Utc::now()).await?;

@@ -3,7 +3,7 @@
 
 use super::{Ingestor, Outcome};
 use crate::auth::Auth;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::proto::ingest_service_server::IngestService;
 use crate::proto::{EventResult, EventStatus, IngestAck, IngestRequest, IngestResponse, UsageEvent};
 use std::pin::Pin;
@@ -29,17 +29,7 @@ impl IngestGrpc {
 
 /// Validates, stores and answers one batch.
 async fn ingest_batch(ingestor: &Ingestor, tenant: &str, events: Vec<UsageEvent>) -> Result<IngestResponse, ApiError> {
-    if events.len() > super::MAX_EVENTS_PER_BATCH {
-        return Err(ApiError::field(
-            ErrorCode::InvalidArgument,
-            "events",
-            format!(
-                "{} events in one batch; at most {} (MAX_EVENTS_PER_BATCH)",
-                events.len(),
-                super::MAX_EVENTS_PER_BATCH
-            ),
-        ));
-    }
+    super::check_batch_size(events.len(), "events")?;
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let outcomes = ingestor.ingest(tenant, events, chrono::Utc::now()).await?;
     let response = response_of(outcomes, ids);

@@ -39,6 +39,18 @@ pub const MAX_DIMENSION_VALUE_BYTES: usize = 256;
 /// How far in the future an event time may be.
 pub const MAX_FUTURE_SKEW: Duration = Duration::hours(24);
 
+/// Refuses a batch of more than [`MAX_EVENTS_PER_BATCH`] events as a whole.
+pub fn check_batch_size(events: usize, field: &str) -> Result<(), crate::error::ApiError> {
+    if events > MAX_EVENTS_PER_BATCH {
+        return Err(crate::error::ApiError::field(
+            crate::error::ErrorCode::InvalidArgument,
+            field,
+            format!("{events} events in one batch; at most {MAX_EVENTS_PER_BATCH} (MAX_EVENTS_PER_BATCH)"),
+        ));
+    }
+    Ok(())
+}
+
 /// An event as stored in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {

@@ -465,11 +465,8 @@ impl Runtime {
         let refused = |errors: Vec<(&str, wasmtime::Error)>| {
             let why: Vec<String> = errors.iter().map(|(world, e)| format!("{world}: {e:#}")).collect();
             PluginError::IncompatibleInterface(format!(
-                "implements none of the supported {} worlds ({})",
-                match kind {
-                    Kind::Rater => "rater",
-                    Kind::ErpMapper => "erp-mapper",
-                },
+                "implements none of the supported worlds {} ({})",
+                kind.worlds().join(", "),
                 why.join("; ")
             ))
         };
