@@ -24,6 +24,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub posting: PostingConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
     /// Tenants and their API keys.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -71,6 +73,27 @@ impl Default for PluginsConfig {
             max_output_bytes: 1 << 20,
             cache_dir: None,
         }
+    }
+}
+
+/// The ingest write path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Forget an event id this many days after it was received, so a resend
+    /// after that counts again. Absent (the default): never forget.
+    pub dedup_retention_days: Option<u32>,
+    /// Most events accepted into the write path and not yet indexed; beyond
+    /// it requests get RESOURCE_EXHAUSTED / 429 with a retry hint. Bounds
+    /// the memory the write path may hold.
+    pub max_unindexed_events: usize,
+    /// Size of one write-ahead-log segment, MiB.
+    pub wal_segment_mib: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { dedup_retention_days: None, max_unindexed_events: 200_000, wal_segment_mib: 64 }
     }
 }
 
@@ -182,6 +205,18 @@ impl Config {
         }
         if !(1..=4096).contains(&p.memory_limit_mib) {
             return Err(invalid("plugins.memory_limit_mib", "must be 1..=4096"));
+        }
+        if self.ingest.dedup_retention_days == Some(0) {
+            return Err(invalid("ingest.dedup_retention_days", "must be at least 1 (leave it out to never forget)"));
+        }
+        if self.ingest.max_unindexed_events < crate::ingest::MAX_EVENTS_PER_BATCH {
+            return Err(invalid(
+                "ingest.max_unindexed_events",
+                format!("must be at least one full batch ({})", crate::ingest::MAX_EVENTS_PER_BATCH),
+            ));
+        }
+        if !(1..=4096).contains(&self.ingest.wal_segment_mib) {
+            return Err(invalid("ingest.wal_segment_mib", "must be 1..=4096"));
         }
         if self.posting.backoff_initial_ms == 0 || self.posting.backoff_max_ms < self.posting.backoff_initial_ms {
             return Err(invalid(

@@ -43,6 +43,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         http_listen: "127.0.0.1:0".parse()?,
         plugins: PluginsConfig { bundled_dir: plugins_dir, ..PluginsConfig::default() },
         posting: PostingConfig::default(),
+        ingest: Default::default(),
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![hash_key(DEMO_API_KEY)],
@@ -82,6 +83,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
             quantity: quantity.into(),
             dimensions: [("region".to_string(), "eu-west".to_string())].into(),
             source: "demo".into(),
+            ..UsageEvent::default()
         });
     };
     for day in 0..20 {

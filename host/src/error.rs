@@ -20,6 +20,10 @@ pub enum ErrorCode {
     FailedPrecondition,
     /// The request body's media type is not one this endpoint takes.
     UnsupportedMediaType,
+    /// The write path is saturated; retry after the hint. Nothing was stored.
+    ResourceExhausted,
+    /// A part is down (e.g. the event log after a storage failure).
+    Unavailable,
     /// Storage or another internal part failed; nothing was acknowledged.
     Internal,
 }
@@ -33,6 +37,8 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -45,6 +51,8 @@ impl ErrorCode {
             ErrorCode::Conflict => tonic::Code::AlreadyExists,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -63,15 +71,19 @@ pub struct ApiError {
     /// `incompatible-interface`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When to retry, for [`ErrorCode::ResourceExhausted`]: also sent as
+    /// `Retry-After` (HTTP, whole seconds) and `grpc-retry-pushback-ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, field: None, message: message.into(), reason: None }
+        ApiError { code, field: None, message: message.into(), reason: None, retry_after_ms: None }
     }
 
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { code, field: Some(field.into()), message: message.into(), reason: None }
+        ApiError { code, field: Some(field.into()), message: message.into(), reason: None, retry_after_ms: None }
     }
 
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
@@ -91,13 +103,42 @@ impl From<ApiError> for tonic::Status {
             Some(f) => format!("{f}: {}", e.message),
             None => e.message.clone(),
         };
-        tonic::Status::new(e.code.grpc_code(), msg)
+        let mut status = tonic::Status::new(e.code.grpc_code(), msg);
+        if let Some(ms) = e.retry_after_ms
+            && let Ok(v) = ms.to_string().parse()
+        {
+            status.metadata_mut().insert("grpc-retry-pushback-ms", v);
+        }
+        status
     }
 }
 
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        (self.code.http_status(), axum::Json(serde_json::json!({ "error": self }))).into_response()
+        let retry = self.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1).to_string());
+        let mut response = (self.code.http_status(), axum::Json(serde_json::json!({ "error": self }))).into_response();
+        if let Some(secs) = retry.and_then(|s| s.parse().ok()) {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs);
+        }
+        response
+    }
+}
+
+impl From<crate::eventlog::LogError> for ApiError {
+    fn from(e: crate::eventlog::LogError) -> Self {
+        use crate::eventlog::LogError as L;
+        match e {
+            L::Saturated { retry_after_ms, .. } => {
+                let mut err = ApiError::new(ErrorCode::ResourceExhausted, e.to_string());
+                err.retry_after_ms = Some(retry_after_ms);
+                err
+            }
+            L::Failed(_) | L::Closed => {
+                tracing::error!(error = %e, "event log unavailable");
+                ApiError::new(ErrorCode::Unavailable, e.to_string())
+            }
+            other => ApiError::internal(other),
+        }
     }
 }
 

@@ -4,14 +4,16 @@
 //! one stored durably (see `../shared/DESIGN.md`):
 //!
 //! ```text
-//! ingest ─▶ store (event log) ─▶ metering (hourly windows) ─▶ enrich (+ masterdata)
+//! ingest ─▶ eventlog (WAL + index) ─▶ metering (hourly windows) ─▶ enrich (+ masterdata)
 //!        ─▶ rating (Wasm rater) ─▶ posting (documents, Wasm mapper, outbox ─▶ ERP)
 //!        ─▶ lineage (ERP line ─▶ rule ─▶ windows ─▶ events)
 //! ```
 //!
 //! Layout, one module per stage:
-//! - [`ingest`]: event validation and the durable write path; `ingest::grpc`
-//!   serves `tollgate.v1.IngestService`.
+//! - [`ingest`]: event validation; `ingest::grpc` serves
+//!   `tollgate.v1.IngestService`, `ingest::cloudevents` maps CloudEvents.
+//! - [`eventlog`]: the durable write path (write-ahead log, group commit,
+//!   dedup, corrections) and the event index with its queries.
 //! - [`store`]: the sled database, its trees and key encoding, fsync.
 //! - [`metering`]: hourly windows, pure.
 //! - [`masterdata`]: customers, legal entities, SKUs, contract lines.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod enrich;
 pub mod error;
+pub mod eventlog;
 pub mod ingest;
 pub mod lineage;
 pub mod masterdata;

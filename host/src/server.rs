@@ -4,6 +4,7 @@
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::eventlog::{Durability, EventLog, LogOptions, UNSAFE_ACK_BEFORE_WRITE_ENV};
 use crate::ingest::{Ingestor, grpc::IngestGrpc};
 use crate::masterdata::{self, MasterData};
 use crate::posting::Poster;
@@ -24,6 +25,7 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    log: EventLog,
 }
 
 impl Gateway {
@@ -33,6 +35,7 @@ impl Gateway {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.log.shutdown().await;
     }
 
     /// Runs until Ctrl-C / SIGTERM, then shuts down.
@@ -102,7 +105,8 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
     let mut tasks = Vec::new();
-    let ingestor = Ingestor::new(store.clone());
+    let log = EventLog::open(store.eventlog.clone(), log_options(&config)).context("opening the event log")?;
+    let ingestor = Ingestor::new(log.clone());
     let ingest = IngestGrpc::new(ingestor.clone(), auth.clone());
     let mut rx = shutdown_rx.clone();
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -148,5 +152,20 @@ pub async fn start(config: Config) -> Result<Gateway> {
     tasks.push(tokio::spawn(poster.run(shutdown_rx)));
 
     tracing::info!(%grpc_addr, %http_addr, "tollgate serving");
-    Ok(Gateway { grpc_addr, http_addr, shutdown, tasks })
+    Ok(Gateway { grpc_addr, http_addr, shutdown, tasks, log })
+}
+
+fn log_options(config: &Config) -> LogOptions {
+    let mut o = LogOptions::new(config.data_dir.join("wal"));
+    o.segment_bytes = config.ingest.wal_segment_mib << 20;
+    o.max_unindexed_events = config.ingest.max_unindexed_events;
+    o.dedup_retention = config.ingest.dedup_retention_days.map(|d| chrono::Duration::days(i64::from(d)));
+    if std::env::var(UNSAFE_ACK_BEFORE_WRITE_ENV).is_ok_and(|v| v == "1") {
+        tracing::warn!(
+            "{UNSAFE_ACK_BEFORE_WRITE_ENV}=1: events are acknowledged BEFORE they are written; a crash loses them. \
+             This exists for the crash test only"
+        );
+        o.durability = Durability::UnsafeAckBeforeWrite;
+    }
+    o
 }

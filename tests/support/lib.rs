@@ -144,6 +144,7 @@ impl Env {
                 ..PluginsConfig::default()
             },
             posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20 },
+            ingest: Default::default(),
             tenants: vec![
                 TenantConfig {
                     id: "acme".into(),
@@ -248,6 +249,7 @@ pub fn event(id: &str, customer: &str, meter: &str, time: &str, quantity: &str) 
         quantity: quantity.into(),
         dimensions: Default::default(),
         source: "test".into(),
+        ..UsageEvent::default()
     }
 }
 

@@ -6,6 +6,13 @@
 //!   (`application/cloudevents+json`) or a batch
 //!   (`application/cloudevents-batch+json`); per-event results (see
 //!   `ingest::cloudevents` for the attribute mapping)
+//! - `GET  /v1/events?customer=C&meter=M&from=T&to=T&limit=N&after=CURSOR`:
+//!   live events (current revisions) by customer, meter and event-time range
+//!   (`from` inclusive, `to` exclusive, RFC 3339), in (customer, meter, time)
+//!   order; `next` is the cursor of the following page
+//! - `GET  /v1/events/{id}`: one event's current revision and the revisions
+//!   it replaced
+//! - `GET  /v1/windows?customer=C&meter=M&from=T&to=T`: metering windows
 //! - `GET  /v1/plugins`: the plugins the tenant can use (its own and bundled)
 //! - `POST /v1/plugins?name=N&version=V&kind=rater|erp-mapper`: upload a
 //!   component (body: the `.wasm` bytes); validated, compiled, immutable
@@ -21,6 +28,7 @@
 use crate::auth::Auth;
 use crate::config::ErpTargetConfig;
 use crate::error::{ApiError, ErrorCode};
+use crate::eventlog::query;
 use crate::ingest::{self, Ingestor, Outcome, cloudevents};
 use crate::lineage;
 use crate::masterdata::{self, MasterData};
@@ -52,7 +60,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/events", post(post_events).layer(axum::extract::DefaultBodyLimit::max(ingest::MAX_HTTP_BODY_BYTES)))
+        .route(
+            "/v1/events",
+            post(post_events).get(list_events).layer(axum::extract::DefaultBodyLimit::max(ingest::MAX_HTTP_BODY_BYTES)),
+        )
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/windows", get(list_windows))
         .route(
             "/v1/plugins",
             get(list_plugins)
@@ -99,7 +112,8 @@ async fn post_events(
     let ids: Vec<String> = events.iter().map(cloudevents::id_of).collect();
     let decoded = events.iter().map(cloudevents::to_usage_event).collect();
     let outcomes = s.ingestor.ingest_decoded(&t, decoded, chrono::Utc::now()).await?;
-    let mut counts = BTreeMap::from([("accepted", 0u32), ("duplicates", 0), ("conflicts", 0), ("rejected", 0)]);
+    let mut counts =
+        BTreeMap::from([("accepted", 0u32), ("duplicates", 0), ("conflicts", 0), ("rejected", 0), ("superseded", 0)]);
     let results: Vec<serde_json::Value> = outcomes
         .into_iter()
         .zip(ids)
@@ -110,6 +124,14 @@ async fn post_events(
                 Outcome::Duplicate => ("duplicate", "duplicates", None),
                 Outcome::Conflict(r) => ("conflict", "conflicts", Some(r)),
                 Outcome::Rejected(r) => ("rejected", "rejected", Some(r)),
+                Outcome::Superseded { stored_revision } => (
+                    "superseded",
+                    "superseded",
+                    Some(ingest::Rejection {
+                        field: "revision".into(),
+                        reason: format!("revision {stored_revision} is stored already"),
+                    }),
+                ),
             };
             *counts.entry(count).or_default() += 1;
             let mut line = serde_json::json!({ "index": index, "id": id, "status": status });
@@ -231,6 +253,8 @@ async fn close_period(
     Query(q): Query<CloseQuery>,
 ) -> Result<Json<CloseReport>, ApiError> {
     let t = tenant(&s, &h)?;
+    // Everything acknowledged before this call is metered before closing.
+    s.ingestor.log().sync().await?;
     let mut report = posting::close_period(&s.store, &s.registry, &s.targets, &t, &period, chrono::Utc::now()).await?;
     s.poster.wake();
     if let Some(ms) = q.wait_ms {
@@ -275,4 +299,92 @@ async fn document_lineage(
 ) -> Result<Json<lineage::DocumentLineage>, ApiError> {
     let t = tenant(&s, &h)?;
     Ok(Json(lineage::by_erp_number(&s.store, &t, &number, q.target.as_deref())?))
+}
+
+/// Most events one page of `GET /v1/events` returns.
+const MAX_PAGE: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    customer: Option<String>,
+    meter: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+fn instant(field: &str, value: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&chrono::Utc)).map_err(|e| {
+                ApiError::field(ErrorCode::InvalidArgument, field, format!("{v:?} is not an RFC 3339 time: {e}"))
+            })
+        })
+        .transpose()
+}
+
+async fn list_events(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<query::Page>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field(ErrorCode::InvalidArgument, "limit", format!("{limit}; must be 1..={MAX_PAGE}")));
+    }
+    let after = q
+        .after
+        .as_deref()
+        .map(hex::decode)
+        .transpose()
+        .map_err(|_| ApiError::field(ErrorCode::InvalidArgument, "after", "not a cursor from a previous page"))?;
+    let filter = query::EventFilter {
+        customer: q.customer,
+        meter: q.meter,
+        from: instant("from", q.from.as_deref())?,
+        to: instant("to", q.to.as_deref())?,
+    };
+    s.ingestor.log().sync().await?;
+    Ok(Json(query::events(s.ingestor.log().tree(), &t, &filter, limit, after.as_deref())?))
+}
+
+async fn get_event(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<query::EventHistory>, ApiError> {
+    let t = tenant(&s, &h)?;
+    s.ingestor.log().sync().await?;
+    query::event(s.ingestor.log().tree(), &t, &id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no event {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowsQuery {
+    customer: String,
+    meter: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn list_windows(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Result<Query<WindowsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
+    let from = instant("from", q.from.as_deref())?.unwrap_or_default();
+    let to = instant("to", q.to.as_deref())?.unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::days(2));
+    s.ingestor.log().sync().await?;
+    let windows = query::windows(s.ingestor.log().tree(), &t, &q.customer, &q.meter, from, to)?;
+    let total = crate::money::exact_sum(windows.iter().map(|w| w.window.sum)).map_err(ApiError::internal)?;
+    let events: u64 = windows.iter().map(|w| w.window.count).sum();
+    Ok(Json(serde_json::json!({ "windows": windows, "total": total, "events": events })))
 }

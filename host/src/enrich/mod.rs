@@ -4,10 +4,12 @@
 //! sums, the event count and a digest of the event-id set.
 
 use crate::error::{ApiError, ErrorCode};
+use crate::eventlog::LogError;
+use crate::eventlog::query::{self, WindowRow};
 use crate::masterdata::{ContractLine, MasterData};
 use crate::metering::{self, Window};
 use crate::money;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -91,6 +93,8 @@ pub struct CanonicalUsage {
 pub enum EnrichError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
     #[error("contract line {line}: {message}")]
     MasterData { line: String, message: String },
     #[error("window {window}: {message}")]
@@ -108,18 +112,16 @@ pub fn canonical_usage(
     let md_err = |message: String| EnrichError::MasterData { line: line.id.clone(), message };
     let customer = md.customer(&line.customer).ok_or_else(|| md_err(format!("unknown customer {}", line.customer)))?;
     let sku = md.sku(&line.sku).ok_or_else(|| md_err(format!("unknown sku {}", line.sku)))?;
-    let (start, end) = window_range(tenant, &line.customer, &line.meter, period);
     let mut windows = Vec::new();
     let mut event_ids = Vec::new();
-    for item in store.windows.range(start..end) {
-        let (key, value) = item.map_err(StoreError::from)?;
-        let hour = String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default()).into_owned();
-        let id = metering::window_id(&line.customer, &line.meter, &hour);
-        let (window, ids) = window_with_events(store, &key, &value).map_err(|e| match e {
-            EnrichError::Window { message, .. } => EnrichError::Window { window: id.clone(), message },
-            other => other,
-        })?;
-        windows.push(WindowRef { id, hour, quantity: window.sum, events: window.count });
+    for row in period_windows(store, tenant, &line.customer, &line.meter, period)? {
+        let id = metering::window_id(&line.customer, &line.meter, &row.hour);
+        let (window, ids) =
+            window_with_events(store, tenant, &line.customer, &line.meter, row).map_err(|e| match e {
+                EnrichError::Window { message, .. } => EnrichError::Window { window: id.clone(), message },
+                other => other,
+            })?;
+        windows.push(WindowRef { id, hour: window.hour, quantity: window.window.sum, events: window.window.count });
         event_ids.extend(ids);
     }
     let quantity = money::exact_sum(windows.iter().map(|w| w.quantity))
@@ -154,12 +156,15 @@ pub fn canonical_usage(
     Ok((usage, event_ids))
 }
 
-/// The window keys of a meter of a customer within a period.
-fn window_range(tenant: &str, customer: &str, meter: &str, period: &Period) -> (Vec<u8>, Vec<u8>) {
-    (
-        metering::window_key(tenant, customer, meter, &metering::hour_of(period.start)),
-        metering::window_key(tenant, customer, meter, &metering::hour_of(period.end)),
-    )
+/// The windows of a meter of a customer within a period.
+fn period_windows(
+    store: &Store,
+    tenant: &str,
+    customer: &str,
+    meter: &str,
+    period: &Period,
+) -> Result<Vec<WindowRow>, EnrichError> {
+    Ok(query::windows(&store.eventlog, tenant, customer, meter, period.start, period.end)?)
 }
 
 /// The metered total of a meter of a customer over a period, as it stands now.
@@ -170,30 +175,29 @@ pub fn period_total(
     meter: &str,
     period: &Period,
 ) -> Result<Decimal, EnrichError> {
-    let (start, end) = window_range(tenant, customer, meter, period);
-    let mut total = Decimal::ZERO;
-    for item in store.windows.range(start..end) {
-        let (_, value) = item.map_err(StoreError::from)?;
-        let w: Window = store::decode(&store.windows, &value)?;
-        total = money::exact_add(total, w.sum)
-            .map_err(|e| EnrichError::Window { window: "period total".into(), message: e.to_string() })?;
-    }
-    Ok(total)
+    money::exact_sum(period_windows(store, tenant, customer, meter, period)?.into_iter().map(|w| w.window.sum))
+        .map_err(|e| EnrichError::Window { window: "period total".into(), message: e.to_string() })
 }
 
-/// A window and its event ids, read consistently: an event stored between the
-/// two reads shows as a count mismatch, and the read is repeated.
-fn window_with_events(store: &Store, key: &[u8], first_value: &[u8]) -> Result<(Window, Vec<String>), EnrichError> {
-    let mut value = first_value.to_vec();
+/// A window and its event ids, read consistently: an event indexed between
+/// the two reads shows as a count mismatch, and the read is repeated.
+fn window_with_events(
+    store: &Store,
+    tenant: &str,
+    customer: &str,
+    meter: &str,
+    first: WindowRow,
+) -> Result<(WindowRow, Vec<String>), EnrichError> {
+    let mut row = first;
     for _ in 0..5 {
-        let window: Window = store::decode(&store.windows, &value)?;
-        let mut prefix = key.to_vec();
-        prefix.push(0);
-        let ids = store.scan_suffixes(&store.window_events, &prefix)?;
-        if ids.len() as u64 == window.count {
-            return Ok((window, ids));
+        let ids = query::window_event_ids(&store.eventlog, tenant, customer, meter, &row.hour)?;
+        if ids.len() as u64 == row.window.count {
+            return Ok((row, ids));
         }
-        value = store.windows.get(key).map_err(StoreError::from)?.map(|v| v.to_vec()).unwrap_or_default();
+        let start = metering::hour_start(&row.hour).unwrap_or_default();
+        row = query::windows(&store.eventlog, tenant, customer, meter, start, start + chrono::Duration::hours(1))?
+            .pop()
+            .unwrap_or(WindowRow { hour: row.hour, window: Window::default() });
     }
     Err(EnrichError::Window { window: String::new(), message: "window and its event index keep disagreeing".into() })
 }

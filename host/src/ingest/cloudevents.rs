@@ -15,6 +15,8 @@
 //! | `datacontenttype` | — | absent or `application/json` |
 //! | `data.quantity` | `quantity` | a decimal **string** (`"12.5"`); JSON numbers are refused, as they may have passed through a float |
 //! | `data.dimensions` | `dimensions` | optional object of string values |
+//! | `revision` (extension) | `revision` | optional integer ≥ 0; a higher one corrects the event with the same id |
+//! | `retract` (extension) | `retract` | optional boolean; `true` with a higher `revision` retracts the event (`subject`, `time` and `data` are then not needed) |
 //!
 //! Each event gets its own result, exactly as over gRPC; a malformed event
 //! (not an object, a missing attribute) is rejected naming the attribute,
@@ -70,6 +72,28 @@ pub fn to_usage_event(ce: &Value) -> Result<UsageEvent, Rejection> {
         Some(Value::String(t)) if t == "application/json" || t.starts_with("application/json;") => {}
         Some(other) => return Err(reject("datacontenttype", format!("{other}; only application/json data is taken"))),
     }
+    let revision = match ce.get("revision") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| reject("revision", format!("{n} is not an integer from 0 to {}", u32::MAX)))?,
+        Some(other) => return Err(reject("revision", format!("must be an integer, not {}", kind(other)))),
+    };
+    let retract = match ce.get("retract") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(reject("retract", format!("must be a boolean, not {}", kind(other)))),
+    };
+    if retract {
+        return Ok(UsageEvent {
+            id: string_attr(ce, "id")?.to_string(),
+            source: string_attr(ce, "source")?.to_string(),
+            revision,
+            retract,
+            ..UsageEvent::default()
+        });
+    }
     let time = string_attr(ce, "time")?;
     let time = chrono::DateTime::parse_from_rfc3339(time)
         .map_err(|e| reject("time", format!("{time:?} is not an RFC 3339 timestamp: {e}")))?;
@@ -114,5 +138,7 @@ pub fn to_usage_event(ce: &Value) -> Result<UsageEvent, Rejection> {
         quantity,
         dimensions,
         source: string_attr(ce, "source")?.to_string(),
+        revision,
+        retract,
     })
 }

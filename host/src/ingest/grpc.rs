@@ -39,6 +39,7 @@ async fn ingest_batch(ingestor: &Ingestor, tenant: &str, events: Vec<UsageEvent>
         duplicates = response.duplicates,
         conflicts = response.conflicts,
         rejected = response.rejected,
+        superseded = response.superseded,
         "ingested"
     );
     Ok(response)
@@ -60,6 +61,14 @@ pub fn response_of(outcomes: Vec<Outcome>, ids: Vec<String>) -> IngestResponse {
             Outcome::Conflict(r) => {
                 response.conflicts += 1;
                 (EventStatus::Conflict, r.field, r.reason)
+            }
+            Outcome::Superseded { stored_revision } => {
+                response.superseded += 1;
+                (
+                    EventStatus::Superseded,
+                    "revision".to_string(),
+                    format!("revision {stored_revision} is stored already"),
+                )
             }
             Outcome::Rejected(r) => {
                 response.rejected += 1;

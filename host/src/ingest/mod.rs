@@ -1,28 +1,25 @@
-//! Ingest: validates usage events and stores them durably, exactly once.
+//! Ingest: validates usage events and hands them to the event log.
 //!
 //! - [`validate`] is pure: one event in, a [`ValidEvent`] or a rejection
 //!   naming the field and the reason.
-//! - [`Ingestor::ingest`] writes a batch in one transaction over the event
-//!   log, the metering windows and the window → event index, so dedup by
-//!   (tenant, event id) is atomic with the write; then fsyncs, and only then
-//!   returns the per-event outcomes.
+//! - [`Ingestor::ingest`] validates a batch and appends the valid events to
+//!   the [`EventLog`], which decides dedup, corrections and retractions
+//!   atomically with the write and answers once they are durable (group
+//!   commit); the outcomes come back per event, in order.
 //! - `grpc` serves `tollgate.v1.IngestService`; `cloudevents` maps
 //!   CloudEvents over HTTP (`POST /v1/events`) to the same path.
 
 pub mod cloudevents;
 pub mod grpc;
 
-use crate::metering::{self, Window};
+pub use crate::eventlog::StoredEvent;
+use crate::eventlog::{EventLog, LogError, Verdict};
 use crate::money;
 use crate::proto::UsageEvent;
-use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Most bytes in one HTTP request body of events.
 pub const MAX_HTTP_BODY_BYTES: usize = 8 << 20;
@@ -51,21 +48,6 @@ pub fn check_batch_size(events: usize, field: &str) -> Result<(), crate::error::
     Ok(())
 }
 
-/// An event as stored in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub id: String,
-    pub customer: String,
-    pub meter: String,
-    pub time: DateTime<Utc>,
-    pub quantity: Decimal,
-    pub dimensions: BTreeMap<String, String>,
-    pub source: String,
-    /// SHA-256 of the content (everything but the id): tells a retry from a conflict.
-    pub digest: String,
-    pub received_at: DateTime<Utc>,
-}
-
 /// A validated event, ready to store.
 #[derive(Debug, Clone)]
 pub struct ValidEvent(pub StoredEvent);
@@ -87,6 +69,10 @@ pub enum Outcome {
     Accepted,
     Duplicate,
     Conflict(Rejection),
+    /// A higher revision of the event is stored already.
+    Superseded {
+        stored_revision: u32,
+    },
     Rejected(Rejection),
 }
 
@@ -106,6 +92,28 @@ fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<()
 /// Checks one event against every documented limit.
 pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Rejection> {
     check_text("id", &e.id, MAX_ID_BYTES, true)?;
+    if e.retract {
+        // A retraction names the event and the revision that replaces it;
+        // whatever else it carries is not usage and is ignored.
+        if e.revision == 0 {
+            return Err(reject("revision", "a retraction needs a revision above the one it retracts (at least 1)"));
+        }
+        let digest = content_digest(&[], &BTreeMap::new(), true);
+        return Ok(ValidEvent(StoredEvent {
+            lsn: 0,
+            id: e.id.clone(),
+            revision: e.revision,
+            retracted: true,
+            customer: String::new(),
+            meter: String::new(),
+            time: now,
+            quantity: Decimal::ZERO,
+            dimensions: BTreeMap::new(),
+            source: String::new(),
+            digest,
+            received_at: now,
+        }));
+    }
     check_text("customer", &e.customer, MAX_ID_BYTES, true)?;
     check_text("source", &e.source, MAX_ID_BYTES, false)?;
     check_text("meter", &e.meter, MAX_METER_BYTES, true)?;
@@ -122,20 +130,28 @@ pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Reject
         return Err(reject("time", format!("{} is before 2000-01-01", time.to_rfc3339())));
     }
     if time > now + MAX_FUTURE_SKEW {
-        return Err(reject("time", format!("{} is more than 24 h in the future", time.to_rfc3339())));
+        return Err(reject("time", format!("{} is more than 24 h in the future (MAX_FUTURE_SKEW)", time.to_rfc3339())));
     }
     let quantity = money::parse_quantity(&e.quantity).map_err(|err| reject("quantity", err.to_string()))?;
     if e.dimensions.len() > MAX_DIMENSIONS {
-        return Err(reject("dimensions", format!("{} dimensions; at most {MAX_DIMENSIONS}", e.dimensions.len())));
+        return Err(reject(
+            "dimensions",
+            format!("{} dimensions; at most {MAX_DIMENSIONS} (MAX_DIMENSIONS)", e.dimensions.len()),
+        ));
     }
     for (k, v) in &e.dimensions {
         check_text(&format!("dimensions.{k}"), k, MAX_DIMENSION_KEY_BYTES, true)?;
         check_text(&format!("dimensions.{k}"), v, MAX_DIMENSION_VALUE_BYTES, false)?;
     }
     let dimensions: BTreeMap<String, String> = e.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let digest = content_digest(&e.customer, &e.meter, time, quantity, &dimensions, &e.source);
+    let time_text = time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let quantity_text = quantity.normalize().to_string();
+    let digest = content_digest(&[&e.customer, &e.meter, &time_text, &quantity_text, &e.source], &dimensions, false);
     Ok(ValidEvent(StoredEvent {
+        lsn: 0,
         id: e.id.clone(),
+        revision: e.revision,
+        retracted: false,
         customer: e.customer.clone(),
         meter: e.meter.clone(),
         time,
@@ -147,24 +163,15 @@ pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Reject
     }))
 }
 
-/// Digest of an event's content; equal quantities in different notations
-/// ("1.0" and "1") are the same content.
-fn content_digest(
-    customer: &str,
-    meter: &str,
-    time: DateTime<Utc>,
-    quantity: Decimal,
-    dimensions: &BTreeMap<String, String>,
-    source: &str,
-) -> String {
+/// Digest of an event's content (customer, meter, time, quantity, source,
+/// dimensions); equal quantities in different notations ("1.0" and "1")
+/// are the same content. A retraction's content is the marker alone.
+fn content_digest(parts: &[&str], dimensions: &BTreeMap<String, String>, retract: bool) -> String {
     let mut h = Sha256::new();
-    for part in [
-        customer,
-        meter,
-        &time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        &quantity.normalize().to_string(),
-        source,
-    ] {
+    if retract {
+        h.update(b"\x01retract\0");
+    }
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -177,15 +184,20 @@ fn content_digest(
     hex::encode(h.finalize())
 }
 
-/// The durable write path.
+/// The write path: validation in front of the event log.
 #[derive(Clone)]
 pub struct Ingestor {
-    store: Store,
+    log: EventLog,
 }
 
 impl Ingestor {
-    pub fn new(store: Store) -> Ingestor {
-        Ingestor { store }
+    pub fn new(log: EventLog) -> Ingestor {
+        Ingestor { log }
+    }
+
+    /// The event log behind this ingestor.
+    pub fn log(&self) -> &EventLog {
+        &self.log
     }
 
     /// [`Ingestor::ingest`] for events some of which were already refused
@@ -195,7 +207,7 @@ impl Ingestor {
         tenant: &str,
         events: Vec<Result<UsageEvent, Rejection>>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Outcome>, LogError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut decoded = Vec::new();
         let mut positions = Vec::new();
@@ -215,104 +227,41 @@ impl Ingestor {
     }
 
     /// Validates and stores a batch; returns one outcome per event, in order,
-    /// after every accepted event is on disk.
+    /// after every accepted event is on disk. Events of one batch are decided
+    /// in order, so a batch may carry an event and its correction.
     pub async fn ingest(
         &self,
         tenant: &str,
         events: Vec<UsageEvent>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Outcome>, LogError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
-        // Valid events to write: the first occurrence of each id; a later one
-        // in the same batch is a duplicate or a conflict of it.
-        let mut to_write: Vec<(usize, StoredEvent)> = Vec::new();
-        let mut first_digest: HashMap<String, String> = HashMap::new();
+        let mut positions = Vec::with_capacity(events.len());
+        let mut valid = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            outcomes[i] = match validate(e, now) {
-                Err(r) => Some(Outcome::Rejected(r)),
-                Ok(ValidEvent(ev)) => match first_digest.get(&ev.id) {
-                    Some(d) if *d == ev.digest => Some(Outcome::Duplicate),
-                    Some(_) => Some(Outcome::Conflict(reject(
-                        "id",
-                        "repeated in this batch with different content; the first occurrence stands",
-                    ))),
-                    None => {
-                        first_digest.insert(ev.id.clone(), ev.digest.clone());
-                        to_write.push((i, ev));
-                        None
-                    }
-                },
-            };
+            match validate(e, now) {
+                Err(r) => outcomes[i] = Some(Outcome::Rejected(r)),
+                Ok(ValidEvent(ev)) => {
+                    positions.push(i);
+                    valid.push(ev);
+                }
+            }
         }
-        let store = self.store.clone();
-        let tenant_owned = tenant.to_string();
-        let written = tokio::task::spawn_blocking(move || write_batch(&store, &tenant_owned, &to_write))
-            .await
-            .map_err(|e| StoreError::Aborted(format!("ingest task: {e}")))??;
-        for (i, o) in written {
-            outcomes[i] = Some(o);
-        }
-        // Flush even when everything was a duplicate: the original may have
-        // been written by a request whose own flush has not finished yet.
-        if !first_digest.is_empty() {
-            self.store.flush().await?;
+        let verdicts = self.log.append(tenant, valid).await?;
+        for (i, v) in positions.into_iter().zip(verdicts) {
+            outcomes[i] = Some(match v {
+                Verdict::Accepted => Outcome::Accepted,
+                Verdict::Duplicate => Outcome::Duplicate,
+                Verdict::Conflict { stored_revision } => Outcome::Conflict(reject(
+                    "id",
+                    format!(
+                        "revision {stored_revision} of this id is stored with different content and stands; \
+                         send a higher revision to correct it"
+                    ),
+                )),
+                Verdict::Superseded { stored_revision } => Outcome::Superseded { stored_revision },
+            });
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Rejected(reject("id", "not processed")))).collect())
     }
-}
-
-/// One transaction: dedup, event log, windows, window index.
-fn write_batch(
-    store: &Store,
-    tenant: &str,
-    events: &[(usize, StoredEvent)],
-) -> Result<Vec<(usize, Outcome)>, StoreError> {
-    let result = (&store.events, &store.windows, &store.window_events).transaction(|(log, windows, index)| {
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (i, ev) in events {
-            let k = store::key(&[tenant, &ev.id]);
-            if let Some(existing) = log.get(&k)? {
-                let existing: StoredEvent = serde_json::from_slice(&existing)
-                    .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt event {}: {e}", ev.id)))?;
-                outcomes.push((
-                    *i,
-                    if existing.digest == ev.digest {
-                        Outcome::Duplicate
-                    } else {
-                        Outcome::Conflict(reject(
-                            "id",
-                            "already stored with different content; the stored event stands",
-                        ))
-                    },
-                ));
-                continue;
-            }
-            let bytes = serde_json::to_vec(ev).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-            log.insert(k, bytes)?;
-            let hour = metering::hour_of(ev.time);
-            let wk = metering::window_key(tenant, &ev.customer, &ev.meter, &hour);
-            let current: Window = match windows.get(&wk)? {
-                Some(b) => serde_json::from_slice(&b)
-                    .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt window: {e}")))?,
-                None => Window::default(),
-            };
-            let next = current
-                .apply(ev.quantity)
-                .map_err(|e| ConflictableTransactionError::Abort(format!("window {hour} of {}: {e}", ev.meter)))?;
-            windows.insert(
-                wk.clone(),
-                serde_json::to_vec(&next).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
-            )?;
-            let mut ik = wk;
-            ik.push(0);
-            ik.extend_from_slice(ev.id.as_bytes());
-            index.insert(ik, &[])?;
-            outcomes.push((*i, Outcome::Accepted));
-        }
-        Ok(outcomes)
-    });
-    result.map_err(|e| match e {
-        sled::transaction::TransactionError::Abort(msg) => StoreError::Aborted(msg),
-        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-    })
 }

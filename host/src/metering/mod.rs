@@ -1,9 +1,11 @@
 //! Metering: hourly windows per (tenant, customer, meter), pure functions.
 //!
 //! A window is the exact sum and count of its events. Windows are updated in
-//! the same transaction that stores an event (see `crate::ingest`), so a
-//! window never disagrees with the event log; a late event simply updates its
-//! own hour, whatever its age. Sums are order-independent (tested below).
+//! the same atomic index batch that indexes an event (see `crate::eventlog`),
+//! so a window never disagrees with the event log; a late event simply
+//! updates its own hour, whatever its age, and a correction or retraction
+//! takes the replaced revision out of its window. Sums are order-independent
+//! (tested below).
 
 use crate::money::{self, DecimalError};
 use chrono::{DateTime, Timelike, Utc};
@@ -22,6 +24,11 @@ impl Window {
     pub fn apply(&self, quantity: Decimal) -> Result<Window, DecimalError> {
         Ok(Window { sum: money::exact_add(self.sum, quantity)?, count: self.count + 1 })
     }
+
+    /// Takes out one event's quantity (it was corrected or retracted).
+    pub fn remove(&self, quantity: Decimal) -> Result<Window, DecimalError> {
+        Ok(Window { sum: money::exact_add(self.sum, -quantity)?, count: self.count.saturating_sub(1) })
+    }
 }
 
 /// The hour bucket of an instant, as `YYYY-MM-DDTHH:00Z` (sorts by time).
@@ -33,11 +40,6 @@ pub fn hour_of(t: DateTime<Utc>) -> String {
 /// The hour bucket's start.
 pub fn hour_start(hour: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(&hour.replace(":00Z", ":00:00Z")).ok().map(|t| t.with_timezone(&Utc))
-}
-
-/// The key of a window: tenant·customer·meter·hour.
-pub fn window_key(tenant: &str, customer: &str, meter: &str, hour: &str) -> Vec<u8> {
-    crate::store::key(&[tenant, customer, meter, hour])
 }
 
 /// A window's id in lineage: `customer/meter/hour`.
@@ -87,5 +89,10 @@ mod tests {
             assert_eq!(windows(&e), forward);
         }
         assert_eq!(forward["2026-11-03T10:00Z"], Window { sum: Decimal::from_str("103.75").unwrap(), count: 3 });
+        let w = &forward["2026-11-03T10:00Z"];
+        assert_eq!(
+            w.remove(Decimal::from_str("100").unwrap()).unwrap(),
+            Window { sum: Decimal::from_str("3.75").unwrap(), count: 2 }
+        );
     }
 }

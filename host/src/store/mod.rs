@@ -3,12 +3,13 @@
 //! ingest and master-data validation refuse it).
 //!
 //! Durability: [`Store::flush`] fsyncs; every stage calls it before it
-//! acknowledges anything.
+//! acknowledges anything (ingest acknowledges after its own write-ahead log
+//! is fsynced, see [`crate::eventlog`]).
 //!
 //! Trees:
-//! - `events`         tenant·event id → [`crate::ingest::StoredEvent`]
-//! - `windows`        tenant·customer·meter·hour → [`crate::metering::Window`]
-//! - `window_events`  tenant·customer·meter·hour·event id → ()
+//! - `eventlog`       the event log's index: events, dedup entries, revision
+//!                    history, metering windows (see [`crate::eventlog`];
+//!                    the write-ahead log itself is in `<data_dir>/wal`)
 //! - `masterdata`     tenant → [`crate::masterdata::MasterData`]
 //! - `charges`        tenant·period·contract line → [`crate::rating::ChargeRecord`]
 //! - `charge_events`  tenant·period·contract line·event id → ()
@@ -39,9 +40,7 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    pub events: sled::Tree,
-    pub windows: sled::Tree,
-    pub window_events: sled::Tree,
+    pub eventlog: sled::Tree,
     pub masterdata: sled::Tree,
     pub charges: sled::Tree,
     pub charge_events: sled::Tree,
@@ -58,9 +57,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
         Ok(Store {
-            events: db.open_tree("events")?,
-            windows: db.open_tree("windows")?,
-            window_events: db.open_tree("window_events")?,
+            eventlog: db.open_tree("eventlog")?,
             masterdata: db.open_tree("masterdata")?,
             charges: db.open_tree("charges")?,
             charge_events: db.open_tree("charge_events")?,

@@ -32,6 +32,7 @@ async fn close_period_closes_and_reports_the_posted_documents() {
             ..Default::default()
         },
         posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
+        ingest: Default::default(),
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![tollgate::auth::hash_key("k")],

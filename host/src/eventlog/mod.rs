@@ -1,0 +1,710 @@
+//! The event log: every accepted usage event, durable before it is
+//! acknowledged, counted exactly once, queryable for replay and lineage.
+//!
+//! Write path (one writer thread, group commit):
+//! 1. a request's validated events become a job on a bounded queue;
+//! 2. the writer takes every job waiting, decides each event against dedup
+//!    (the entries not yet indexed, held in memory, then the index on disk),
+//!    frames the accepted ones into the write-ahead log (`wal`) and makes
+//!    them durable with **one** fdatasync for the whole group, then answers
+//!    every job of the group — so throughput grows with concurrency;
+//! 3. an indexer thread applies the records to the sled tree `eventlog`
+//!    (events by customer, meter and time; dedup entries; revision history;
+//!    metering windows; the checkpoint) in one atomic batch per round.
+//!    A periodic sled flush makes the checkpoint durable, and WAL segments
+//!    behind it are deleted. On start-up, records after the checkpoint are
+//!    replayed, so a crash at any moment loses nothing acknowledged and
+//!    counts nothing twice.
+//!
+//! Dedup is by (tenant, event id) with no expiry unless
+//! [`LogOptions::dedup_retention`] is set. An event may be corrected (same
+//! id, higher `revision`) or retracted (a higher revision with `retracted`);
+//! the revision it replaces leaves its window and moves to the history.
+//!
+//! Backpressure: at most [`LogOptions::max_unindexed_events`] events may be
+//! queued or waiting for the indexer; beyond that a request is refused with
+//! [`LogError::Saturated`] (and nothing of it is stored), so memory stays
+//! bounded.
+//!
+//! Keys in the `eventlog` tree (components NUL-separated, see [`keys`]):
+//! `d·tenant·id` → [`codec::DedupEntry`]; `e·tenant·customer·meter·time·lsn`
+//! → live event; `h·tenant·id·revision` → replaced revision or retraction;
+//! `w·tenant·customer·meter·hour` → [`Window`]; `c` → checkpoint lsn.
+
+pub mod codec;
+pub mod keys;
+pub mod query;
+pub mod wal;
+
+use crate::metering::Window;
+use crate::money::DecimalError;
+use chrono::{DateTime, Utc};
+use codec::{CodecError, DedupEntry, Record};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use wal::{Wal, WalError};
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Position in the log, assigned when accepted.
+    #[serde(default)]
+    pub lsn: u64,
+    pub id: String,
+    /// 0 for the original; a correction or retraction carries a higher one.
+    #[serde(default)]
+    pub revision: u32,
+    /// A retraction: this id no longer counts.
+    #[serde(default)]
+    pub retracted: bool,
+    pub customer: String,
+    pub meter: String,
+    pub time: DateTime<Utc>,
+    pub quantity: Decimal,
+    pub dimensions: BTreeMap<String, String>,
+    pub source: String,
+    /// SHA-256 of the content (everything but id and revision): tells a
+    /// retry from a conflict.
+    pub digest: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What the log decided for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored and counted (new, a correction or a retraction).
+    Accepted,
+    /// The same revision with the same content is stored already.
+    Duplicate,
+    /// The same revision is stored with different content; it stands.
+    Conflict { stored_revision: u32 },
+    /// A higher revision is stored already; this one is not counted.
+    Superseded { stored_revision: u32 },
+}
+
+/// How acknowledgements relate to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the group's fdatasync. The only mode for real use.
+    Fsync,
+    /// Acknowledge first and write the log up to 300 ms later. Exists only
+    /// so the crash test can show that it loses acknowledged events; set by
+    /// the environment variable [`UNSAFE_ACK_BEFORE_WRITE_ENV`].
+    UnsafeAckBeforeWrite,
+}
+
+/// Test-only switch: `1` makes the gateway acknowledge before writing.
+pub const UNSAFE_ACK_BEFORE_WRITE_ENV: &str = "TOLLGATE_TEST_ONLY_UNSAFE_ACK_BEFORE_WRITE";
+
+/// Tuning of the event log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub wal_dir: PathBuf,
+    /// A WAL segment is closed and a new one started beyond this size.
+    pub segment_bytes: u64,
+    /// Most events accepted into the write path and not yet indexed.
+    pub max_unindexed_events: usize,
+    /// Forget an event id this long after it was received (None: never).
+    pub dedup_retention: Option<chrono::Duration>,
+    pub durability: Durability,
+    /// How often the index is flushed and WAL segments behind it deleted.
+    pub checkpoint_every: Duration,
+}
+
+impl LogOptions {
+    pub fn new(wal_dir: PathBuf) -> LogOptions {
+        LogOptions {
+            wal_dir,
+            segment_bytes: 64 << 20,
+            max_unindexed_events: 200_000,
+            dedup_retention: None,
+            durability: Durability::Fsync,
+            checkpoint_every: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("event log index: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("event log record {what}: {source}")]
+    Codec { what: String, source: CodecError },
+    #[error("window {window}: {source}")]
+    Window { window: String, source: DecimalError },
+    #[error(
+        "the write path is saturated: {queued} events are waiting to be stored and indexed (limit {limit}, \
+         ingest.max_unindexed_events); nothing of this request was stored; retry after {retry_after_ms} ms"
+    )]
+    Saturated { queued: usize, limit: usize, retry_after_ms: u64 },
+    #[error("the event log stopped after a storage failure and accepts nothing until restarted: {0}")]
+    Failed(String),
+    #[error("the event log is shut down")]
+    Closed,
+}
+
+impl LogError {
+    fn codec(what: impl Into<String>) -> impl FnOnce(CodecError) -> LogError {
+        let what = what.into();
+        move |source| LogError::Codec { what, source }
+    }
+}
+
+/// How long a refused client should wait before retrying.
+pub const RETRY_AFTER_MS: u64 = 200;
+/// Most events one group commit takes.
+const MAX_GROUP_EVENTS: usize = 50_000;
+/// Most records one index batch applies.
+const MAX_INDEX_BATCH: usize = 50_000;
+/// How long a deferred write waits in [`Durability::UnsafeAckBeforeWrite`].
+const UNSAFE_DEFER: Duration = Duration::from_millis(300);
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Verdict>, LogError>>;
+
+enum Job {
+    Append { tenant: String, events: Vec<StoredEvent>, reply: Reply },
+    Stop,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    applied: u64,
+    failed: Option<String>,
+}
+
+/// Events accepted but not yet indexed, per tenant and id: the part of
+/// dedup that is not on disk in the index yet.
+type Pending = HashMap<String, HashMap<String, Arc<StoredEvent>>>;
+
+struct Shared {
+    tree: sled::Tree,
+    pending: Mutex<Pending>,
+    unindexed: AtomicUsize,
+    /// Last lsn handed out.
+    last_lsn: AtomicU64,
+    /// Highest lsn whose index entries are flushed to disk.
+    durable_through: AtomicU64,
+    progress: tokio::sync::watch::Sender<Progress>,
+    stopping: std::sync::atomic::AtomicBool,
+    options: LogOptions,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "event log failed; refusing writes until restarted");
+        self.progress.send_modify(|p| {
+            p.failed.get_or_insert(why);
+        });
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.progress.borrow().failed.clone()
+    }
+}
+
+/// A handle on the event log; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    shared: Arc<Shared>,
+    jobs: SyncSender<Job>,
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+impl EventLog {
+    /// Opens the log over `tree`: replays the WAL after the checkpoint into
+    /// the index, makes that durable, and starts the writer and indexer.
+    pub fn open(tree: sled::Tree, options: LogOptions) -> Result<EventLog, LogError> {
+        let checkpoint = read_checkpoint(&tree)?;
+        let mut replay = Vec::new();
+        let mut replayed = 0usize;
+        let (wal, next_lsn) = Wal::recover(&options.wal_dir, options.segment_bytes, checkpoint + 1, |rec| {
+            if rec.lsn > checkpoint {
+                replay.push(rec);
+                if replay.len() >= MAX_INDEX_BATCH {
+                    replayed += replay.len();
+                    apply(&tree, &std::mem::take(&mut replay)).map_err(|e| WalError::Corrupt {
+                        path: "replay".into(),
+                        offset: 0,
+                        reason: e.to_string(),
+                    })?;
+                }
+            }
+            Ok(())
+        })?;
+        replayed += replay.len();
+        apply(&tree, &replay)?;
+        tree.flush()?;
+        let applied = next_lsn - 1;
+        if replayed > 0 {
+            tracing::info!(records = replayed, through = applied, "replayed the write-ahead log into the index");
+        }
+        let (progress, _) = tokio::sync::watch::channel(Progress { applied, failed: None });
+        let shared = Arc::new(Shared {
+            tree,
+            pending: Mutex::new(HashMap::new()),
+            unindexed: AtomicUsize::new(0),
+            last_lsn: AtomicU64::new(applied),
+            durable_through: AtomicU64::new(applied),
+            progress,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            options,
+        });
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(4096);
+        let (index_tx, index_rx) = mpsc::channel::<Vec<Record>>();
+        let w = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("eventlog-writer".into())
+            .spawn(move || Writer { shared: w, wal, next_lsn, index: index_tx }.run(job_rx))
+            .map_err(|e| LogError::Failed(format!("starting the writer thread: {e}")))?;
+        let i = shared.clone();
+        let indexer = std::thread::Builder::new()
+            .name("eventlog-indexer".into())
+            .spawn(move || index_loop(&i, &index_rx, applied))
+            .map_err(|e| LogError::Failed(format!("starting the indexer thread: {e}")))?;
+        let mut threads = vec![writer, indexer];
+        if let Some(retention) = shared.options.dedup_retention {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("eventlog-retention".into())
+                    .spawn(move || retention_loop(&s, retention))
+                    .map_err(|e| LogError::Failed(format!("starting the retention thread: {e}")))?,
+            );
+        }
+        Ok(EventLog { shared, jobs, threads: Arc::new(Mutex::new(threads)) })
+    }
+
+    /// Stores a tenant's validated events; one verdict per event, in order,
+    /// returned once every accepted event is durable.
+    pub async fn append(&self, tenant: &str, events: Vec<StoredEvent>) -> Result<Vec<Verdict>, LogError> {
+        if let Some(why) = self.shared.failed() {
+            return Err(LogError::Failed(why));
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = events.len();
+        let limit = self.shared.options.max_unindexed_events;
+        let queued = self.shared.unindexed.fetch_add(n, Ordering::AcqRel);
+        if queued > 0 && queued + n > limit {
+            self.shared.unindexed.fetch_sub(n, Ordering::AcqRel);
+            return Err(LogError::Saturated { queued, limit, retry_after_ms: RETRY_AFTER_MS });
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.jobs.try_send(Job::Append { tenant: tenant.to_string(), events, reply }) {
+            Ok(()) => {}
+            Err(e) => {
+                self.shared.unindexed.fetch_sub(n, Ordering::AcqRel);
+                return Err(match e {
+                    TrySendError::Full(_) => LogError::Saturated { queued, limit, retry_after_ms: RETRY_AFTER_MS },
+                    TrySendError::Disconnected(_) => LogError::Closed,
+                });
+            }
+        }
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Waits until everything acknowledged so far is visible in the index
+    /// (windows and queries): read-your-writes for the read APIs.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let target = self.shared.last_lsn.load(Ordering::Acquire);
+        let mut rx = self.shared.progress.subscribe();
+        let p = rx.wait_for(|p| p.applied >= target || p.failed.is_some()).await.map_err(|_| LogError::Closed)?;
+        match &p.failed {
+            Some(why) => Err(LogError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The tree the index lives in (read-only use: `query`).
+    pub fn tree(&self) -> &sled::Tree {
+        &self.shared.tree
+    }
+
+    /// Stops the writer and indexer after what is queued, flushes the index.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let jobs = self.jobs.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = jobs.send(Job::Stop);
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn read_checkpoint(tree: &sled::Tree) -> Result<u64, LogError> {
+    Ok(match tree.get(keys::CHECKPOINT)? {
+        Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().unwrap_or_default()),
+        Some(_) => return Err(LogError::Failed("checkpoint record is not 8 bytes".into())),
+        None => 0,
+    })
+}
+
+/// The current revision of an event id, from memory or the index; `None`
+/// when unknown (or forgotten under a retention).
+fn current(
+    shared: &Shared,
+    pending: &Pending,
+    tenant: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Current>, LogError> {
+    if let Some(e) = pending.get(tenant).and_then(|t| t.get(id)) {
+        return Ok(Some(Current::Pending(e.clone())));
+    }
+    let Some(bytes) = shared.tree.get(keys::dedup(tenant, id))? else {
+        return Ok(None);
+    };
+    let entry = codec::decode_dedup(&bytes).map_err(LogError::codec(format!("dedup entry of {id}")))?;
+    if let Some(retention) = shared.options.dedup_retention
+        && entry.received_at + retention < now
+    {
+        return Ok(None);
+    }
+    Ok(Some(Current::Indexed(entry)))
+}
+
+enum Current {
+    Pending(Arc<StoredEvent>),
+    Indexed(DedupEntry),
+}
+
+impl Current {
+    fn revision(&self) -> u32 {
+        match self {
+            Current::Pending(e) => e.revision,
+            Current::Indexed(d) => d.revision,
+        }
+    }
+    fn digest(&self) -> &str {
+        match self {
+            Current::Pending(e) => &e.digest,
+            Current::Indexed(d) => &d.digest,
+        }
+    }
+    /// The stored event of this revision (read from the index if need be).
+    fn event(self, tree: &sled::Tree) -> Result<Arc<StoredEvent>, LogError> {
+        match self {
+            Current::Pending(e) => Ok(e),
+            Current::Indexed(d) => {
+                let bytes = tree
+                    .get(&d.location)?
+                    .ok_or_else(|| LogError::Failed("a dedup entry points at a missing event".into()))?;
+                Ok(Arc::new(codec::decode_event(&bytes).map_err(LogError::codec("event"))?))
+            }
+        }
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    wal: Wal,
+    next_lsn: u64,
+    index: mpsc::Sender<Vec<Record>>,
+}
+
+impl Writer {
+    fn run(mut self, jobs: Receiver<Job>) {
+        let mut frames: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut deferred_since: Option<Instant> = None;
+        let mut removed_through = 0;
+        loop {
+            let mut group = Vec::new();
+            let mut stop = false;
+            let first = match jobs.recv_timeout(Duration::from_millis(50)) {
+                Ok(j) => Some(j),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    stop = true;
+                    None
+                }
+            };
+            let mut events = 0;
+            let take = |job: Job, group: &mut Vec<(String, Vec<StoredEvent>, Reply)>, events: &mut usize| match job {
+                Job::Append { tenant, events: e, reply } => {
+                    *events += e.len();
+                    group.push((tenant, e, reply));
+                    false
+                }
+                Job::Stop => true,
+            };
+            if let Some(j) = first {
+                stop |= take(j, &mut group, &mut events);
+            }
+            while !stop && events < MAX_GROUP_EVENTS {
+                match jobs.try_recv() {
+                    Ok(j) => stop |= take(j, &mut group, &mut events),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group, &mut frames, &mut deferred_since);
+            }
+            let due = deferred_since.is_some_and(|t| t.elapsed() >= UNSAFE_DEFER);
+            if !frames.is_empty() && (due || stop) {
+                if let Err(e) = self.wal.append(&frames, false) {
+                    self.shared.fail(e.to_string());
+                }
+                frames.clear();
+                deferred_since = None;
+            }
+            let durable = self.shared.durable_through.load(Ordering::Acquire);
+            if durable > removed_through {
+                match self.wal.remove_through(durable) {
+                    Ok(n) if n > 0 => tracing::debug!(segments = n, through = durable, "deleted indexed WAL segments"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "deleting indexed WAL segments"),
+                }
+                removed_through = durable;
+            }
+            if stop {
+                break;
+            }
+        }
+    }
+
+    /// Decides, writes and acknowledges one group of jobs.
+    fn commit(
+        &mut self,
+        group: Vec<(String, Vec<StoredEvent>, Reply)>,
+        frames: &mut Vec<u8>,
+        deferred_since: &mut Option<Instant>,
+    ) {
+        if let Some(why) = self.shared.failed() {
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(LogError::Failed(why.clone())));
+            }
+            return;
+        }
+        let now = Utc::now();
+        let mut records = Vec::new();
+        let mut answers = Vec::with_capacity(group.len());
+        let mut not_accepted = 0;
+        let decided: Result<(), LogError> = (|| {
+            let mut pending = self.shared.pending();
+            for (tenant, events, reply) in group {
+                let mut verdicts = Vec::with_capacity(events.len());
+                for mut ev in events {
+                    let (verdict, supersedes) = match current(&self.shared, &pending, &tenant, &ev.id, now)? {
+                        None => (Verdict::Accepted, None),
+                        Some(c) if ev.revision == c.revision() => {
+                            if c.digest() == ev.digest {
+                                (Verdict::Duplicate, None)
+                            } else {
+                                (Verdict::Conflict { stored_revision: c.revision() }, None)
+                            }
+                        }
+                        Some(c) if ev.revision < c.revision() => {
+                            (Verdict::Superseded { stored_revision: c.revision() }, None)
+                        }
+                        Some(c) => (Verdict::Accepted, Some(c.event(&self.shared.tree)?)),
+                    };
+                    verdicts.push(verdict);
+                    if verdict != Verdict::Accepted {
+                        not_accepted += 1;
+                        continue;
+                    }
+                    ev.lsn = self.next_lsn;
+                    self.next_lsn += 1;
+                    let event = Arc::new(ev);
+                    pending.entry(tenant.clone()).or_default().insert(event.id.clone(), event.clone());
+                    let rec = Record { lsn: event.lsn, tenant: tenant.clone(), event, supersedes };
+                    wal::push_frame(frames, &rec);
+                    records.push(rec);
+                }
+                answers.push((reply, verdicts));
+            }
+            Ok(())
+        })();
+        self.shared.unindexed.fetch_sub(not_accepted, Ordering::AcqRel);
+        if let Err(e) = decided {
+            self.shared.fail(e.to_string());
+            for (reply, _) in answers {
+                let _ = reply.send(Err(LogError::Failed(e.to_string())));
+            }
+            return;
+        }
+        self.shared.last_lsn.store(self.next_lsn - 1, Ordering::Release);
+        match self.shared.options.durability {
+            Durability::Fsync => {
+                if !frames.is_empty() {
+                    let written = self.wal.append(frames, true).and_then(|()| self.wal.rotate_if_full(self.next_lsn));
+                    frames.clear();
+                    if let Err(e) = written {
+                        // fsync failed: what the kernel kept is unknown, so no
+                        // answer may claim durability from now on.
+                        self.shared.fail(e.to_string());
+                        for (reply, _) in answers {
+                            let _ = reply.send(Err(LogError::Failed(e.to_string())));
+                        }
+                        return;
+                    }
+                }
+            }
+            Durability::UnsafeAckBeforeWrite => {
+                deferred_since.get_or_insert_with(Instant::now);
+            }
+        }
+        for (reply, verdicts) in answers {
+            let _ = reply.send(Ok(verdicts));
+        }
+        if !records.is_empty() && self.index.send(records).is_err() {
+            self.shared.fail("the indexer stopped".into());
+        }
+    }
+}
+
+fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64) {
+    let mut last_flush = Instant::now();
+    let mut flushed = applied;
+    loop {
+        let mut batch = match records.recv_timeout(Duration::from_millis(200)) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        while batch.len() < MAX_INDEX_BATCH {
+            match records.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        if let Some(last) = batch.last().map(|r| r.lsn) {
+            if let Err(e) = apply(&shared.tree, &batch) {
+                shared.fail(format!("indexing: {e}"));
+                break;
+            }
+            let mut pending = shared.pending();
+            for r in &batch {
+                if let Some(t) = pending.get_mut(&r.tenant) {
+                    if t.get(&r.event.id).is_some_and(|e| e.lsn == r.lsn) {
+                        t.remove(&r.event.id);
+                    }
+                    if t.is_empty() {
+                        pending.remove(&r.tenant);
+                    }
+                }
+            }
+            drop(pending);
+            shared.unindexed.fetch_sub(batch.len(), Ordering::AcqRel);
+            applied = last;
+            shared.progress.send_modify(|p| p.applied = applied);
+        }
+        if applied > flushed && last_flush.elapsed() >= shared.options.checkpoint_every {
+            flushed = checkpoint(shared, applied, flushed);
+            last_flush = Instant::now();
+        }
+    }
+    checkpoint(shared, applied, flushed);
+}
+
+/// Flushes the index; WAL segments up to `applied` may then go.
+fn checkpoint(shared: &Shared, applied: u64, flushed: u64) -> u64 {
+    match shared.tree.flush() {
+        Ok(_) => {
+            shared.durable_through.store(applied, Ordering::Release);
+            applied
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "flushing the event index; WAL segments are kept");
+            flushed
+        }
+    }
+}
+
+/// Applies records to the index in one atomic batch, with the checkpoint.
+fn apply(tree: &sled::Tree, records: &[Record]) -> Result<(), LogError> {
+    let Some(last) = records.last() else { return Ok(()) };
+    let mut batch = sled::Batch::default();
+    let mut windows: HashMap<Vec<u8>, Window> = HashMap::new();
+    let mut window = |key: Vec<u8>, change: &dyn Fn(&Window) -> Result<Window, DecimalError>| {
+        let current = match windows.remove(&key) {
+            Some(w) => w,
+            None => match tree.get(&key)? {
+                Some(v) => serde_json::from_slice(&v).map_err(|e| LogError::Failed(format!("corrupt window: {e}")))?,
+                None => Window::default(),
+            },
+        };
+        let next = change(&current)
+            .map_err(|source| LogError::Window { window: String::from_utf8_lossy(&key).replace('\0', "/"), source })?;
+        windows.insert(key, next);
+        Ok::<(), LogError>(())
+    };
+    for r in records {
+        let t = &r.tenant;
+        if let Some(old) = &r.supersedes
+            && !old.retracted
+        {
+            batch.remove(keys::event(t, old));
+            batch.insert(keys::history(t, &old.id, old.revision), codec::encode_event(old));
+            window(keys::window_of(t, old), &|w| w.remove(old.quantity))?;
+        }
+        let e = &r.event;
+        let location = if e.retracted {
+            keys::history(t, &e.id, e.revision)
+        } else {
+            window(keys::window_of(t, e), &|w| w.apply(e.quantity))?;
+            keys::event(t, e)
+        };
+        batch.insert(location.clone(), codec::encode_event(e));
+        let entry = DedupEntry {
+            revision: e.revision,
+            retracted: e.retracted,
+            digest: e.digest.clone(),
+            received_at: e.received_at,
+            location,
+        };
+        batch.insert(keys::dedup(t, &e.id), codec::encode_dedup(&entry));
+    }
+    for (k, w) in windows {
+        batch.insert(k, serde_json::to_vec(&w).map_err(|e| LogError::Failed(e.to_string()))?);
+    }
+    batch.insert(keys::CHECKPOINT, &last.lsn.to_be_bytes());
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Deletes dedup entries older than the retention, now and then.
+fn retention_loop(shared: &Shared, retention: chrono::Duration) {
+    let every = retention.to_std().unwrap_or(Duration::from_secs(3600)).min(Duration::from_secs(3600)) / 10;
+    let every = every.max(Duration::from_millis(100));
+    loop {
+        let mut waited = Duration::ZERO;
+        while waited < every {
+            if shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            waited += Duration::from_millis(100);
+        }
+        let cutoff = Utc::now() - retention;
+        let mut forgotten = 0usize;
+        for item in shared.tree.scan_prefix(keys::DEDUP_PREFIX) {
+            let Ok((k, v)) = item else { break };
+            if codec::decode_dedup(&v).is_ok_and(|d| d.received_at < cutoff)
+                && shared.tree.compare_and_swap(&k, Some(&v), None as Option<&[u8]>).is_ok_and(|r| r.is_ok())
+            {
+                forgotten += 1;
+            }
+        }
+        if forgotten > 0 {
+            tracing::info!(ids = forgotten, "dedup entries past their retention forgotten");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Reads of the event log index: events by customer, meter and time range
+//! (for replay and lineage), one event with its revisions, and metering
+//! windows. Callers that must see everything acknowledged first call
+//! [`super::EventLog::sync`].
+
+use super::{LogError, StoredEvent, codec, keys};
+use crate::metering::{self, Window};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+/// Which live events to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub customer: Option<String>,
+    /// Only with `customer`... or alone, which scans the tenant's events.
+    pub meter: Option<String>,
+    /// Event time from (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Event time to (exclusive).
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One page of events, in (customer, meter, time) order, and the cursor of
+/// the next page when there is one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    pub next: Option<String>,
+}
+
+fn decode(bytes: &[u8]) -> Result<StoredEvent, LogError> {
+    codec::decode_event(bytes).map_err(LogError::codec("event"))
+}
+
+/// Lists live events (current revisions, not retracted). `after` is the
+/// `next` of the previous page.
+pub fn events(
+    tree: &sled::Tree,
+    tenant: &str,
+    filter: &EventFilter,
+    limit: usize,
+    after: Option<&[u8]>,
+) -> Result<Page, LogError> {
+    let prefix = keys::events_prefix(tenant, filter.customer.as_deref(), filter.meter.as_deref());
+    let (mut start, end) = match (&filter.customer, &filter.meter) {
+        (Some(c), Some(m)) => (
+            filter.from.map(|t| keys::events_at(tenant, c, m, t)).unwrap_or_else(|| prefix.clone()),
+            filter.to.map(|t| keys::events_at(tenant, c, m, t)).unwrap_or_else(|| prefix_end(&prefix)),
+        ),
+        _ => (prefix.clone(), prefix_end(&prefix)),
+    };
+    if let Some(after) = after {
+        let mut next = after.to_vec();
+        next.push(0);
+        start = start.max(next);
+    }
+    let mut out = Vec::new();
+    let mut last_key = None;
+    if start < end {
+        for item in tree.range(start..end) {
+            let (k, v) = item?;
+            let e = decode(&v)?;
+            let time_ok = filter.from.is_none_or(|f| e.time >= f) && filter.to.is_none_or(|t| e.time < t);
+            if !time_ok || filter.meter.as_ref().is_some_and(|m| *m != e.meter) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok(Page { events: out, next: last_key.map(hex::encode) });
+            }
+            out.push(e);
+            last_key = Some(k.to_vec());
+        }
+    }
+    Ok(Page { events: out, next: None })
+}
+
+/// The smallest key above every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// An event id's current revision (possibly a retraction) and the
+/// revisions it replaced, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventHistory {
+    pub current: StoredEvent,
+    pub replaced: Vec<StoredEvent>,
+}
+
+pub fn event(tree: &sled::Tree, tenant: &str, id: &str) -> Result<Option<EventHistory>, LogError> {
+    let Some(entry) = tree.get(keys::dedup(tenant, id))? else { return Ok(None) };
+    let entry = codec::decode_dedup(&entry).map_err(LogError::codec(format!("dedup entry of {id}")))?;
+    let current = match tree.get(&entry.location)? {
+        Some(b) => decode(&b)?,
+        None => return Ok(None),
+    };
+    let mut replaced = Vec::new();
+    for item in tree.scan_prefix(keys::history_prefix(tenant, id)) {
+        let (_, v) = item?;
+        let e = decode(&v)?;
+        if e.revision != current.revision {
+            replaced.push(e);
+        }
+    }
+    Ok(Some(EventHistory { current, replaced }))
+}
+
+/// One metering window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowRow {
+    pub hour: String,
+    #[serde(flatten)]
+    pub window: Window,
+}
+
+/// The windows of a customer's meter whose hour starts in `[from, to)`.
+pub fn windows(
+    tree: &sled::Tree,
+    tenant: &str,
+    customer: &str,
+    meter: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<WindowRow>, LogError> {
+    let start = keys::window(tenant, customer, meter, &metering::hour_of(from));
+    let end = keys::window(tenant, customer, meter, &metering::hour_of(to));
+    let mut out = Vec::new();
+    if start >= end {
+        return Ok(out);
+    }
+    for item in tree.range(start..end) {
+        let (k, v) = item?;
+        let hour = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default()).into_owned();
+        let window = serde_json::from_slice(&v)
+            .map_err(|e| LogError::Failed(format!("corrupt window {customer}/{meter}/{hour}: {e}")))?;
+        out.push(WindowRow { hour, window });
+    }
+    Ok(out)
+}
+
+/// The ids of the live events in one window (hour `YYYY-MM-DDTHH:00Z`).
+pub fn window_event_ids(
+    tree: &sled::Tree,
+    tenant: &str,
+    customer: &str,
+    meter: &str,
+    hour: &str,
+) -> Result<Vec<String>, LogError> {
+    let start = metering::hour_start(hour)
+        .ok_or_else(|| LogError::Failed(format!("window hour {hour:?} is not YYYY-MM-DDTHH:00Z")))?;
+    let (from, to) = (keys::events_at(tenant, customer, meter, start), {
+        keys::events_at(tenant, customer, meter, start + Duration::hours(1))
+    });
+    tree.range(from..to).map(|item| Ok(decode(&item?.1)?.id)).collect()
+}
