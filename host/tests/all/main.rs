@@ -1,7 +1,9 @@
-//! Integration tests of the `tollgate` crate: the CLI binary and the plugin
-//! sandbox, through their public interfaces.
+//! Integration tests of the `tollgate` crate: the CLI binary, the server
+//! process under SIGKILL, and the plugin sandbox, through their public
+//! interfaces.
 
 mod cli;
+mod crash;
 mod fixtures;
 mod sandbox;
 
