@@ -265,6 +265,7 @@ async fn main() {
         plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         ingest: IngestConfig::default(),
+        admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
             id: "bench".into(),
             api_key_sha256: vec![tollgate::auth::hash_key(KEY)],

@@ -1,10 +1,21 @@
 //! API keys → tenants. Keys are never stored, only their SHA-256; the tenant
 //! of a request always comes from its key, never from its payload.
+//!
+//! Keys come from two places:
+//! - the configuration (`tenants[].api_key_sha256`), for bootstrapping, and
+//!   `admin_api_key_sha256`, the operator's keys, which manage keys of any
+//!   tenant but are no tenant themselves;
+//! - keys created at run time through `POST /v1/api-keys` (or
+//!   `tollgate api-key create`), stored hashed in the `api_keys` tree with a
+//!   public id, a name and their creation and revocation times.
 
-use crate::config::TenantConfig;
+use crate::config::{TenantConfig, is_valid_id};
 use crate::error::{ApiError, ErrorCode};
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The SHA-256 of an API key, hex.
 pub fn hash_key(key: &str) -> String {
@@ -16,41 +27,149 @@ pub fn hash_key_bytes(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Tenant(String),
+    /// The operator: manages API keys of every tenant, owns no data.
+    Admin,
+}
+
+/// A stored API key (its secret is not kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public id, `key_<16 hex>`: what lists show and revocation names.
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key just created: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub record: ApiKeyRecord,
+    pub key: String,
+}
+
 /// Known key hashes and their tenants.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Auth {
-    tenants_by_hash: HashMap<String, String>,
+    configured: HashMap<String, String>,
+    admins: HashSet<String>,
+    store: Option<Store>,
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::field(ErrorCode::Unauthenticated, "authorization", message)
 }
 
 impl Auth {
-    pub fn new(tenants: &[TenantConfig]) -> Auth {
-        let tenants_by_hash = tenants
+    pub fn new(tenants: &[TenantConfig], admin_hashes: &[String], store: Option<Store>) -> Auth {
+        let configured = tenants
             .iter()
             .flat_map(|t| t.api_key_sha256.iter().map(move |h| (h.to_ascii_lowercase(), t.id.clone())))
             .collect();
-        Auth { tenants_by_hash }
+        let admins = admin_hashes.iter().map(|h| h.to_ascii_lowercase()).collect();
+        Auth { configured, admins, store }
     }
 
-    /// The tenant of an `authorization` header value (`Bearer <key>`).
-    pub fn tenant(&self, authorization: Option<&str>) -> Result<String, ApiError> {
-        let value = authorization.ok_or_else(|| {
-            ApiError::field(
-                ErrorCode::Unauthenticated,
-                "authorization",
-                "missing; send `authorization: Bearer <api key>`",
-            )
-        })?;
+    /// The principal of an `authorization` header value (`Bearer <key>`).
+    pub fn principal(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        let value = authorization.ok_or_else(|| unauthenticated("missing; send `authorization: Bearer <api key>`"))?;
         let key = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::field(ErrorCode::Unauthenticated, "authorization", "expected `Bearer <api key>`")
-            })?;
-        self.tenants_by_hash
-            .get(&hash_key(key))
-            .cloned()
-            .ok_or_else(|| ApiError::field(ErrorCode::Unauthenticated, "authorization", "unknown api key"))
+            .ok_or_else(|| unauthenticated("expected `Bearer <api key>`"))?;
+        let hash = hash_key(key);
+        if let Some(t) = self.configured.get(&hash) {
+            return Ok(Principal::Tenant(t.clone()));
+        }
+        if self.admins.contains(&hash) {
+            return Ok(Principal::Admin);
+        }
+        if let Some(store) = &self.store {
+            match store.get::<ApiKeyRecord>(&store.api_keys, hash.as_bytes()) {
+                Ok(Some(r)) if r.revoked_at.is_none() => return Ok(Principal::Tenant(r.tenant)),
+                Ok(Some(r)) => return Err(unauthenticated(&format!("api key {} was revoked", r.id))),
+                Ok(None) => {}
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(unauthenticated("unknown api key"))
     }
+
+    /// The tenant of a request; the operator's key is no tenant.
+    pub fn tenant(&self, authorization: Option<&str>) -> Result<String, ApiError> {
+        match self.principal(authorization)? {
+            Principal::Tenant(t) => Ok(t),
+            Principal::Admin => Err(ApiError::field(
+                ErrorCode::PermissionDenied,
+                "authorization",
+                "the operator key manages api keys only; use a tenant's key",
+            )),
+        }
+    }
+}
+
+/// Creates a key for `tenant`, stores its hash and returns the secret once.
+pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<CreatedKey, ApiError> {
+    if !is_valid_id(tenant) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidArgument,
+            "tenant",
+            "lowercase letters, digits, '-', '_', 1..=64 bytes",
+        ));
+    }
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::field(ErrorCode::InvalidArgument, "name", "1..=128 printable characters"));
+    }
+    let mut secret = [0u8; 32];
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut secret).and_then(|()| getrandom::fill(&mut id)).map_err(ApiError::internal)?;
+    let key = format!("tg_{}", hex::encode(secret));
+    let record = ApiKeyRecord {
+        id: format!("key_{}", hex::encode(id)),
+        tenant: tenant.to_string(),
+        name: name.to_string(),
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    store.put(&store.api_keys, hash_key(&key).as_bytes(), &record)?;
+    store.flush().await?;
+    tracing::info!(tenant, key_id = %record.id, name, "api key created");
+    Ok(CreatedKey { record, key })
+}
+
+/// The keys of a tenant (or of every tenant), without secrets.
+pub fn list_keys(store: &Store, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let mut keys: Vec<ApiKeyRecord> = store
+        .scan::<ApiKeyRecord>(&store.api_keys, b"")?
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| tenant.is_none_or(|t| r.tenant == t))
+        .collect();
+    keys.sort_by(|a, b| (&a.tenant, a.created_at, &a.id).cmp(&(&b.tenant, b.created_at, &b.id)));
+    Ok(keys)
+}
+
+/// Revokes a key by id; `tenant` limits it to that tenant's keys.
+pub async fn revoke_key(store: &Store, tenant: Option<&str>, id: &str) -> Result<ApiKeyRecord, ApiError> {
+    for (k, mut r) in store.scan::<ApiKeyRecord>(&store.api_keys, b"")? {
+        if r.id == id && tenant.is_none_or(|t| r.tenant == t) {
+            if r.revoked_at.is_none() {
+                r.revoked_at = Some(Utc::now());
+                store.put(&store.api_keys, &k, &r)?;
+                store.flush().await?;
+                tracing::info!(tenant = %r.tenant, key_id = %r.id, "api key revoked");
+            }
+            return Ok(r);
+        }
+    }
+    Err(ApiError::field(ErrorCode::NotFound, "id", format!("no api key {id}")))
 }

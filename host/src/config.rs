@@ -29,6 +29,10 @@ pub struct Config {
     /// Tenants and their API keys.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// SHA-256 (hex) of each operator key: these manage API keys of any
+    /// tenant (`/v1/api-keys`) and can do nothing else.
+    #[serde(default)]
+    pub admin_api_key_sha256: Vec<String>,
     /// ERP targets by name; a legal entity names the one it posts to.
     #[serde(default)]
     pub erp_targets: BTreeMap<String, ErpTargetConfig>,
@@ -161,6 +165,10 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
+fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether `s` is a valid tenant / target id.
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
@@ -224,6 +232,11 @@ impl Config {
                 "must be at least posting.backoff_initial_ms, which must be > 0",
             ));
         }
+        for (j, h) in self.admin_api_key_sha256.iter().enumerate() {
+            if !is_sha256_hex(h) {
+                return Err(invalid(format!("admin_api_key_sha256[{j}]"), "must be 64 hex digits (sha256 of the key)"));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             if !is_valid_id(&t.id) {
@@ -233,7 +246,7 @@ impl Config {
                 return Err(invalid(format!("tenants[{i}].id"), format!("tenant {} is listed twice", t.id)));
             }
             for (j, h) in t.api_key_sha256.iter().enumerate() {
-                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if !is_sha256_hex(h) {
                     return Err(invalid(
                         format!("tenants[{i}].api_key_sha256[{j}]"),
                         "must be 64 hex digits (sha256 of the key)",

@@ -44,6 +44,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         plugins: PluginsConfig { bundled_dir: plugins_dir, ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         ingest: Default::default(),
+        admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![hash_key(DEMO_API_KEY)],

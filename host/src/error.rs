@@ -12,6 +12,8 @@ pub enum ErrorCode {
     InvalidArgument,
     /// No or an unknown API key.
     Unauthenticated,
+    /// A known key that may not do this.
+    PermissionDenied,
     /// The thing asked for does not exist (for this tenant).
     NotFound,
     /// The request conflicts with what is stored.
@@ -33,6 +35,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
@@ -47,6 +50,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::Conflict => tonic::Code::AlreadyExists,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,

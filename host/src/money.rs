@@ -61,11 +61,22 @@ pub fn parse_quantity(s: &str) -> Result<Decimal, DecimalError> {
 /// `a + b`, refusing any result that is not exact.
 pub fn exact_add(a: Decimal, b: Decimal) -> Result<Decimal, DecimalError> {
     let sum = a.checked_add(b).ok_or(DecimalError::Overflow)?;
-    // rust_decimal keeps the larger scale unless it had to round to fit.
-    if sum.scale() < a.scale().max(b.scale()) {
+    // rust_decimal keeps the larger scale unless it had to round to fit;
+    // adding zero returns the other operand as it is (never rounded).
+    if !a.is_zero() && !b.is_zero() && sum.scale() < a.scale().max(b.scale()) {
         return Err(DecimalError::Overflow);
     }
     Ok(sum)
+}
+
+/// `a - b`, refusing any result that is not exact (checked by adding `b`
+/// back: rust_decimal may drop trailing zeros of a zero result).
+pub fn exact_sub(a: Decimal, b: Decimal) -> Result<Decimal, DecimalError> {
+    let diff = a.checked_sub(b).ok_or(DecimalError::Overflow)?;
+    if diff.checked_add(b) != Some(a) {
+        return Err(DecimalError::Overflow);
+    }
+    Ok(diff)
 }
 
 /// Sums exactly; an error if any step would round.
@@ -101,6 +112,11 @@ mod tests {
         let a = parse_quantity("0.1").unwrap();
         let b = parse_quantity("0.2").unwrap();
         assert_eq!(exact_add(a, b).unwrap().to_string(), "0.3");
+        assert_eq!(exact_sub(Decimal::from_str_exact("6.5").unwrap(), Decimal::from(5)).unwrap().to_string(), "1.5");
+        let x = Decimal::from_str_exact("1.5").unwrap();
+        assert!(exact_sub(x, x).unwrap().is_zero());
+        // Zero with a scale plus an integer: exact, whatever scale comes back.
+        assert_eq!(exact_add(exact_sub(x, x).unwrap(), Decimal::from(2)).unwrap(), Decimal::from(2));
         let big = Decimal::MAX;
         assert_eq!(exact_add(big, Decimal::ONE), Err(DecimalError::Overflow));
         // A sum that only fits by dropping decimals is refused, not rounded.

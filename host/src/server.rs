@@ -29,6 +29,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The event log (for operations such as [`EventLog::hold_indexing`]).
+    pub fn event_log(&self) -> &EventLog {
+        &self.log
+    }
+
     /// Stops accepting, lets in-flight requests finish, stops the worker.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -94,7 +99,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
         }
     }
 
-    let auth = Arc::new(Auth::new(&config.tenants));
+    let auth = Arc::new(Auth::new(&config.tenants, &config.admin_api_key_sha256, Some(store.clone())));
     let poster = Poster::new(store.clone(), registry.clone(), config.erp_targets.clone(), config.posting.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
 

@@ -12,6 +12,8 @@ use tollgate::server::Gateway;
 
 pub const API_KEY: &str = "test-key-acme";
 pub const OTHER_API_KEY: &str = "test-key-umbrella";
+/// The operator key: manages API keys of every tenant.
+pub const ADMIN_KEY: &str = "test-key-operator";
 
 /// The bundled plugins built by `cargo xtask build-plugins`.
 pub fn plugins_dir() -> PathBuf {
@@ -131,6 +133,11 @@ pub struct Env {
 impl Env {
     /// Starts a gateway posting to `erp`, with the test master data for `acme`.
     pub async fn start(erp: &Erp) -> Result<Env> {
+        Self::start_configured(erp, |_| {}).await
+    }
+
+    /// [`Env::start`] with changes to the configuration.
+    pub async fn start_configured(erp: &Erp, change: impl FnOnce(&mut Config)) -> Result<Env> {
         let dir = std::sync::Arc::new(TempDir::new("gw"));
         let md = dir.0.join("masterdata.json");
         std::fs::write(&md, serde_json::to_vec(&masterdata())?)?;
@@ -145,6 +152,7 @@ impl Env {
             },
             posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20 },
             ingest: Default::default(),
+            admin_api_key_sha256: vec![tollgate::auth::hash_key(ADMIN_KEY)],
             tenants: vec![
                 TenantConfig {
                     id: "acme".into(),
@@ -167,6 +175,8 @@ impl Env {
                 },
             )]),
         };
+        let mut config = config;
+        change(&mut config);
         Self::with_config(config, dir).await
     }
 

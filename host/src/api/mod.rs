@@ -13,6 +13,10 @@
 //! - `GET  /v1/events/{id}`: one event's current revision and the revisions
 //!   it replaced
 //! - `GET  /v1/windows?customer=C&meter=M&from=T&to=T`: metering windows
+//! - `POST /v1/api-keys` `{name, tenant?}`: a new API key, shown once (a
+//!   tenant's key makes keys for its tenant; the operator key for any tenant)
+//! - `GET  /v1/api-keys[?tenant=T]`: keys without secrets
+//! - `DELETE /v1/api-keys/{id}`: revoke a key
 //! - `GET  /v1/plugins`: the plugins the tenant can use (its own and bundled)
 //! - `POST /v1/plugins?name=N&version=V&kind=rater|erp-mapper`: upload a
 //!   component (body: the `.wasm` bytes); validated, compiled, immutable
@@ -25,7 +29,7 @@
 //! - `GET  /v1/documents/{id}`: a posting document and its state
 //! - `GET  /v1/lineage/documents/{erp_document_number}[?target=T]`
 
-use crate::auth::Auth;
+use crate::auth::{self, Auth, Principal};
 use crate::config::ErpTargetConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::eventlog::query;
@@ -66,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/windows", get(list_windows))
+        .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
+        .route("/v1/api-keys/{id}", axum::routing::delete(revoke_api_key))
         .route(
             "/v1/plugins",
             get(list_plugins)
@@ -387,4 +393,67 @@ async fn list_windows(
     let total = crate::money::exact_sum(windows.iter().map(|w| w.window.sum)).map_err(ApiError::internal)?;
     let events: u64 = windows.iter().map(|w| w.window.count).sum();
     Ok(Json(serde_json::json!({ "windows": windows, "total": total, "events": events })))
+}
+
+fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    state.auth.principal(headers.get("authorization").and_then(|v| v.to_str().ok()))
+}
+
+/// The tenant whose keys a request manages: a tenant key its own tenant
+/// only, the operator any tenant it names.
+fn key_scope(p: Principal, asked: Option<String>) -> Result<Option<String>, ApiError> {
+    match (p, asked) {
+        (Principal::Admin, t) => Ok(t),
+        (Principal::Tenant(own), None) => Ok(Some(own)),
+        (Principal::Tenant(own), Some(t)) if t == own => Ok(Some(own)),
+        (Principal::Tenant(_), Some(t)) => Err(ApiError::field(
+            ErrorCode::PermissionDenied,
+            "tenant",
+            format!("a tenant's key manages its own keys only, not those of {t}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    tenant: Option<String>,
+}
+
+async fn create_api_key(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<auth::CreatedKey>), ApiError> {
+    let p = principal(&s, &h)?;
+    let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let tenant = key_scope(p, req.tenant)?.ok_or_else(|| {
+        ApiError::field(ErrorCode::InvalidArgument, "tenant", "required with the operator key: whose key is this")
+    })?;
+    Ok((StatusCode::CREATED, Json(auth::create_key(&s.store, &tenant, &req.name).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysQuery {
+    tenant: Option<String>,
+}
+
+async fn list_api_keys(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Query(q): Query<KeysQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let scope = key_scope(principal(&s, &h)?, q.tenant)?;
+    Ok(Json(serde_json::json!({ "api_keys": auth::list_keys(&s.store, scope.as_deref())? })))
+}
+
+async fn revoke_api_key(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<auth::ApiKeyRecord>, ApiError> {
+    let scope = key_scope(principal(&s, &h)?, None)?;
+    Ok(Json(auth::revoke_key(&s.store, scope.as_deref(), &id).await?))
 }

@@ -33,6 +33,10 @@ enum Command {
         #[arg(long, default_value_t = 30_000)]
         wait_ms: u64,
     },
+    /// Manage API keys on a running gateway (stored hashed; a new key is
+    /// printed once).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     /// Print the SHA-256 of an API key, for `tenants[].api_key_sha256`.
     HashKey { key: String },
     /// Work with plugins: run golden fixtures, upload to a gateway.
@@ -44,6 +48,61 @@ enum Command {
         #[arg(long, default_value = "target/plugins")]
         plugins_dir: PathBuf,
     },
+}
+
+/// Where the gateway is and the key to call it with.
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// The gateway's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// A tenant's API key, or the operator key.
+    #[arg(long, env = "TOLLGATE_API_KEY")]
+    api_key: String,
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; prints it once, with its id.
+    Create {
+        /// What the key is for, e.g. "billing-service".
+        #[arg(long)]
+        name: String,
+        /// The tenant (needed with the operator key).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        at: GatewayArgs,
+    },
+    /// List keys (ids, names, dates; never secrets).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        at: GatewayArgs,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        at: GatewayArgs,
+    },
+}
+
+/// Sends a request to the gateway, prints its JSON answer, fails on an error status.
+async fn call(request: reqwest::RequestBuilder, what: &str) -> Result<()> {
+    let response = request.send().await.with_context(|| format!("{what}: sending"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the gateway's answer")?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if !status.is_success() {
+        anyhow::bail!("{what} failed: HTTP {status}");
+    }
+    Ok(())
+}
+
+fn client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().build()?)
 }
 
 #[derive(Subcommand)]
@@ -146,19 +205,26 @@ async fn main() -> Result<()> {
         }
         Command::ClosePeriod { period, gateway, api_key, wait_ms } => {
             let url = format!("{}/v1/periods/{period}/close?wait_ms={wait_ms}", gateway.trim_end_matches('/'));
-            let response = reqwest::Client::builder()
-                .no_proxy()
-                .build()?
-                .post(&url)
-                .bearer_auth(api_key)
-                .send()
-                .await
-                .with_context(|| format!("POST {url}"))?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.context("reading the gateway's answer")?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            if !status.is_success() {
-                anyhow::bail!("close-period failed: HTTP {status}");
+            call(client()?.post(&url).bearer_auth(api_key), "close-period").await?;
+        }
+        Command::ApiKey(cmd) => {
+            let base = |at: &GatewayArgs| format!("{}/v1/api-keys", at.gateway.trim_end_matches('/'));
+            match cmd {
+                ApiKeyCommand::Create { name, tenant, at } => {
+                    let body = serde_json::json!({ "name": name, "tenant": tenant });
+                    call(client()?.post(base(&at)).bearer_auth(&at.api_key).json(&body), "api-key create").await?
+                }
+                ApiKeyCommand::List { tenant, at } => {
+                    let mut r = client()?.get(base(&at)).bearer_auth(&at.api_key);
+                    if let Some(t) = tenant {
+                        r = r.query(&[("tenant", t)]);
+                    }
+                    call(r, "api-key list").await?
+                }
+                ApiKeyCommand::Revoke { id, at } => {
+                    let url = format!("{}/{id}", base(&at));
+                    call(client()?.delete(url).bearer_auth(&at.api_key), "api-key revoke").await?
+                }
             }
         }
         Command::HashKey { key } => println!("{}", tollgate::auth::hash_key(&key)),
@@ -171,23 +237,13 @@ async fn main() -> Result<()> {
         Command::Plugin(PluginCommand::Push { plugin, name, version, kind, gateway, api_key }) => {
             let bytes = std::fs::read(&plugin).with_context(|| format!("reading {}", plugin.display()))?;
             let url = format!("{}/v1/plugins", gateway.trim_end_matches('/'));
-            let response = reqwest::Client::builder()
-                .no_proxy()
-                .build()?
+            let request = client()?
                 .post(&url)
                 .query(&[("name", &name), ("version", &version), ("kind", &kind)])
                 .bearer_auth(api_key)
                 .header("content-type", "application/wasm")
-                .body(bytes)
-                .send()
-                .await
-                .with_context(|| format!("POST {url}"))?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.context("reading the gateway's answer")?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            if !status.is_success() {
-                anyhow::bail!("push failed: HTTP {status}");
-            }
+                .body(bytes);
+            call(request, "push").await?;
         }
     }
     Ok(())

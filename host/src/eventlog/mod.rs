@@ -194,6 +194,7 @@ struct Shared {
     durable_through: AtomicU64,
     progress: tokio::sync::watch::Sender<Progress>,
     stopping: std::sync::atomic::AtomicBool,
+    hold_indexing: std::sync::atomic::AtomicBool,
     options: LogOptions,
 }
 
@@ -259,6 +260,7 @@ impl EventLog {
             durable_through: AtomicU64::new(applied),
             progress,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            hold_indexing: std::sync::atomic::AtomicBool::new(false),
             options,
         });
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(4096);
@@ -331,6 +333,14 @@ impl EventLog {
     /// The tree the index lives in (read-only use: `query`).
     pub fn tree(&self) -> &sled::Tree {
         &self.shared.tree
+    }
+
+    /// Pauses (or resumes) indexing, e.g. for maintenance on the index:
+    /// writes are still acknowledged, durable in the WAL, until
+    /// [`LogOptions::max_unindexed_events`] wait; then clients are told to
+    /// retry later. Reads see nothing new while held.
+    pub fn hold_indexing(&self, hold: bool) {
+        self.shared.hold_indexing.store(hold, Ordering::Release);
     }
 
     /// Stops the writer and indexer after what is queued, flushes the index.
@@ -574,6 +584,10 @@ fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64
     let mut last_flush = Instant::now();
     let mut flushed = applied;
     loop {
+        if shared.hold_indexing.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         let mut batch = match records.recv_timeout(Duration::from_millis(200)) {
             Ok(b) => b,
             Err(RecvTimeoutError::Timeout) => Vec::new(),
@@ -641,8 +655,10 @@ fn apply(tree: &sled::Tree, records: &[Record]) -> Result<(), LogError> {
                 None => Window::default(),
             },
         };
-        let next = change(&current)
-            .map_err(|source| LogError::Window { window: String::from_utf8_lossy(&key).replace('\0', "/"), source })?;
+        let next = change(&current).map_err(|source| LogError::Window {
+            window: format!("{} (sum {})", String::from_utf8_lossy(&key).replace('\0', "/"), current.sum),
+            source,
+        })?;
         windows.insert(key, next);
         Ok::<(), LogError>(())
     };

@@ -27,7 +27,7 @@ impl Window {
 
     /// Takes out one event's quantity (it was corrected or retracted).
     pub fn remove(&self, quantity: Decimal) -> Result<Window, DecimalError> {
-        Ok(Window { sum: money::exact_add(self.sum, -quantity)?, count: self.count.saturating_sub(1) })
+        Ok(Window { sum: money::exact_sub(self.sum, quantity)?, count: self.count.saturating_sub(1) })
     }
 }
 

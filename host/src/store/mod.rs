@@ -19,6 +19,7 @@
 //! - `erp_numbers`    tenant·ERP document number·target → document id
 //! - `plugins`        tenant·plugin name·version → uploaded plugin record
 //! - `blobs`          plugin SHA-256 → component bytes
+//! - `api_keys`       SHA-256 of a key → [`crate::auth::ApiKeyRecord`]
 //! - `activations`    tenant·contract line·effective from·activated at → activation
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -51,6 +52,7 @@ pub struct Store {
     pub plugins: sled::Tree,
     pub blobs: sled::Tree,
     pub activations: sled::Tree,
+    pub api_keys: sled::Tree,
 }
 
 impl Store {
@@ -68,6 +70,7 @@ impl Store {
             plugins: db.open_tree("plugins")?,
             blobs: db.open_tree("blobs")?,
             activations: db.open_tree("activations")?,
+            api_keys: db.open_tree("api_keys")?,
             db,
         })
     }

@@ -33,6 +33,7 @@ async fn close_period_closes_and_reports_the_posted_documents() {
         },
         posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
         ingest: Default::default(),
+        admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![tollgate::auth::hash_key("k")],
