@@ -107,6 +107,19 @@ impl Run {
     }
 }
 
+type Task = tokio::task::JoinHandle<(Vec<Duration>, usize)>;
+
+/// Waits for the load tasks: each gives its latencies and saturated retries.
+async fn finish(events: usize, start: Instant, tasks: Vec<Task>) -> Run {
+    let (mut latencies, mut retries) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, r) = t.await.expect("load task");
+        latencies.extend(l);
+        retries += r;
+    }
+    Run { events, seconds: start.elapsed().as_secs_f64(), latencies, retries }
+}
+
 /// Sends every batch over `connections` channels with `concurrency` requests
 /// in flight; a RESOURCE_EXHAUSTED answer is retried after its hint.
 async fn grpc_load(addr: SocketAddr, batches: Vec<IngestRequest>, concurrency: usize) -> Run {
@@ -153,13 +166,7 @@ async fn grpc_load(addr: SocketAddr, batches: Vec<IngestRequest>, concurrency: u
             (lat, retries)
         }));
     }
-    let (mut latencies, mut retries) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, r) = t.await.expect("load task");
-        latencies.extend(l);
-        retries += r;
-    }
-    Run { events, seconds: start.elapsed().as_secs_f64(), latencies, retries }
+    finish(events, start, tasks).await
 }
 
 /// The same batches as CloudEvents over HTTP.
@@ -221,13 +228,7 @@ async fn http_load(base: &str, batches: Vec<IngestRequest>, concurrency: usize) 
             (lat, retries)
         }));
     }
-    let (mut latencies, mut retries) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, r) = t.await.expect("load task");
-        latencies.extend(l);
-        retries += r;
-    }
-    Run { events, seconds: start.elapsed().as_secs_f64(), latencies, retries }
+    finish(events, start, tasks).await
 }
 
 fn ms(d: &[Duration], p: f64) -> f64 {

@@ -584,15 +584,14 @@ fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64
     let mut last_flush = Instant::now();
     let mut flushed = applied;
     loop {
-        if shared.hold_indexing.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
         let mut batch = match records.recv_timeout(Duration::from_millis(200)) {
             Ok(b) => b,
             Err(RecvTimeoutError::Timeout) => Vec::new(),
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        while shared.hold_indexing.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         while batch.len() < MAX_INDEX_BATCH {
             match records.try_recv() {
                 Ok(more) => batch.extend(more),
