@@ -12,7 +12,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub customer: Option<String>,
-    /// Only with `customer`... or alone, which scans the tenant's events.
+    /// With `customer`, a range scan; without, the tenant's events are
+    /// scanned and filtered.
     pub meter: Option<String>,
     /// Event time from (inclusive).
     pub from: Option<DateTime<Utc>>,
