@@ -12,7 +12,13 @@
 //! use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage};
 //! struct MyRater;
 //! impl Guest for MyRater {
-//!     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> { todo!() }
+//!     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
+//!         // One line at a flat 0.01 per unit, exact.
+//!         let q = input.quantity_decimal()?;
+//!         let price = tollgate_sdk::Decimal::new(1, 2);
+//!         let amount = tollgate_sdk::rater::mul(q, price, "quantity")?;
+//!         Ok(vec![input.charge("usage", q, price, amount, format!("{q} × {price}"))])
+//!     }
 //! }
 //! tollgate_sdk::rater::export_rater!(MyRater);
 //! ```

@@ -235,14 +235,10 @@ impl EventLog {
                 replay.push(rec);
                 if replay.len() >= MAX_INDEX_BATCH {
                     replayed += replay.len();
-                    apply(&tree, &std::mem::take(&mut replay)).map_err(|e| WalError::Corrupt {
-                        path: "replay".into(),
-                        offset: 0,
-                        reason: e.to_string(),
-                    })?;
+                    apply(&tree, &std::mem::take(&mut replay))?;
                 }
             }
-            Ok(())
+            Ok::<(), LogError>(())
         })?;
         replayed += replay.len();
         apply(&tree, &replay)?;
@@ -721,5 +717,47 @@ fn retention_loop(shared: &Shared, retention: chrono::Duration) {
         if forgotten > 0 {
             tracing::info!(ids = forgotten, "dedup entries past their retention forgotten");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, received_at: DateTime<Utc>) -> StoredEvent {
+        let mut e = codec::tests_support::sample(id);
+        e.revision = 0;
+        e.received_at = received_at;
+        e
+    }
+
+    async fn open(dir: &std::path::Path, retention: Option<chrono::Duration>) -> EventLog {
+        let db = sled::Config::new().path(dir.join("db")).temporary(true).open().unwrap();
+        let mut options = LogOptions::new(dir.join("wal"));
+        options.dedup_retention = retention;
+        EventLog::open(db.open_tree("eventlog").unwrap(), options).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dedup_forgets_an_id_only_after_the_configured_retention() {
+        let dir = std::env::temp_dir().join(format!("tollgate-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = Utc::now();
+        for (retention, resent) in [(None, Verdict::Duplicate), (Some(chrono::Duration::days(1)), Verdict::Accepted)] {
+            let _ = std::fs::remove_dir_all(&dir);
+            let log = open(&dir, retention).await;
+            // Received two days ago; indexed before the resend is decided.
+            assert_eq!(
+                log.append("t", vec![event("e", now - chrono::Duration::days(2))]).await.unwrap(),
+                [Verdict::Accepted]
+            );
+            log.sync().await.unwrap();
+            assert_eq!(log.append("t", vec![event("e", now)]).await.unwrap(), [resent], "retention {retention:?}");
+            // Within the retention an id is still a duplicate.
+            log.sync().await.unwrap();
+            assert_eq!(log.append("t", vec![event("e", now)]).await.unwrap(), [Verdict::Duplicate]);
+            log.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -81,12 +81,12 @@ impl Wal {
     /// a torn tail, and opens a new segment starting at the lsn after the
     /// last record (or `min_next_lsn`, whichever is higher). Returns the log
     /// and the next lsn.
-    pub fn recover(
+    pub fn recover<E: From<WalError>>(
         dir: &Path,
         segment_bytes: u64,
         min_next_lsn: u64,
-        mut visit: impl FnMut(Record) -> Result<(), WalError>,
-    ) -> Result<(Wal, u64), WalError> {
+        mut visit: impl FnMut(Record) -> Result<(), E>,
+    ) -> Result<(Wal, u64), E> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let segments = list(dir)?;
         let mut next = min_next_lsn;
@@ -108,7 +108,7 @@ impl Wal {
                         f.set_len(at as u64).and_then(|_| f.sync_all()).map_err(io_err(&path))?;
                         break;
                     }
-                    Err(reason) => return Err(WalError::Corrupt { path, offset: at, reason }),
+                    Err(reason) => return Err(WalError::Corrupt { path, offset: at, reason }.into()),
                 }
             }
         }
@@ -208,7 +208,7 @@ mod tests {
         let mut seen = Vec::new();
         let (_, next) = Wal::recover(dir, 1 << 20, 1, |r| {
             seen.push(r.lsn);
-            Ok(())
+            Ok::<(), WalError>(())
         })?;
         Ok((seen, next))
     }
@@ -217,7 +217,7 @@ mod tests {
     fn torn_tail_is_cut_and_rotation_keeps_order() {
         let dir = std::env::temp_dir().join(format!("tollgate-wal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (mut wal, next) = Wal::recover(&dir, 200, 1, |_| Ok(())).unwrap();
+        let (mut wal, next) = Wal::recover(&dir, 200, 1, |_| Ok::<(), WalError>(())).unwrap();
         assert_eq!(next, 1);
         for lsn in 1..=5 {
             let mut buf = Vec::new();
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(seen, vec![1, 2, 3, 4, 5]);
         assert_eq!(next, 6);
         // Recovery opened segment 6; removing through 3 keeps 4 and 5.
-        let (mut wal, _) = Wal::recover(&dir, 200, 1, |_| Ok(())).unwrap();
+        let (mut wal, _) = Wal::recover(&dir, 200, 1, |_| Ok::<(), WalError>(())).unwrap();
         wal.remove_through(3).unwrap();
         let (seen, _) = recover_all(&dir).unwrap();
         assert_eq!(seen.first(), Some(&4));
@@ -247,7 +247,7 @@ mod tests {
     fn damage_in_an_older_segment_refuses_to_start() {
         let dir = std::env::temp_dir().join(format!("tollgate-wal-corrupt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (mut wal, _) = Wal::recover(&dir, 100, 1, |_| Ok(())).unwrap();
+        let (mut wal, _) = Wal::recover(&dir, 100, 1, |_| Ok::<(), WalError>(())).unwrap();
         for lsn in 1..=3 {
             let mut buf = Vec::new();
             push_frame(&mut buf, &rec(lsn));

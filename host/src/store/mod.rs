@@ -8,8 +8,8 @@
 //!
 //! Trees:
 //! - `eventlog`       the event log's index: events, dedup entries, revision
-//!                    history, metering windows (see [`crate::eventlog`];
-//!                    the write-ahead log itself is in `<data_dir>/wal`)
+//!   history, metering windows (see [`crate::eventlog`]; the write-ahead log
+//!   itself is in `<data_dir>/wal`)
 //! - `masterdata`     tenant → [`crate::masterdata::MasterData`]
 //! - `charges`        tenant·period·contract line → [`crate::rating::ChargeRecord`]
 //! - `charge_events`  tenant·period·contract line·event id → ()
