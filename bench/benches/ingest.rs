@@ -263,6 +263,7 @@ async fn main() {
         data_dir: dir.join("data"),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
         plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         ingest: IngestConfig::default(),

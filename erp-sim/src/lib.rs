@@ -219,19 +219,19 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut s = sim.lock();
-    if let Some(k) = &key {
-        if let Some((index, original)) = s.bodies.get(k) {
-            if *original != json {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    Some("Idempotency-Key"),
-                    format!("key {k} was used with a different body"),
-                );
-            }
-            let invoice = s.invoices[*index].clone();
-            return (StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response();
+    if let Some(k) = &key
+        && let Some((index, original)) = s.bodies.get(k)
+    {
+        if *original != json {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                Some("Idempotency-Key"),
+                format!("key {k} was used with a different body"),
+            );
         }
+        let invoice = s.invoices[*index].clone();
+        return (StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response();
     }
     let number = format!("INV-{:06}", s.invoices.len() + 1);
     let invoice = match parse_invoice(&json, number, key.clone()) {

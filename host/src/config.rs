@@ -20,6 +20,10 @@ pub struct Config {
     /// Address of the HTTP admin API.
     #[serde(default = "default_http")]
     pub http_listen: SocketAddr,
+    /// Serve both listeners over TLS with this certificate and key.
+    /// Absent: plain text (keep the listeners on loopback then).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub plugins: PluginsConfig,
     #[serde(default)]
@@ -43,6 +47,24 @@ fn default_grpc() -> SocketAddr {
 }
 fn default_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// The certificate both listeners present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file: the server certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// A connection that has not completed its handshake within this many
+    /// milliseconds is closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10_000
 }
 
 /// Limits of every plugin call and where bundled plugins are.
@@ -225,6 +247,9 @@ impl Config {
         }
         if !(1..=4096).contains(&self.ingest.wal_segment_mib) {
             return Err(invalid("ingest.wal_segment_mib", "must be 1..=4096"));
+        }
+        if self.tls.as_ref().is_some_and(|t| t.handshake_timeout_ms == 0) {
+            return Err(invalid("tls.handshake_timeout_ms", "must be greater than 0"));
         }
         if self.posting.backoff_initial_ms == 0 || self.posting.backoff_max_ms < self.posting.backoff_initial_ms {
             return Err(invalid(

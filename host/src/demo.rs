@@ -41,6 +41,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         data_dir: work.join("data"),
         grpc_listen: "127.0.0.1:0".parse()?,
         http_listen: "127.0.0.1:0".parse()?,
+        tls: None,
         plugins: PluginsConfig { bundled_dir: plugins_dir, ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         ingest: Default::default(),

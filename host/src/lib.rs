@@ -22,7 +22,7 @@
 //! - [`posting`]: period close, posting documents, the outbox worker.
 //! - [`lineage`]: from an ERP document number back to the source events.
 //! - [`api`]: the HTTP admin API; [`auth`]: API keys → tenants.
-//! - [`server`]: wires the stages together; [`demo`]: the README demo.
+//! - [`server`]: wires the stages together; [`tls`]: rustls for both listeners; [`demo`]: the README demo.
 //! - [`money`]: exact decimal rules shared by every stage.
 
 pub mod api;
@@ -41,6 +41,7 @@ pub mod posting;
 pub mod rating;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 /// Generated gRPC types and services of `proto/tollgate/v1`.
 pub mod proto {

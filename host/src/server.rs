@@ -12,6 +12,7 @@ use crate::proto::ingest_service_server::IngestServiceServer;
 use crate::rating::registry::{Registry, RegistryRefs};
 use crate::rating::runtime::{Limits, Runtime};
 use crate::store::Store;
+use crate::tls::TlsMaterial;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ impl Gateway {
 /// Opens the store, loads plugins and master data, binds both listeners and
 /// starts serving.
 pub async fn start(config: Config) -> Result<Gateway> {
+    let tls = config.tls.as_ref().map(TlsMaterial::load).transpose()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store =
         Store::open(&config.data_dir).with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
@@ -121,8 +123,12 @@ pub async fn start(config: Config) -> Result<Gateway> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the gRPC reflection service")?;
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc = grpc.tls_config(tls.grpc()).context("configuring TLS for the gRPC listener")?;
+    }
     tasks.push(tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = grpc
             .add_service(health)
             .add_service(reflection)
             .add_service(IngestServiceServer::new(ingest))
@@ -144,19 +150,21 @@ pub async fn start(config: Config) -> Result<Gateway> {
         ingestor,
     });
     let mut rx = shutdown_rx.clone();
+    let stop = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     tasks.push(tokio::spawn(async move {
-        let result = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await;
+        let result = match tls {
+            Some(tls) => axum::serve(tls.http_listener(http_listener), app).with_graceful_shutdown(stop).await,
+            None => axum::serve(http_listener, app).with_graceful_shutdown(stop).await,
+        };
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
     tasks.push(tokio::spawn(poster.run(shutdown_rx)));
 
-    tracing::info!(%grpc_addr, %http_addr, "tollgate serving");
+    tracing::info!(%grpc_addr, %http_addr, tls = config.tls.is_some(), "tollgate serving");
     Ok(Gateway { grpc_addr, http_addr, shutdown, tasks, log })
 }
 

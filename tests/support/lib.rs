@@ -145,6 +145,7 @@ impl Env {
             data_dir: dir.0.join("data"),
             grpc_listen: "127.0.0.1:0".parse()?,
             http_listen: "127.0.0.1:0".parse()?,
+            tls: None,
             plugins: PluginsConfig {
                 bundled_dir: plugins_dir(),
                 cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),

@@ -23,12 +23,8 @@ enum Command {
     ClosePeriod {
         /// The period, YYYY-MM.
         period: String,
-        /// The gateway's HTTP address.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        gateway: String,
-        /// The tenant's API key.
-        #[arg(long, env = "TOLLGATE_API_KEY")]
-        api_key: String,
+        #[command(flatten)]
+        at: GatewayArgs,
         /// Wait this long for every document to be posted, milliseconds.
         #[arg(long, default_value_t = 30_000)]
         wait_ms: u64,
@@ -59,6 +55,29 @@ struct GatewayArgs {
     /// A tenant's API key, or the operator key.
     #[arg(long, env = "TOLLGATE_API_KEY")]
     api_key: String,
+    /// PEM file of a CA to trust besides the system's, for a gateway
+    /// serving TLS with a private certificate.
+    #[arg(long, env = "TOLLGATE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl GatewayArgs {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.trim_end_matches('/'))
+    }
+
+    fn client(&self) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("--ca-cert: reading {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-cert: {} is not a PEM certificate", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(builder.build()?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -101,10 +120,6 @@ async fn call(request: reqwest::RequestBuilder, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().build()?)
-}
-
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Run a rater's golden fixtures (`<case>.input.json` → `<case>.expected.json`)
@@ -133,10 +148,8 @@ enum PluginCommand {
         /// rater or erp-mapper.
         #[arg(long, default_value = "rater")]
         kind: String,
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        gateway: String,
-        #[arg(long, env = "TOLLGATE_API_KEY")]
-        api_key: String,
+        #[command(flatten)]
+        at: GatewayArgs,
     },
 }
 
@@ -203,30 +216,28 @@ async fn main() -> Result<()> {
             let config = tollgate::config::Config::load(&config)?;
             tollgate::server::start(config).await?.run_until_signal().await;
         }
-        Command::ClosePeriod { period, gateway, api_key, wait_ms } => {
-            let url = format!("{}/v1/periods/{period}/close?wait_ms={wait_ms}", gateway.trim_end_matches('/'));
-            call(client()?.post(&url).bearer_auth(api_key), "close-period").await?;
+        Command::ClosePeriod { period, at, wait_ms } => {
+            let url = at.url(&format!("/v1/periods/{period}/close?wait_ms={wait_ms}"));
+            call(at.client()?.post(&url).bearer_auth(&at.api_key), "close-period").await?;
         }
-        Command::ApiKey(cmd) => {
-            let base = |at: &GatewayArgs| format!("{}/v1/api-keys", at.gateway.trim_end_matches('/'));
-            match cmd {
-                ApiKeyCommand::Create { name, tenant, at } => {
-                    let body = serde_json::json!({ "name": name, "tenant": tenant });
-                    call(client()?.post(base(&at)).bearer_auth(&at.api_key).json(&body), "api-key create").await?
-                }
-                ApiKeyCommand::List { tenant, at } => {
-                    let mut r = client()?.get(base(&at)).bearer_auth(&at.api_key);
-                    if let Some(t) = tenant {
-                        r = r.query(&[("tenant", t)]);
-                    }
-                    call(r, "api-key list").await?
-                }
-                ApiKeyCommand::Revoke { id, at } => {
-                    let url = format!("{}/{id}", base(&at));
-                    call(client()?.delete(url).bearer_auth(&at.api_key), "api-key revoke").await?
-                }
+        Command::ApiKey(cmd) => match cmd {
+            ApiKeyCommand::Create { name, tenant, at } => {
+                let body = serde_json::json!({ "name": name, "tenant": tenant });
+                let request = at.client()?.post(at.url("/v1/api-keys")).bearer_auth(&at.api_key).json(&body);
+                call(request, "api-key create").await?
             }
-        }
+            ApiKeyCommand::List { tenant, at } => {
+                let mut r = at.client()?.get(at.url("/v1/api-keys")).bearer_auth(&at.api_key);
+                if let Some(t) = tenant {
+                    r = r.query(&[("tenant", t)]);
+                }
+                call(r, "api-key list").await?
+            }
+            ApiKeyCommand::Revoke { id, at } => {
+                let url = at.url(&format!("/v1/api-keys/{id}"));
+                call(at.client()?.delete(url).bearer_auth(&at.api_key), "api-key revoke").await?
+            }
+        },
         Command::HashKey { key } => println!("{}", tollgate::auth::hash_key(&key)),
         Command::Demo { plugins_dir } => tollgate::demo::run(plugins_dir).await?,
         Command::Plugin(PluginCommand::Test { plugin, fixtures, bless, config }) => {
@@ -234,13 +245,13 @@ async fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Plugin(PluginCommand::Push { plugin, name, version, kind, gateway, api_key }) => {
+        Command::Plugin(PluginCommand::Push { plugin, name, version, kind, at }) => {
             let bytes = std::fs::read(&plugin).with_context(|| format!("reading {}", plugin.display()))?;
-            let url = format!("{}/v1/plugins", gateway.trim_end_matches('/'));
-            let request = client()?
-                .post(&url)
+            let request = at
+                .client()?
+                .post(at.url("/v1/plugins"))
                 .query(&[("name", &name), ("version", &version), ("kind", &kind)])
-                .bearer_auth(api_key)
+                .bearer_auth(&at.api_key)
                 .header("content-type", "application/wasm")
                 .body(bytes);
             call(request, "push").await?;

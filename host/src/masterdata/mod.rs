@@ -163,16 +163,13 @@ impl MasterData {
             }
             check_id(f("meter"), &l.meter)?;
             check_currency(f("currency"), &l.currency)?;
-            if let Some(entity) = self.legal_entity(&customer.legal_entity) {
-                if entity.currency != l.currency {
-                    return Err(bad(
-                        f("currency"),
-                        format!(
-                            "{} differs from legal entity {}'s currency {}",
-                            l.currency, entity.id, entity.currency
-                        ),
-                    ));
-                }
+            if let Some(entity) = self.legal_entity(&customer.legal_entity)
+                && entity.currency != l.currency
+            {
+                return Err(bad(
+                    f("currency"),
+                    format!("{} differs from legal entity {}'s currency {}", l.currency, entity.id, entity.currency),
+                ));
             }
             if !l.params.is_object() {
                 return Err(bad(f("params"), "must be a JSON object"));

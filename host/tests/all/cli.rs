@@ -1,9 +1,7 @@
 //! The `tollgate` binary's commands, run as a user runs them.
 
-use crate::plugins_dir;
-use std::collections::BTreeMap;
+use crate::{plugins_dir, start_erp, temp_dir, test_config};
 use std::process::Command;
-use tollgate::config::{Config, ErpTargetConfig, PluginsConfig, PostingConfig, TenantConfig};
 
 #[test]
 fn hash_key_prints_the_sha256_used_in_the_config() {
@@ -14,41 +12,8 @@ fn hash_key_prints_the_sha256_used_in_the_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_period_closes_and_reports_the_posted_documents() {
-    let erp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let erp_base = format!("http://{}", erp.local_addr().unwrap());
-    tokio::spawn(tollgate_erp_sim::Sim::new().serve(erp));
-    let dir = std::env::temp_dir().join(format!("tollgate-cli-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let md = dir.join("md.json");
-    std::fs::write(&md, include_str!("../../demo/masterdata.json")).unwrap();
-    let config = Config {
-        data_dir: dir.join("data"),
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        plugins: PluginsConfig {
-            bundled_dir: plugins_dir(),
-            cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),
-            ..Default::default()
-        },
-        posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
-        ingest: Default::default(),
-        admin_api_key_sha256: vec![],
-        tenants: vec![TenantConfig {
-            id: "acme".into(),
-            api_key_sha256: vec![tollgate::auth::hash_key("k")],
-            masterdata_file: Some(md),
-        }],
-        erp_targets: BTreeMap::from([(
-            "erp-sim".into(),
-            ErpTargetConfig {
-                base_url: erp_base,
-                mapper: "generic-json".into(),
-                timeout_ms: 2000,
-                settings: BTreeMap::new(),
-            },
-        )]),
-    };
+    let dir = temp_dir("cli-test");
+    let config = test_config(&dir, start_erp().await);
     let gateway = tollgate::server::start(config).await.unwrap();
     let http = format!("http://{}", gateway.http_addr);
 

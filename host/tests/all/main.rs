@@ -6,8 +6,11 @@ mod cli;
 mod crash;
 mod fixtures;
 mod sandbox;
+mod tls;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tollgate::config::{Config, ErpTargetConfig, PluginsConfig, PostingConfig, TenantConfig};
 
 /// `target/<sub>` as `cargo xtask build-plugins` left it.
 pub fn built(sub: &str, env: &str) -> PathBuf {
@@ -18,4 +21,55 @@ pub fn built(sub: &str, env: &str) -> PathBuf {
 
 pub fn plugins_dir() -> PathBuf {
     built("plugins", "TOLLGATE_PLUGINS_DIR")
+}
+
+/// A gateway configuration on loopback ports: tenant `acme` with API key
+/// `k` and the demo master data, posting to the ERP simulator at `erp_base`.
+pub fn test_config(dir: &Path, erp_base: String) -> Config {
+    let md = dir.join("md.json");
+    std::fs::write(&md, include_str!("../../demo/masterdata.json")).unwrap();
+    Config {
+        data_dir: dir.join("data"),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        plugins: PluginsConfig {
+            bundled_dir: plugins_dir(),
+            cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),
+            ..Default::default()
+        },
+        posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
+        ingest: Default::default(),
+        admin_api_key_sha256: vec![],
+        tenants: vec![TenantConfig {
+            id: "acme".into(),
+            api_key_sha256: vec![tollgate::auth::hash_key("k")],
+            masterdata_file: Some(md),
+        }],
+        erp_targets: BTreeMap::from([(
+            "erp-sim".into(),
+            ErpTargetConfig {
+                base_url: erp_base,
+                mapper: "generic-json".into(),
+                timeout_ms: 2000,
+                settings: BTreeMap::new(),
+            },
+        )]),
+    }
+}
+
+/// Starts the ERP simulator on a loopback port; returns its base URL.
+pub async fn start_erp() -> String {
+    let erp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", erp.local_addr().unwrap());
+    tokio::spawn(tollgate_erp_sim::Sim::new().serve(erp));
+    base
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

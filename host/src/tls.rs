@@ -1,0 +1,168 @@
+//! TLS for both listeners (rustls, aws-lc-rs provider): loading the
+//! configured certificate chain and key, and an [`axum::serve::Listener`]
+//! that terminates TLS for the HTTP API. The gRPC listener uses the same
+//! files through tonic's own rustls acceptor.
+
+use crate::config::TlsConfig;
+use axum::serve::Listener;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+
+/// Why the configured certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls.{key}: reading {path}: {source}")]
+    Read { key: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("tls.cert_file: {path} holds no PEM certificate ({reason})")]
+    NoCertificate { path: PathBuf, reason: String },
+    #[error("tls.key_file: {path} holds no PEM private key ({reason})")]
+    NoKey { path: PathBuf, reason: String },
+    #[error("tls: the certificate in {cert} and the key in {key} cannot be used together: {reason}")]
+    Mismatch { cert: PathBuf, key: PathBuf, reason: String },
+}
+
+/// The loaded certificate chain and key, checked to belong together.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// PEM text of the chain and key, as tonic's `Identity` takes them.
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    certs: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    pub handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("certificates", &self.certs.len()).finish_non_exhaustive()
+    }
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { key, path: path.into(), source })
+}
+
+impl TlsMaterial {
+    /// Reads and checks the configured files.
+    pub fn load(config: &TlsConfig) -> Result<TlsMaterial, TlsError> {
+        let cert_pem = read("cert_file", &config.cert_file)?;
+        let key_pem = read("key_file", &config.key_file)?;
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::NoCertificate { path: config.cert_file.clone(), reason: e.to_string() })?;
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate {
+                path: config.cert_file.clone(),
+                reason: "no BEGIN CERTIFICATE block".into(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| TlsError::NoKey { path: config.key_file.clone(), reason: e.to_string() })?;
+        let material = TlsMaterial {
+            cert_pem,
+            key_pem,
+            certs,
+            key: Arc::new(key),
+            handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        };
+        material.server_config(&[]).map_err(|reason| TlsError::Mismatch {
+            cert: config.cert_file.clone(),
+            key: config.key_file.clone(),
+            reason,
+        })?;
+        Ok(material)
+    }
+
+    /// A rustls server configuration offering the given ALPN protocols.
+    fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(self.certs.clone(), self.key.clone_key())
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// The tonic server TLS configuration for the gRPC listener.
+    pub fn grpc(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .timeout(self.handshake_timeout)
+    }
+
+    /// Wraps the HTTP listener so every connection is TLS (HTTP/1.1 by ALPN).
+    pub fn http_listener(&self, tcp: TcpListener) -> TlsListener {
+        let config = self.server_config(&[b"http/1.1"]).expect("checked when the material was loaded");
+        TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
+            timeout: self.handshake_timeout,
+        }
+    }
+}
+
+/// A TCP listener whose connections are handed out once their TLS
+/// handshake completed. Handshakes run concurrently, each bounded by a
+/// timeout, so a slow or silent client holds up nobody else; failed
+/// handshakes are logged and dropped.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+    timeout: Duration,
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let (acceptor, timeout) = (self.acceptor.clone(), self.timeout);
+                        self.handshakes.spawn(async move {
+                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => Some((tls, peer)),
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    None
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // As axum's own listener: resource errors (e.g. too
+                        // many open files) back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(conn)) = done {
+                        return conn;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
