@@ -355,7 +355,7 @@ async fn list_events(
         to: instant("to", q.to.as_deref())?,
     };
     s.ingestor.log().sync().await?;
-    Ok(Json(query::events(s.ingestor.log().tree(), &t, &filter, limit, after.as_deref())?))
+    Ok(Json(query::events(s.ingestor.log().index(), &t, &filter, limit, after.as_deref())?))
 }
 
 async fn get_event(
@@ -365,7 +365,7 @@ async fn get_event(
 ) -> Result<Json<query::EventHistory>, ApiError> {
     let t = tenant(&s, &h)?;
     s.ingestor.log().sync().await?;
-    query::event(s.ingestor.log().tree(), &t, &id)?
+    query::event(s.ingestor.log().index(), &t, &id)?
         .map(Json)
         .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no event {id}")))
 }
@@ -389,7 +389,7 @@ async fn list_windows(
     let from = instant("from", q.from.as_deref())?.unwrap_or_default();
     let to = instant("to", q.to.as_deref())?.unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::days(2));
     s.ingestor.log().sync().await?;
-    let windows = query::windows(s.ingestor.log().tree(), &t, &q.customer, &q.meter, from, to)?;
+    let windows = query::windows(s.ingestor.log().index(), &t, &q.customer, &q.meter, from, to)?;
     let total = crate::money::exact_sum(windows.iter().map(|w| w.window.sum)).map_err(ApiError::internal)?;
     let events: u64 = windows.iter().map(|w| w.window.count).sum();
     Ok(Json(serde_json::json!({ "windows": windows, "total": total, "events": events })))

@@ -1,4 +1,5 @@
-//! Binary encoding of stored events, WAL records and dedup entries.
+//! Binary encoding of stored events, WAL records, dedup entries and
+//! metering windows.
 //!
 //! Compact and cheap on the ingest path (no JSON per event): integers are
 //! little-endian, strings and byte strings carry a `u32` length, decimals are
@@ -7,6 +8,7 @@
 //! later release can still read what this one wrote.
 
 use super::StoredEvent;
+use crate::metering::Window;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 const EVENT_V1: u8 = 1;
 const RECORD_V1: u8 = 1;
 const DEDUP_V1: u8 = 1;
+const WINDOW_V1: u8 = 1;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -109,6 +112,11 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
+    fn decimal(&mut self) -> Result<Decimal, CodecError> {
+        let mut d = [0u8; 16];
+        d.copy_from_slice(self.take(16)?);
+        Ok(Decimal::deserialize(d))
+    }
     fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.u32()? as usize;
         self.take(n)
@@ -163,9 +171,7 @@ fn get_event(r: &mut Reader<'_>) -> Result<StoredEvent, CodecError> {
     let customer = r.str("customer")?;
     let meter = r.str("meter")?;
     let time = r.time("time")?;
-    let mut q = [0u8; 16];
-    q.copy_from_slice(r.take(16)?);
-    let quantity = Decimal::deserialize(q);
+    let quantity = r.decimal()?;
     let n = r.u32()? as usize;
     let mut dimensions = BTreeMap::new();
     for _ in 0..n {
@@ -264,6 +270,25 @@ pub fn decode_dedup(bytes: &[u8]) -> Result<DedupEntry, CodecError> {
     Ok(d)
 }
 
+pub fn encode_window(w: &Window) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(25);
+    buf.push(WINDOW_V1);
+    buf.extend_from_slice(&w.sum.serialize());
+    Writer(&mut buf).u64(w.count);
+    buf
+}
+
+pub fn decode_window(bytes: &[u8]) -> Result<Window, CodecError> {
+    let mut r = Reader { buf: bytes, at: 0 };
+    match r.u8()? {
+        WINDOW_V1 => {}
+        v => return Err(CodecError::Version(v)),
+    }
+    let w = Window { sum: r.decimal()?, count: r.u64()? };
+    r.end()?;
+    Ok(w)
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
@@ -315,6 +340,8 @@ mod tests {
             location: vec![b'r', 0, 1, 2, 0],
         };
         assert_eq!(decode_dedup(&encode_dedup(&d)).unwrap(), d);
+        let w = Window { sum: e.quantity, count: 3 };
+        assert_eq!(decode_window(&encode_window(&w)).unwrap(), w);
     }
 
     #[test]

@@ -71,3 +71,15 @@ pub fn window(tenant: &str, customer: &str, meter: &str, hour: &str) -> Vec<u8> 
 pub fn window_of(tenant: &str, e: &StoredEvent) -> Vec<u8> {
     window(tenant, &e.customer, &e.meter, &metering::hour_of(e.time))
 }
+
+/// The smallest key above every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}

@@ -8,16 +8,18 @@
 //!    frames the accepted ones into the write-ahead log (`wal`) and makes
 //!    them durable with **one** fdatasync for the whole group, then answers
 //!    every job of the group — so throughput grows with concurrency;
-//! 3. an indexer thread applies the records to the sled tree `eventlog`
-//!    (events by customer, meter and time; dedup entries; revision history;
+//! 3. an indexer thread applies the records to the [`index`] (an LSM tree:
+//!    events by customer, meter and time; dedup entries; revision history;
 //!    metering windows; the checkpoint) in one atomic batch per round.
-//!    A periodic sled flush makes the checkpoint durable, and WAL segments
-//!    behind it are deleted. On start-up, records after the checkpoint are
+//!    A periodic persist (fsync) makes the checkpoint durable, and WAL
+//!    segments behind it are deleted. On start-up, records after the checkpoint are
 //!    replayed, so a crash at any moment loses nothing acknowledged and
 //!    counts nothing twice.
 //!
 //! Dedup is by (tenant, event id) with no expiry unless
-//! [`LogOptions::dedup_retention`] is set. An event may be corrected (same
+//! [`LogOptions::dedup_retention`] is set; then the indexer also sweeps
+//! expired dedup entries away, in its own batches (it is the index's only
+//! writer, so a sweep never races with a new entry for the same id). An event may be corrected (same
 //! id, higher `revision`) or retracted (a higher revision with `retracted`);
 //! the revision it replaces leaves its window and moves to the history.
 //!
@@ -26,12 +28,13 @@
 //! [`LogError::Saturated`] (and nothing of it is stored), so memory stays
 //! bounded.
 //!
-//! Keys in the `eventlog` tree (components NUL-separated, see [`keys`]):
+//! Keys in the index (components NUL-separated, see [`keys`]):
 //! `d·tenant·id` → [`codec::DedupEntry`]; `e·tenant·customer·meter·time·lsn`
 //! → live event; `h·tenant·id·revision` → replaced revision or retraction;
 //! `w·tenant·customer·meter·hour` → [`Window`]; `c` → checkpoint lsn.
 
 pub mod codec;
+pub mod index;
 pub mod keys;
 pub mod query;
 pub mod wal;
@@ -40,6 +43,7 @@ use crate::metering::Window;
 use crate::money::DecimalError;
 use chrono::{DateTime, Utc};
 use codec::{CodecError, DedupEntry, Record};
+use index::{Index, IndexError};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -115,6 +119,9 @@ pub struct LogOptions {
     pub durability: Durability,
     /// How often the index is flushed and WAL segments behind it deleted.
     pub checkpoint_every: Duration,
+    /// How often expired dedup entries are swept (with a retention only;
+    /// default: a tenth of the retention, between 100 ms and 1 h).
+    pub sweep_every: Option<Duration>,
 }
 
 impl LogOptions {
@@ -126,6 +133,7 @@ impl LogOptions {
             dedup_retention: None,
             durability: Durability::Fsync,
             checkpoint_every: Duration::from_secs(1),
+            sweep_every: None,
         }
     }
 }
@@ -134,8 +142,8 @@ impl LogOptions {
 pub enum LogError {
     #[error(transparent)]
     Wal(#[from] WalError),
-    #[error("event log index: {0}")]
-    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("event log record {what}: {source}")]
     Codec { what: String, source: CodecError },
     #[error("window {window}: {source}")]
@@ -185,7 +193,7 @@ struct Progress {
 type Pending = HashMap<String, HashMap<String, Arc<StoredEvent>>>;
 
 struct Shared {
-    tree: sled::Tree,
+    index: Index,
     pending: Mutex<Pending>,
     unindexed: AtomicUsize,
     /// Last lsn handed out.
@@ -224,10 +232,10 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Opens the log over `tree`: replays the WAL after the checkpoint into
+    /// Opens the log over `index`: replays the WAL after the checkpoint into
     /// the index, makes that durable, and starts the writer and indexer.
-    pub fn open(tree: sled::Tree, options: LogOptions) -> Result<EventLog, LogError> {
-        let checkpoint = read_checkpoint(&tree)?;
+    pub fn open(index: Index, options: LogOptions) -> Result<EventLog, LogError> {
+        let checkpoint = read_checkpoint(&index)?;
         let mut replay = Vec::new();
         let mut replayed = 0usize;
         let (wal, next_lsn) = Wal::recover(&options.wal_dir, options.segment_bytes, checkpoint + 1, |rec| {
@@ -235,21 +243,21 @@ impl EventLog {
                 replay.push(rec);
                 if replay.len() >= MAX_INDEX_BATCH {
                     replayed += replay.len();
-                    apply(&tree, &std::mem::take(&mut replay))?;
+                    apply(&index, &std::mem::take(&mut replay))?;
                 }
             }
             Ok::<(), LogError>(())
         })?;
         replayed += replay.len();
-        apply(&tree, &replay)?;
-        tree.flush()?;
+        apply(&index, &replay)?;
+        index.persist()?;
         let applied = next_lsn - 1;
         if replayed > 0 {
             tracing::info!(records = replayed, through = applied, "replayed the write-ahead log into the index");
         }
         let (progress, _) = tokio::sync::watch::channel(Progress { applied, failed: None });
         let shared = Arc::new(Shared {
-            tree,
+            index,
             pending: Mutex::new(HashMap::new()),
             unindexed: AtomicUsize::new(0),
             last_lsn: AtomicU64::new(applied),
@@ -271,17 +279,7 @@ impl EventLog {
             .name("eventlog-indexer".into())
             .spawn(move || index_loop(&i, &index_rx, applied))
             .map_err(|e| LogError::Failed(format!("starting the indexer thread: {e}")))?;
-        let mut threads = vec![writer, indexer];
-        if let Some(retention) = shared.options.dedup_retention {
-            let s = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("eventlog-retention".into())
-                    .spawn(move || retention_loop(&s, retention))
-                    .map_err(|e| LogError::Failed(format!("starting the retention thread: {e}")))?,
-            );
-        }
-        Ok(EventLog { shared, jobs, threads: Arc::new(Mutex::new(threads)) })
+        Ok(EventLog { shared, jobs, threads: Arc::new(Mutex::new(vec![writer, indexer])) })
     }
 
     /// Stores a tenant's validated events; one verdict per event, in order,
@@ -326,9 +324,9 @@ impl EventLog {
         }
     }
 
-    /// The tree the index lives in (read-only use: `query`).
-    pub fn tree(&self) -> &sled::Tree {
-        &self.shared.tree
+    /// The index (read-only use: `query`).
+    pub fn index(&self) -> &Index {
+        &self.shared.index
     }
 
     /// Pauses (or resumes) indexing, e.g. for maintenance on the index:
@@ -354,8 +352,8 @@ impl EventLog {
     }
 }
 
-fn read_checkpoint(tree: &sled::Tree) -> Result<u64, LogError> {
-    Ok(match tree.get(keys::CHECKPOINT)? {
+fn read_checkpoint(index: &Index) -> Result<u64, LogError> {
+    Ok(match index.get(keys::CHECKPOINT)? {
         Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().unwrap_or_default()),
         Some(_) => return Err(LogError::Failed("checkpoint record is not 8 bytes".into())),
         None => 0,
@@ -374,7 +372,7 @@ fn current(
     if let Some(e) = pending.get(tenant).and_then(|t| t.get(id)) {
         return Ok(Some(Current::Pending(e.clone())));
     }
-    let Some(bytes) = shared.tree.get(keys::dedup(tenant, id))? else {
+    let Some(bytes) = shared.index.get(&keys::dedup(tenant, id))? else {
         return Ok(None);
     };
     let entry = codec::decode_dedup(&bytes).map_err(LogError::codec(format!("dedup entry of {id}")))?;
@@ -405,11 +403,11 @@ impl Current {
         }
     }
     /// The stored event of this revision (read from the index if need be).
-    fn event(self, tree: &sled::Tree) -> Result<Arc<StoredEvent>, LogError> {
+    fn event(self, index: &Index) -> Result<Arc<StoredEvent>, LogError> {
         match self {
             Current::Pending(e) => Ok(e),
             Current::Indexed(d) => {
-                let bytes = tree
+                let bytes = index
                     .get(&d.location)?
                     .ok_or_else(|| LogError::Failed("a dedup entry points at a missing event".into()))?;
                 Ok(Arc::new(codec::decode_event(&bytes).map_err(LogError::codec("event"))?))
@@ -519,7 +517,7 @@ impl Writer {
                         Some(c) if ev.revision < c.revision() => {
                             (Verdict::Superseded { stored_revision: c.revision() }, None)
                         }
-                        Some(c) => (Verdict::Accepted, Some(c.event(&self.shared.tree)?)),
+                        Some(c) => (Verdict::Accepted, Some(c.event(&self.shared.index)?)),
                     };
                     verdicts.push(verdict);
                     if verdict != Verdict::Accepted {
@@ -579,6 +577,7 @@ impl Writer {
 fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64) {
     let mut last_flush = Instant::now();
     let mut flushed = applied;
+    let mut sweep = shared.options.dedup_retention.map(|r| Sweep::new(r, shared.options.sweep_every));
     loop {
         let mut batch = match records.recv_timeout(Duration::from_millis(200)) {
             Ok(b) => b,
@@ -595,7 +594,7 @@ fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64
             }
         }
         if let Some(last) = batch.last().map(|r| r.lsn) {
-            if let Err(e) = apply(&shared.tree, &batch) {
+            if let Err(e) = apply(&shared.index, &batch) {
                 shared.fail(format!("indexing: {e}"));
                 break;
             }
@@ -615,6 +614,11 @@ fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64
             applied = last;
             shared.progress.send_modify(|p| p.applied = applied);
         }
+        if let Some(sweep) = &mut sweep
+            && let Err(e) = sweep.step(&shared.index)
+        {
+            tracing::warn!(error = %e, "sweeping expired dedup entries; retried later");
+        }
         if applied > flushed && last_flush.elapsed() >= shared.options.checkpoint_every {
             flushed = checkpoint(shared, applied, flushed);
             last_flush = Instant::now();
@@ -623,30 +627,30 @@ fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64
     checkpoint(shared, applied, flushed);
 }
 
-/// Flushes the index; WAL segments up to `applied` may then go.
+/// Persists the index; WAL segments up to `applied` may then go.
 fn checkpoint(shared: &Shared, applied: u64, flushed: u64) -> u64 {
-    match shared.tree.flush() {
-        Ok(_) => {
+    match shared.index.persist() {
+        Ok(()) => {
             shared.durable_through.store(applied, Ordering::Release);
             applied
         }
         Err(e) => {
-            tracing::warn!(error = %e, "flushing the event index; WAL segments are kept");
+            tracing::warn!(error = %e, "persisting the event index; WAL segments are kept");
             flushed
         }
     }
 }
 
 /// Applies records to the index in one atomic batch, with the checkpoint.
-fn apply(tree: &sled::Tree, records: &[Record]) -> Result<(), LogError> {
+fn apply(index: &Index, records: &[Record]) -> Result<(), LogError> {
     let Some(last) = records.last() else { return Ok(()) };
-    let mut batch = sled::Batch::default();
+    let mut batch = index.batch();
     let mut windows: HashMap<Vec<u8>, Window> = HashMap::new();
     let mut window = |key: Vec<u8>, change: &dyn Fn(&Window) -> Result<Window, DecimalError>| {
         let current = match windows.remove(&key) {
             Some(w) => w,
-            None => match tree.get(&key)? {
-                Some(v) => serde_json::from_slice(&v).map_err(|e| LogError::Failed(format!("corrupt window: {e}")))?,
+            None => match index.get(&key)? {
+                Some(v) => codec::decode_window(&v).map_err(LogError::codec("window"))?,
                 None => Window::default(),
             },
         };
@@ -684,39 +688,65 @@ fn apply(tree: &sled::Tree, records: &[Record]) -> Result<(), LogError> {
         batch.insert(keys::dedup(t, &e.id), codec::encode_dedup(&entry));
     }
     for (k, w) in windows {
-        batch.insert(k, serde_json::to_vec(&w).map_err(|e| LogError::Failed(e.to_string()))?);
+        batch.insert(k, codec::encode_window(&w));
     }
-    batch.insert(keys::CHECKPOINT, &last.lsn.to_be_bytes());
-    tree.apply_batch(batch)?;
+    batch.insert(keys::CHECKPOINT, last.lsn.to_be_bytes().to_vec());
+    batch.commit()?;
     Ok(())
 }
 
-/// Deletes dedup entries older than the retention, now and then.
-fn retention_loop(shared: &Shared, retention: chrono::Duration) {
-    let every = retention.to_std().unwrap_or(Duration::from_secs(3600)).min(Duration::from_secs(3600)) / 10;
-    let every = every.max(Duration::from_millis(100));
-    loop {
-        let mut waited = Duration::ZERO;
-        while waited < every {
-            if shared.stopping.load(Ordering::Acquire) {
-                return;
+/// Most dedup entries one sweep step looks at.
+const SWEEP_STEP: usize = 10_000;
+
+/// Forgets dedup entries older than the retention: a pass over every entry,
+/// a step at a time between index batches, every `every`.
+struct Sweep {
+    retention: chrono::Duration,
+    every: Duration,
+    next_pass: Instant,
+    /// Where the pass in progress resumes.
+    cursor: Option<Vec<u8>>,
+    forgotten: usize,
+}
+
+impl Sweep {
+    fn new(retention: chrono::Duration, every: Option<Duration>) -> Sweep {
+        let every = every.unwrap_or_else(|| {
+            (retention.to_std().unwrap_or(Duration::from_secs(3600)) / 10)
+                .clamp(Duration::from_millis(100), Duration::from_secs(3600))
+        });
+        Sweep { retention, every, next_pass: Instant::now() + every, cursor: None, forgotten: 0 }
+    }
+
+    fn step(&mut self, index: &Index) -> Result<(), LogError> {
+        if self.cursor.is_none() && Instant::now() < self.next_pass {
+            return Ok(());
+        }
+        let start = self.cursor.take().unwrap_or_else(|| keys::DEDUP_PREFIX.to_vec());
+        let cutoff = Utc::now() - self.retention;
+        let mut batch = index.batch();
+        for (seen, item) in index.range(start..keys::prefix_end(keys::DEDUP_PREFIX)).enumerate() {
+            let (k, v) = item?;
+            if seen == SWEEP_STEP {
+                self.cursor = Some(k.to_vec());
+                break;
             }
-            std::thread::sleep(Duration::from_millis(100));
-            waited += Duration::from_millis(100);
-        }
-        let cutoff = Utc::now() - retention;
-        let mut forgotten = 0usize;
-        for item in shared.tree.scan_prefix(keys::DEDUP_PREFIX) {
-            let Ok((k, v)) = item else { break };
-            if codec::decode_dedup(&v).is_ok_and(|d| d.received_at < cutoff)
-                && shared.tree.compare_and_swap(&k, Some(&v), None as Option<&[u8]>).is_ok_and(|r| r.is_ok())
-            {
-                forgotten += 1;
+            if codec::decode_dedup(&v).is_ok_and(|d| d.received_at < cutoff) {
+                batch.remove(k);
+                self.forgotten += 1;
             }
         }
-        if forgotten > 0 {
-            tracing::info!(ids = forgotten, "dedup entries past their retention forgotten");
+        if !batch.is_empty() {
+            batch.commit()?;
         }
+        if self.cursor.is_none() {
+            if self.forgotten > 0 {
+                tracing::info!(ids = self.forgotten, "dedup entries past their retention forgotten");
+            }
+            self.forgotten = 0;
+            self.next_pass = Instant::now() + self.every;
+        }
+        Ok(())
     }
 }
 
@@ -732,10 +762,10 @@ mod tests {
     }
 
     async fn open(dir: &std::path::Path, retention: Option<chrono::Duration>) -> EventLog {
-        let db = sled::Config::new().path(dir.join("db")).temporary(true).open().unwrap();
         let mut options = LogOptions::new(dir.join("wal"));
         options.dedup_retention = retention;
-        EventLog::open(db.open_tree("eventlog").unwrap(), options).unwrap()
+        options.sweep_every = Some(Duration::from_millis(100));
+        EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -758,6 +788,30 @@ mod tests {
             assert_eq!(log.append("t", vec![event("e", now)]).await.unwrap(), [Verdict::Duplicate]);
             log.shutdown().await;
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_deletes_expired_dedup_entries_and_keeps_fresh_ones_and_the_events() {
+        let dir = std::env::temp_dir().join(format!("tollgate-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = Utc::now();
+        let log = open(&dir, Some(chrono::Duration::days(1))).await;
+        let old = event("old", now - chrono::Duration::days(2));
+        let fresh = event("fresh", now);
+        assert_eq!(log.append("t", vec![old, fresh]).await.unwrap(), [Verdict::Accepted, Verdict::Accepted]);
+        log.sync().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while query::event(log.index(), "t", "old").unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the expired dedup entry was never swept");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(query::event(log.index(), "t", "fresh").unwrap().is_some());
+        let page = query::events(log.index(), "t", &query::EventFilter::default(), 10, None).unwrap();
+        let mut ids: Vec<_> = page.events.iter().map(|e| e.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["fresh", "old"]);
+        log.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

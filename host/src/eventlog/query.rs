@@ -3,6 +3,7 @@
 //! windows. Callers that must see everything acknowledged first call
 //! [`super::EventLog::sync`].
 
+use super::index::Index;
 use super::{LogError, StoredEvent, codec, keys};
 use crate::metering::{self, Window};
 use chrono::{DateTime, Duration, Utc};
@@ -36,7 +37,7 @@ fn decode(bytes: &[u8]) -> Result<StoredEvent, LogError> {
 /// Lists live events (current revisions, not retracted). `after` is the
 /// `next` of the previous page.
 pub fn events(
-    tree: &sled::Tree,
+    index: &Index,
     tenant: &str,
     filter: &EventFilter,
     limit: usize,
@@ -46,9 +47,9 @@ pub fn events(
     let (mut start, end) = match (&filter.customer, &filter.meter) {
         (Some(c), Some(m)) => (
             filter.from.map(|t| keys::events_at(tenant, c, m, t)).unwrap_or_else(|| prefix.clone()),
-            filter.to.map(|t| keys::events_at(tenant, c, m, t)).unwrap_or_else(|| prefix_end(&prefix)),
+            filter.to.map(|t| keys::events_at(tenant, c, m, t)).unwrap_or_else(|| keys::prefix_end(&prefix)),
         ),
-        _ => (prefix.clone(), prefix_end(&prefix)),
+        _ => (prefix.clone(), keys::prefix_end(&prefix)),
     };
     if let Some(after) = after {
         let mut next = after.to_vec();
@@ -58,7 +59,7 @@ pub fn events(
     let mut out = Vec::new();
     let mut last_key = None;
     if start < end {
-        for item in tree.range(start..end) {
+        for item in index.range(start..end) {
             let (k, v) = item?;
             let e = decode(&v)?;
             let time_ok = filter.from.is_none_or(|f| e.time >= f) && filter.to.is_none_or(|t| e.time < t);
@@ -75,18 +76,6 @@ pub fn events(
     Ok(Page { events: out, next: None })
 }
 
-/// The smallest key above every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
-}
-
 /// An event id's current revision (possibly a retraction) and the
 /// revisions it replaced, oldest first.
 #[derive(Debug, Clone, Serialize)]
@@ -95,15 +84,15 @@ pub struct EventHistory {
     pub replaced: Vec<StoredEvent>,
 }
 
-pub fn event(tree: &sled::Tree, tenant: &str, id: &str) -> Result<Option<EventHistory>, LogError> {
-    let Some(entry) = tree.get(keys::dedup(tenant, id))? else { return Ok(None) };
+pub fn event(index: &Index, tenant: &str, id: &str) -> Result<Option<EventHistory>, LogError> {
+    let Some(entry) = index.get(&keys::dedup(tenant, id))? else { return Ok(None) };
     let entry = codec::decode_dedup(&entry).map_err(LogError::codec(format!("dedup entry of {id}")))?;
-    let current = match tree.get(&entry.location)? {
+    let current = match index.get(&entry.location)? {
         Some(b) => decode(&b)?,
         None => return Ok(None),
     };
     let mut replaced = Vec::new();
-    for item in tree.scan_prefix(keys::history_prefix(tenant, id)) {
+    for item in index.prefix(&keys::history_prefix(tenant, id)) {
         let (_, v) = item?;
         let e = decode(&v)?;
         if e.revision != current.revision {
@@ -123,7 +112,7 @@ pub struct WindowRow {
 
 /// The windows of a customer's meter whose hour starts in `[from, to)`.
 pub fn windows(
-    tree: &sled::Tree,
+    index: &Index,
     tenant: &str,
     customer: &str,
     meter: &str,
@@ -136,11 +125,10 @@ pub fn windows(
     if start >= end {
         return Ok(out);
     }
-    for item in tree.range(start..end) {
+    for item in index.range(start..end) {
         let (k, v) = item?;
         let hour = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default()).into_owned();
-        let window = serde_json::from_slice(&v)
-            .map_err(|e| LogError::Failed(format!("corrupt window {customer}/{meter}/{hour}: {e}")))?;
+        let window = codec::decode_window(&v).map_err(LogError::codec(format!("window {customer}/{meter}/{hour}")))?;
         out.push(WindowRow { hour, window });
     }
     Ok(out)
@@ -148,7 +136,7 @@ pub fn windows(
 
 /// The ids of the live events in one window (hour `YYYY-MM-DDTHH:00Z`).
 pub fn window_event_ids(
-    tree: &sled::Tree,
+    index: &Index,
     tenant: &str,
     customer: &str,
     meter: &str,
@@ -159,5 +147,5 @@ pub fn window_event_ids(
     let (from, to) = (keys::events_at(tenant, customer, meter, start), {
         keys::events_at(tenant, customer, meter, start + Duration::hours(1))
     });
-    tree.range(from..to).map(|item| Ok(decode(&item?.1)?.id)).collect()
+    index.range(from..to).map(|item| Ok(decode(&item?.1)?.id)).collect()
 }

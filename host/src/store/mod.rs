@@ -1,5 +1,6 @@
 //! The embedded database: one sled instance on local disk, one tree per
-//! record type, keys as NUL-separated components (ids never contain NUL:
+//! record type, beside the event log's own index (an LSM tree in
+//! `<data_dir>/eventlog`, see [`crate::eventlog::index`]); keys as NUL-separated components (ids never contain NUL:
 //! ingest and master-data validation refuse it).
 //!
 //! Durability: [`Store::flush`] fsyncs; every stage calls it before it
@@ -7,9 +8,6 @@
 //! is fsynced, see [`crate::eventlog`]).
 //!
 //! Trees:
-//! - `eventlog`       the event log's index: events, dedup entries, revision
-//!   history, metering windows (see [`crate::eventlog`]; the write-ahead log
-//!   itself is in `<data_dir>/wal`)
 //! - `masterdata`     tenant → [`crate::masterdata::MasterData`]
 //! - `charges`        tenant·period·contract line → [`crate::rating::ChargeRecord`]
 //! - `charge_events`  tenant·period·contract line·event id → ()
@@ -22,6 +20,7 @@
 //! - `api_keys`       SHA-256 of a key → [`crate::auth::ApiKeyRecord`]
 //! - `activations`    tenant·contract line·effective from·activated at → activation
 
+use crate::eventlog::index::Index;
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 
@@ -29,6 +28,8 @@ use std::path::Path;
 pub enum StoreError {
     #[error("storage: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Index(#[from] crate::eventlog::index::IndexError),
     #[error("corrupt record in {tree}: {source}")]
     Decode { tree: String, source: serde_json::Error },
     #[error("encoding record: {0}")]
@@ -41,7 +42,9 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    pub eventlog: sled::Tree,
+    /// The event log's index (events, dedup entries, revision history,
+    /// metering windows; its write-ahead log is in `<data_dir>/wal`).
+    pub eventlog: Index,
     pub masterdata: sled::Tree,
     pub charges: sled::Tree,
     pub charge_events: sled::Tree,
@@ -59,7 +62,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
         Ok(Store {
-            eventlog: db.open_tree("eventlog")?,
+            eventlog: Index::open(&dir.join("eventlog"))?,
             masterdata: db.open_tree("masterdata")?,
             charges: db.open_tree("charges")?,
             charge_events: db.open_tree("charge_events")?,
