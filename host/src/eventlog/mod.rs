@@ -190,7 +190,10 @@ struct Progress {
 
 /// Events accepted but not yet indexed, per tenant and id: the part of
 /// dedup that is not on disk in the index yet.
-type Pending = HashMap<String, HashMap<String, Arc<StoredEvent>>>;
+/// Hashed with foldhash: several times faster than SipHash on this path and
+/// still seeded per process.
+type Pending = HashMap<String, HashMap<String, Arc<StoredEvent>, FoldHash>, FoldHash>;
+type FoldHash = foldhash::fast::RandomState;
 
 struct Shared {
     index: Index,
@@ -258,7 +261,7 @@ impl EventLog {
         let (progress, _) = tokio::sync::watch::channel(Progress { applied, failed: None });
         let shared = Arc::new(Shared {
             index,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             unindexed: AtomicUsize::new(0),
             last_lsn: AtomicU64::new(applied),
             durable_through: AtomicU64::new(applied),
@@ -645,7 +648,7 @@ fn checkpoint(shared: &Shared, applied: u64, flushed: u64) -> u64 {
 fn apply(index: &Index, records: &[Record]) -> Result<(), LogError> {
     let Some(last) = records.last() else { return Ok(()) };
     let mut batch = index.batch();
-    let mut windows: HashMap<Vec<u8>, Window> = HashMap::new();
+    let mut windows: HashMap<Vec<u8>, Window, FoldHash> = HashMap::default();
     let mut window = |key: Vec<u8>, change: &dyn Fn(&Window) -> Result<Window, DecimalError>| {
         let current = match windows.remove(&key) {
             Some(w) => w,
