@@ -149,14 +149,18 @@ pub async fn start(config: Config) -> Result<Gateway> {
         poster: poster.clone(),
         ingestor,
     });
+    let http_listener = match &tls {
+        Some(t) => HttpListener::Tls(t.http_listener(http_listener)?),
+        None => HttpListener::Plain(http_listener),
+    };
     let mut rx = shutdown_rx.clone();
     let stop = async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     tasks.push(tokio::spawn(async move {
-        let result = match tls {
-            Some(tls) => axum::serve(tls.http_listener(http_listener), app).with_graceful_shutdown(stop).await,
-            None => axum::serve(http_listener, app).with_graceful_shutdown(stop).await,
+        let result = match http_listener {
+            HttpListener::Tls(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+            HttpListener::Plain(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
@@ -166,6 +170,11 @@ pub async fn start(config: Config) -> Result<Gateway> {
 
     tracing::info!(%grpc_addr, %http_addr, tls = config.tls.is_some(), "tollgate serving");
     Ok(Gateway { grpc_addr, http_addr, shutdown, tasks, log })
+}
+
+enum HttpListener {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsListener),
 }
 
 fn log_options(config: &Config) -> LogOptions {

@@ -100,14 +100,18 @@ impl TlsMaterial {
     }
 
     /// Wraps the HTTP listener so every connection is TLS (HTTP/1.1 by ALPN).
-    pub fn http_listener(&self, tcp: TcpListener) -> TlsListener {
-        let config = self.server_config(&[b"http/1.1"]).expect("checked when the material was loaded");
-        TlsListener {
+    pub fn http_listener(&self, tcp: TcpListener) -> Result<TlsListener, TlsError> {
+        let config = self.server_config(&[b"http/1.1"]).map_err(|reason| TlsError::Mismatch {
+            cert: "tls.cert_file".into(),
+            key: "tls.key_file".into(),
+            reason,
+        })?;
+        Ok(TlsListener {
             tcp,
             acceptor: TlsAcceptor::from(config),
             handshakes: JoinSet::new(),
             timeout: self.handshake_timeout,
-        }
+        })
     }
 }
 

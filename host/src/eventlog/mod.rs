@@ -12,16 +12,17 @@
 //!    events by customer, meter and time; dedup entries; revision history;
 //!    metering windows; the checkpoint) in one atomic batch per round.
 //!    A periodic persist (fsync) makes the checkpoint durable, and WAL
-//!    segments behind it are deleted. On start-up, records after the checkpoint are
-//!    replayed, so a crash at any moment loses nothing acknowledged and
-//!    counts nothing twice.
+//!    segments behind it are deleted. On start-up, records after the
+//!    checkpoint are replayed, so a crash at any moment loses nothing
+//!    acknowledged and counts nothing twice.
 //!
 //! Dedup is by (tenant, event id) with no expiry unless
 //! [`LogOptions::dedup_retention`] is set; then the indexer also sweeps
 //! expired dedup entries away, in its own batches (it is the index's only
-//! writer, so a sweep never races with a new entry for the same id). An event may be corrected (same
-//! id, higher `revision`) or retracted (a higher revision with `retracted`);
-//! the revision it replaces leaves its window and moves to the history.
+//! writer, so a sweep never races with a new entry for the same id). An
+//! event may be corrected (same id, higher `revision`) or retracted (a
+//! higher revision with `retracted`); the revision it replaces leaves its
+//! window and moves to the history.
 //!
 //! Backpressure: at most [`LogOptions::max_unindexed_events`] events may be
 //! queued or waiting for the indexer; beyond that a request is refused with
