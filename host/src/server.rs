@@ -150,7 +150,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
         ingestor,
     });
     let http_listener = match &tls {
-        Some(t) => HttpListener::Tls(t.http_listener(http_listener)?),
+        Some(t) => HttpListener::Tls(t.http_listener(http_listener)),
         None => HttpListener::Plain(http_listener),
     };
     let mut rx = shutdown_rx.clone();

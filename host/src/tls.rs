@@ -34,16 +34,17 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct TlsMaterial {
     /// PEM text of the chain and key, as tonic's `Identity` takes them.
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    certs: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
-    pub handshake_timeout: Duration,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    /// The HTTP listener's rustls configuration (ALPN `http/1.1`); building
+    /// it is what checks that the key is the certificate's.
+    http: Arc<ServerConfig>,
+    handshake_timeout: Duration,
 }
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsMaterial").field("certificates", &self.certs.len()).finish_non_exhaustive()
+        f.debug_struct("TlsMaterial").field("handshake_timeout", &self.handshake_timeout).finish_non_exhaustive()
     }
 }
 
@@ -67,29 +68,16 @@ impl TlsMaterial {
         }
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| TlsError::NoKey { path: config.key_file.clone(), reason: e.to_string() })?;
-        let material = TlsMaterial {
+        let mut http = ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| {
+            TlsError::Mismatch { cert: config.cert_file.clone(), key: config.key_file.clone(), reason: e.to_string() }
+        })?;
+        http.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsMaterial {
             cert_pem,
             key_pem,
-            certs,
-            key: Arc::new(key),
+            http: Arc::new(http),
             handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
-        };
-        material.server_config(&[]).map_err(|reason| TlsError::Mismatch {
-            cert: config.cert_file.clone(),
-            key: config.key_file.clone(),
-            reason,
-        })?;
-        Ok(material)
-    }
-
-    /// A rustls server configuration offering the given ALPN protocols.
-    fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
-        let mut config = ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(self.certs.clone(), self.key.clone_key())
-            .map_err(|e| e.to_string())?;
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
+        })
     }
 
     /// The tonic server TLS configuration for the gRPC listener.
@@ -100,18 +88,13 @@ impl TlsMaterial {
     }
 
     /// Wraps the HTTP listener so every connection is TLS (HTTP/1.1 by ALPN).
-    pub fn http_listener(&self, tcp: TcpListener) -> Result<TlsListener, TlsError> {
-        let config = self.server_config(&[b"http/1.1"]).map_err(|reason| TlsError::Mismatch {
-            cert: "tls.cert_file".into(),
-            key: "tls.key_file".into(),
-            reason,
-        })?;
-        Ok(TlsListener {
+    pub fn http_listener(&self, tcp: TcpListener) -> TlsListener {
+        TlsListener {
             tcp,
-            acceptor: TlsAcceptor::from(config),
+            acceptor: TlsAcceptor::from(self.http.clone()),
             handshakes: JoinSet::new(),
             timeout: self.handshake_timeout,
-        })
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! `TOLLGATE_CRASH_KILLS=<n>` runs more kills (default 20).
 
-use crate::plugins_dir;
+use crate::{get_json, plugins_dir};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -220,8 +220,7 @@ async fn stored(server: &Server) -> (HashMap<String, (String, String, Decimal)>,
         if let Some(a) = &after {
             url.push_str(&format!("&after={a}"));
         }
-        let page: serde_json::Value =
-            client.get(url).bearer_auth(KEY).send().await.unwrap().error_for_status().unwrap().json().await.unwrap();
+        let page = get_json(&client, &url, KEY).await;
         for e in page["events"].as_array().unwrap() {
             let id = e["id"].as_str().unwrap().to_string();
             *seen.entry(id.clone()).or_default() += 1;
@@ -238,17 +237,7 @@ async fn stored(server: &Server) -> (HashMap<String, (String, String, Decimal)>,
 
 async fn metered_total(server: &Server, customer: &str, meter: &str) -> (Decimal, u64) {
     let url = format!("{}/v1/windows?customer={customer}&meter={meter}", server.http);
-    let w: serde_json::Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let w = get_json(&reqwest::Client::new(), &url, KEY).await;
     (Decimal::from_str_exact(w["total"].as_str().unwrap()).unwrap(), w["events"].as_u64().unwrap())
 }
 

@@ -73,3 +73,9 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// GETs `url` with the bearer `key`; the JSON answer of a success status.
+pub async fn get_json(client: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
+    let response = client.get(url).bearer_auth(key).send().await.unwrap();
+    response.error_for_status().unwrap().json().await.unwrap()
+}

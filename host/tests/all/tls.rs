@@ -3,7 +3,7 @@
 //! plain-text clients and clients without the CA are refused; unusable
 //! files stop start-up with an error naming the key.
 
-use crate::{start_erp, temp_dir, test_config};
+use crate::{get_json, start_erp, temp_dir, test_config};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,17 +93,7 @@ async fn both_listeners_serve_tls_with_the_configured_certificate() {
     let https = format!("https://{}", gateway.http_addr);
     let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
     let client = reqwest::Client::builder().no_proxy().add_root_certificate(ca).build().unwrap();
-    let page: serde_json::Value = client
-        .get(format!("{https}/v1/events?customer=globex"))
-        .bearer_auth("k")
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&client, &format!("{https}/v1/events?customer=globex"), "k").await;
     assert_eq!(page["events"].as_array().map(|e| e.len()), Some(1), "{page}");
     assert_eq!(page["events"][0]["id"], "tls-2");
     // Without the CA, and in plain text, the HTTP listener refuses.
