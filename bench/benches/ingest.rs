@@ -259,6 +259,14 @@ async fn main() {
     let concurrency = env_usize("TOLLGATE_BENCH_CONCURRENCY", 16);
     let dir = std::env::temp_dir().join(format!("tollgate-ingest-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    // One hourly sum meter per event type, as a tenant would define them.
+    let meters = dir.join("meters.json");
+    let specs: Vec<_> = METERS
+        .iter()
+        .map(|m| serde_json::json!({ "id": m, "event_type": m, "aggregation": "sum", "group_by": ["region"] }))
+        .collect();
+    std::fs::write(&meters, serde_json::to_vec(&specs).expect("json")).expect("meters file");
     let config = Config {
         data_dir: dir.join("data"),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
@@ -271,6 +279,7 @@ async fn main() {
         tenants: vec![TenantConfig {
             id: "bench".into(),
             api_key_sha256: vec![tollgate::auth::hash_key(KEY)],
+            meters_file: Some(meters),
             masterdata_file: None,
         }],
         erp_targets: BTreeMap::from([(

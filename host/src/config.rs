@@ -148,6 +148,10 @@ pub struct TenantConfig {
     pub id: String,
     /// SHA-256 (hex) of each API key of the tenant; keys themselves are never stored.
     pub api_key_sha256: Vec<String>,
+    /// Meters (a JSON array of the bodies `POST /v1/meters` takes) created
+    /// at start-up if missing; loaded before the master data.
+    #[serde(default)]
+    pub meters_file: Option<PathBuf>,
     /// Master data (JSON, the body of `PUT /v1/masterdata`) loaded at start-up.
     #[serde(default)]
     pub masterdata_file: Option<PathBuf>,

@@ -26,12 +26,15 @@ fn row(cols: [&str; 5]) {
 /// The demo tenant's API key (sent as `authorization: Bearer ...`).
 pub const DEMO_API_KEY: &str = "demo-acme-key";
 const MASTERDATA: &str = include_str!("../demo/masterdata.json");
+const METERS: &str = include_str!("../demo/meters.json");
 
 pub async fn run(plugins_dir: PathBuf) -> Result<()> {
     let work = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let masterdata = work.join("masterdata.json");
     std::fs::write(&masterdata, MASTERDATA)?;
+    let meters = work.join("meters.json");
+    std::fs::write(&meters, METERS)?;
 
     let erp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let erp_addr = erp.local_addr()?;
@@ -49,6 +52,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![hash_key(DEMO_API_KEY)],
+            meters_file: Some(meters),
             masterdata_file: Some(masterdata),
         }],
         erp_targets: BTreeMap::from([(

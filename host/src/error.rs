@@ -141,6 +141,8 @@ impl From<crate::eventlog::LogError> for ApiError {
                 tracing::error!(error = %e, "event log unavailable");
                 ApiError::new(ErrorCode::Unavailable, e.to_string())
             }
+            L::MeterConflict { .. } => ApiError::field(ErrorCode::Conflict, "id", e.to_string()),
+            L::TooManyMeters { .. } => ApiError::new(ErrorCode::FailedPrecondition, e.to_string()),
             other => ApiError::internal(other),
         }
     }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::eventlog::{Durability, EventLog, LogOptions, UNSAFE_ACK_BEFORE_WRITE_ENV};
 use crate::ingest::{Ingestor, grpc::IngestGrpc};
 use crate::masterdata::{self, MasterData};
+use crate::metering::MeterSpec;
 use crate::posting::Poster;
 use crate::proto::ingest_service_server::IngestServiceServer;
 use crate::rating::registry::{Registry, RegistryRefs};
@@ -80,12 +81,18 @@ pub async fn start(config: Config) -> Result<Gateway> {
     tracing::info!(plugins = uploaded, "uploaded plugins loaded");
     tracing::info!(plugins = n, dir = %config.plugins.bundled_dir.display(), "bundled plugins loaded");
 
+    let log = EventLog::open(store.eventlog.clone(), log_options(&config)).context("opening the event log")?;
     for t in &config.tenants {
+        if let Some(file) = &t.meters_file {
+            create_meters(&log, &t.id, file).await?;
+        }
         if let Some(file) = &t.masterdata_file {
             let text = std::fs::read(file).with_context(|| format!("tenant {}: reading {}", t.id, file.display()))?;
             let data: MasterData =
                 serde_json::from_slice(&text).with_context(|| format!("tenant {}: {}", t.id, file.display()))?;
-            data.validate(&RegistryRefs { tenant: &t.id, registry: &registry, targets: &config.erp_targets }).map_err(
+            let refs =
+                RegistryRefs { tenant: &t.id, registry: &registry, targets: &config.erp_targets, meters: log.meters() };
+            data.validate(&refs).map_err(
                 |e| {
                     anyhow::anyhow!(
                         "tenant {}: {}: {}: {}",
@@ -112,7 +119,6 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
     let mut tasks = Vec::new();
-    let log = EventLog::open(store.eventlog.clone(), log_options(&config)).context("opening the event log")?;
     let ingestor = Ingestor::new(log.clone());
     let ingest = IngestGrpc::new(ingestor.clone(), auth.clone());
     let mut rx = shutdown_rx.clone();
@@ -170,6 +176,25 @@ pub async fn start(config: Config) -> Result<Gateway> {
 
     tracing::info!(%grpc_addr, %http_addr, tls = config.tls.is_some(), "tollgate serving");
     Ok(Gateway { grpc_addr, http_addr, shutdown, tasks, log })
+}
+
+/// Creates a tenant's meters from a JSON file (an array of meter
+/// definitions, as `POST /v1/meters` takes them); meters that exist with
+/// the same definition are kept, a different definition stops start-up.
+async fn create_meters(log: &EventLog, tenant: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let context = || format!("tenant {tenant}: {}", file.display());
+    let text = std::fs::read(file).with_context(context)?;
+    let specs: Vec<MeterSpec> = serde_json::from_slice(&text).with_context(context)?;
+    for (i, spec) in specs.into_iter().enumerate() {
+        let meter = spec.validate(chrono::Utc::now()).map_err(|e| {
+            anyhow::anyhow!("{}: [{i}].{}: {}", context(), e.field.unwrap_or_default(), e.message)
+        })?;
+        let (meter, created) = log.create_meter(tenant, meter).await.with_context(context)?;
+        if created {
+            tracing::info!(%tenant, meter = %meter.id, "meter created");
+        }
+    }
+    Ok(())
 }
 
 enum HttpListener {

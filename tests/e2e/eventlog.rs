@@ -91,8 +91,8 @@ fn retraction(id: &str, revision: u32) -> UsageEvent {
 
 async fn total(env: &Env, customer: &str, meter: &str) -> (String, u64) {
     let (_, w) = env.get(&format!("/v1/windows?customer={customer}&meter={meter}")).await.unwrap();
-    assert!(w["total"].is_string(), "{w}");
-    (dec(&w["total"]).to_string(), w["events"].as_u64().unwrap())
+    assert!(w["total"]["value"].is_string(), "{w}");
+    (dec(&w["total"]["value"]).to_string(), w["total"]["events"].as_u64().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,11 +134,15 @@ async fn corrections_and_retractions_move_usage_in_metering_and_keep_history() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| (w["hour"].as_str().unwrap(), dec(&w["sum"]).to_string()))
+        .map(|w| (w["start"].as_str().unwrap(), dec(&w["value"]).to_string()))
         .collect();
     assert_eq!(
         hours,
-        [("2025-05-03T08:00Z", "0".into()), ("2025-05-03T09:00Z", "1.5".into()), ("2025-05-03T10:00Z", "12.25".into())]
+        [
+            ("2025-05-03T08:00:00Z", "0".into()),
+            ("2025-05-03T09:00:00Z", "1.5".into()),
+            ("2025-05-03T10:00:00Z", "12.25".into())
+        ]
     );
 
     // Same revision, different content: a conflict; the stored one stands.

@@ -91,8 +91,9 @@ async fn usage_to_invoice_with_duplicates_invalid_events_and_two_customers() {
     assert_eq!(events, BTreeSet::from(["g1", "g2", "g3"]));
     let windows = line["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 2);
-    assert_eq!(windows[0]["hour"], "2025-03-01T10:00Z");
-    assert_eq!((dec(&windows[0]["quantity"]), windows[0]["events"].as_u64()), (d("100.0"), Some(2)));
+    assert_eq!(windows[0]["start"], "2025-03-01T10:00:00Z");
+    assert_eq!(windows[0]["id"], "api_calls/globex/2025-03-01T10:00:00Z");
+    assert_eq!((dec(&windows[0]["value"]), windows[0]["events"].as_u64()), (d("100.0"), Some(2)));
     assert!(line["charges"][1]["explain"].as_str().unwrap().contains("1000.125 × 0.0125"));
 
     let (status, _) = env.get("/v1/lineage/documents/INV-999999").await.unwrap();

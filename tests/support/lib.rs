@@ -121,6 +121,14 @@ pub fn masterdata() -> serde_json::Value {
     })
 }
 
+/// The meters of the tests: `api_calls` and `fees` sum `quantity` per hour.
+pub fn meters() -> serde_json::Value {
+    serde_json::json!([
+        { "id": "api_calls", "event_type": "api_calls", "aggregation": "sum" },
+        { "id": "fees", "event_type": "fees", "aggregation": "sum" }
+    ])
+}
+
 /// A running gateway with its data directory.
 pub struct Env {
     pub gateway: Option<Gateway>,
@@ -141,6 +149,8 @@ impl Env {
         let dir = std::sync::Arc::new(TempDir::new("gw"));
         let md = dir.0.join("masterdata.json");
         std::fs::write(&md, serde_json::to_vec(&masterdata())?)?;
+        let meters_file = dir.0.join("meters.json");
+        std::fs::write(&meters_file, serde_json::to_vec(&meters())?)?;
         let config = Config {
             data_dir: dir.0.join("data"),
             grpc_listen: "127.0.0.1:0".parse()?,
@@ -158,11 +168,13 @@ impl Env {
                 TenantConfig {
                     id: "acme".into(),
                     api_key_sha256: vec![tollgate::auth::hash_key(API_KEY)],
+                    meters_file: Some(meters_file),
                     masterdata_file: Some(md),
                 },
                 TenantConfig {
                     id: "umbrella".into(),
                     api_key_sha256: vec![tollgate::auth::hash_key(OTHER_API_KEY)],
+                    meters_file: None,
                     masterdata_file: None,
                 },
             ],

@@ -12,7 +12,14 @@
 //!   order; `next` is the cursor of the following page
 //! - `GET  /v1/events/{id}`: one event's current revision and the revisions
 //!   it replaced
-//! - `GET  /v1/windows?customer=C&meter=M&from=T&to=T`: metering windows
+//! - `POST /v1/meters`: define a meter ([`crate::metering::MeterSpec`]);
+//!   its windows are built from the events stored so far before it answers
+//!   (201; 200 when the same definition exists; 409 for a different one)
+//! - `GET  /v1/meters`: the tenant's meters and the live events of types no
+//!   meter reads (`unmetered`); `GET /v1/meters/{id}`: one meter
+//! - `GET  /v1/windows?meter=M[&customer=C][&from=T][&to=T][&dimensions.K=V…]`:
+//!   a meter's windows (window start in `[from, to)`), optionally of one
+//!   customer and one value of a group-by dimension, with their total
 //! - `POST /v1/api-keys` `{name, tenant?}`: a new API key, shown once (a
 //!   tenant's key makes keys for its tenant; the operator key for any tenant)
 //! - `GET  /v1/api-keys[?tenant=T]`: keys without secrets
@@ -36,6 +43,8 @@ use crate::eventlog::query;
 use crate::ingest::{self, Ingestor, Outcome, cloudevents};
 use crate::lineage;
 use crate::masterdata::{self, MasterData};
+use crate::metering::window::{self, WindowFilter};
+use crate::metering::{Meter, MeterSpec};
 use crate::posting::{self, CloseReport, Document, Poster, PostingStatus};
 use crate::rating::activation::{self, Activation, ActivationRequest};
 use crate::rating::registry::{Registry, RegistryRefs, is_valid_name};
@@ -70,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/windows", get(list_windows))
+        .route("/v1/meters", get(list_meters).post(create_meter))
+        .route("/v1/meters/{id}", get(get_meter))
         .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_api_key))
         .route(
@@ -238,7 +249,12 @@ async fn put_masterdata(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
     let Json(data) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
-    data.validate(&RegistryRefs { tenant: &t, registry: &s.registry, targets: &s.targets })?;
+    data.validate(&RegistryRefs {
+        tenant: &t,
+        registry: &s.registry,
+        targets: &s.targets,
+        meters: s.ingestor.log().meters(),
+    })?;
     masterdata::save(&s.store, &t, &data).await?;
     tracing::info!(tenant = %t, contract_lines = data.contract_lines.len(), "master data replaced");
     Ok(Json(serde_json::json!({ "status": "stored", "contract_lines": data.contract_lines.len() })))
@@ -370,29 +386,80 @@ async fn get_event(
         .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no event {id}")))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WindowsQuery {
-    customer: String,
-    meter: String,
-    from: Option<String>,
-    to: Option<String>,
+async fn create_meter(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<MeterSpec>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Meter>), ApiError> {
+    let t = tenant(&s, &h)?;
+    let Json(spec) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let meter = spec.validate(chrono::Utc::now())?;
+    let (meter, created) = s.ingestor.log().create_meter(&t, meter).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(meter)))
+}
+
+async fn list_meters(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    s.ingestor.log().sync().await?;
+    let index = s.ingestor.log().index();
+    Ok(Json(serde_json::json!({
+        "meters": window::load_meters(index, &t)?,
+        "unmetered": window::unmetered(index, &t)?,
+    })))
+}
+
+fn find_meter(s: &AppState, tenant: &str, id: &str, field: &str) -> Result<Meter, ApiError> {
+    window::load_meter(s.ingestor.log().index(), tenant, id)?
+        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, field, format!("no meter {id:?}")))
+}
+
+async fn get_meter(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Result<Json<Meter>, ApiError> {
+    let t = tenant(&s, &h)?;
+    Ok(Json(find_meter(&s, &t, &id, "id")?))
 }
 
 async fn list_windows(
     State(s): State<AppState>,
     h: HeaderMap,
-    q: Result<Query<WindowsQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
-    let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
-    let from = instant("from", q.from.as_deref())?.unwrap_or_default();
-    let to = instant("to", q.to.as_deref())?.unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::days(2));
+    let mut filter = WindowFilter::default();
+    let mut meter = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "meter" => meter = Some(v),
+            "customer" => filter.customer = Some(v),
+            "from" => filter.from = instant("from", Some(&v))?,
+            "to" => filter.to = instant("to", Some(&v))?,
+            _ => match k.strip_prefix("dimensions.") {
+                Some(d) if !d.is_empty() => {
+                    filter.dimensions.insert(d.to_string(), v);
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        ErrorCode::InvalidArgument,
+                        k.clone(),
+                        "unknown query parameter; takes meter, customer, from, to, dimensions.<key>",
+                    ));
+                }
+            },
+        }
+    }
+    let meter = meter.ok_or_else(|| ApiError::field(ErrorCode::InvalidArgument, "meter", "required"))?;
+    let meter = find_meter(&s, &t, &meter, "meter")?;
+    if let Some(k) = filter.dimensions.keys().find(|k| !meter.group_by.contains(k)) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidArgument,
+            format!("dimensions.{k}"),
+            format!("meter {} does not group by {k:?} (group_by: {:?})", meter.id, meter.group_by),
+        ));
+    }
     s.ingestor.log().sync().await?;
-    let windows = query::windows(s.ingestor.log().index(), &t, &q.customer, &q.meter, from, to)?;
-    let total = crate::money::exact_sum(windows.iter().map(|w| w.window.sum)).map_err(ApiError::internal)?;
-    let events: u64 = windows.iter().map(|w| w.window.count).sum();
-    Ok(Json(serde_json::json!({ "windows": windows, "total": total, "events": events })))
+    let index = s.ingestor.log().index();
+    let windows = window::windows(index, &t, &meter, &filter)?;
+    let total = window::total(index, &t, &meter, &windows)?;
+    Ok(Json(serde_json::json!({ "meter": meter, "windows": windows, "total": total })))
 }
 
 fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {

@@ -5,10 +5,9 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::eventlog::LogError;
-use crate::eventlog::query::{self, WindowRow};
 use crate::masterdata::{ContractLine, MasterData};
-use crate::metering::{self, Window};
-use crate::money;
+use crate::metering::window::{self, WindowFilter, WindowRow};
+use crate::metering::{Meter, MeterState};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -52,12 +51,15 @@ impl Period {
     }
 }
 
-/// One window summed into a canonical usage.
+/// One window aggregated into a canonical usage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowRef {
+    /// `meter/customer/start[/dimension=value…]`.
     pub id: String,
-    pub hour: String,
-    pub quantity: Decimal,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// The window's aggregate (its sum, count, max, …).
+    pub value: Decimal,
     pub events: u64,
 }
 
@@ -101,6 +103,16 @@ pub enum EnrichError {
     Window { window: String, message: String },
 }
 
+/// A contract line's meter, active.
+fn meter_of(store: &Store, tenant: &str, line: &ContractLine) -> Result<Meter, EnrichError> {
+    let md_err = |message: String| EnrichError::MasterData { line: line.id.clone(), message };
+    match window::load_meter(&store.eventlog, tenant, &line.meter)? {
+        Some(m) if m.state == MeterState::Active => Ok(m),
+        Some(_) => Err(md_err(format!("meter {} is still being built", line.meter))),
+        None => Err(md_err(format!("unknown meter {}", line.meter))),
+    }
+}
+
 /// Builds the canonical usage of `line` over `period`, and the source event ids.
 pub fn canonical_usage(
     store: &Store,
@@ -112,20 +124,26 @@ pub fn canonical_usage(
     let md_err = |message: String| EnrichError::MasterData { line: line.id.clone(), message };
     let customer = md.customer(&line.customer).ok_or_else(|| md_err(format!("unknown customer {}", line.customer)))?;
     let sku = md.sku(&line.sku).ok_or_else(|| md_err(format!("unknown sku {}", line.sku)))?;
+    let meter = meter_of(store, tenant, line)?;
+    let mut rows = Vec::new();
     let mut windows = Vec::new();
     let mut event_ids = Vec::new();
-    for row in period_windows(store, tenant, &line.customer, &line.meter, period)? {
-        let id = metering::window_id(&line.customer, &line.meter, &row.hour);
-        let (window, ids) =
-            window_with_events(store, tenant, &line.customer, &line.meter, row).map_err(|e| match e {
-                EnrichError::Window { message, .. } => EnrichError::Window { window: id.clone(), message },
-                other => other,
-            })?;
-        windows.push(WindowRef { id, hour: window.hour, quantity: window.window.sum, events: window.window.count });
+    for row in period_windows(store, tenant, &line.customer, &meter, period)? {
+        if row.window.events == 0 {
+            continue;
+        }
+        let (row, ids) = window_with_events(store, tenant, &meter, row)?;
+        windows.push(WindowRef {
+            id: row.id.clone(),
+            start: row.start,
+            end: row.end,
+            value: row.window.value,
+            events: row.window.events,
+        });
         event_ids.extend(ids);
+        rows.push(row);
     }
-    let quantity = money::exact_sum(windows.iter().map(|w| w.quantity))
-        .map_err(|e| EnrichError::Window { window: "period total".into(), message: e.to_string() })?;
+    let quantity = window::total(&store.eventlog, tenant, &meter, &rows)?.value;
     event_ids.sort();
     let mut h = Sha256::new();
     for id in &event_ids {
@@ -161,22 +179,23 @@ fn period_windows(
     store: &Store,
     tenant: &str,
     customer: &str,
-    meter: &str,
+    meter: &Meter,
     period: &Period,
 ) -> Result<Vec<WindowRow>, EnrichError> {
-    Ok(query::windows(&store.eventlog, tenant, customer, meter, period.start, period.end)?)
+    let filter = WindowFilter {
+        customer: Some(customer.to_string()),
+        from: Some(period.start),
+        to: Some(period.end),
+        ..WindowFilter::default()
+    };
+    Ok(window::windows(&store.eventlog, tenant, meter, &filter)?)
 }
 
-/// The metered total of a meter of a customer over a period, as it stands now.
-pub fn period_total(
-    store: &Store,
-    tenant: &str,
-    customer: &str,
-    meter: &str,
-    period: &Period,
-) -> Result<Decimal, EnrichError> {
-    money::exact_sum(period_windows(store, tenant, customer, meter, period)?.into_iter().map(|w| w.window.sum))
-        .map_err(|e| EnrichError::Window { window: "period total".into(), message: e.to_string() })
+/// The metered quantity of a contract line's meter over a period, as it stands now.
+pub fn period_total(store: &Store, tenant: &str, line: &ContractLine, period: &Period) -> Result<Decimal, EnrichError> {
+    let meter = meter_of(store, tenant, line)?;
+    let rows = period_windows(store, tenant, &line.customer, &meter, period)?;
+    Ok(window::total(&store.eventlog, tenant, &meter, &rows)?.value)
 }
 
 /// A window and its event ids, read consistently: an event indexed between
@@ -184,22 +203,25 @@ pub fn period_total(
 fn window_with_events(
     store: &Store,
     tenant: &str,
-    customer: &str,
-    meter: &str,
+    meter: &Meter,
     first: WindowRow,
 ) -> Result<(WindowRow, Vec<String>), EnrichError> {
     let mut row = first;
     for _ in 0..5 {
-        let ids = query::window_event_ids(&store.eventlog, tenant, customer, meter, &row.hour)?;
-        if ids.len() as u64 == row.window.count {
+        let ids = window::window_event_ids(&store.eventlog, tenant, meter, &row)?;
+        if ids.len() as u64 == row.window.events {
             return Ok((row, ids));
         }
-        let start = metering::hour_start(&row.hour).unwrap_or_default();
-        row = query::windows(&store.eventlog, tenant, customer, meter, start, start + chrono::Duration::hours(1))?
-            .pop()
-            .unwrap_or(WindowRow { hour: row.hour, window: Window::default() });
+        let filter = WindowFilter {
+            customer: Some(row.customer.clone()),
+            from: Some(row.start),
+            to: Some(row.end),
+            dimensions: row.dimensions.clone(),
+        };
+        let again = window::windows(&store.eventlog, tenant, meter, &filter)?;
+        row = again.into_iter().find(|r| r.id == row.id).unwrap_or(WindowRow { window: Default::default(), ..row });
     }
-    Err(EnrichError::Window { window: String::new(), message: "window and its event index keep disagreeing".into() })
+    Err(EnrichError::Window { window: row.id, message: "window and its event index keep disagreeing".into() })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! later release can still read what this one wrote.
 
 use super::StoredEvent;
-use crate::metering::Window;
+use crate::metering::window::MeterWindow;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -17,7 +17,8 @@ use std::sync::Arc;
 const EVENT_V1: u8 = 1;
 const RECORD_V1: u8 = 1;
 const DEDUP_V1: u8 = 1;
-const WINDOW_V1: u8 = 1;
+/// Version 1 (sum and count of an hour) is gone with meter definitions.
+const WINDOW_V2: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -270,21 +271,36 @@ pub fn decode_dedup(bytes: &[u8]) -> Result<DedupEntry, CodecError> {
     Ok(d)
 }
 
-pub fn encode_window(w: &Window) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(25);
-    buf.push(WINDOW_V1);
-    buf.extend_from_slice(&w.sum.serialize());
-    Writer(&mut buf).u64(w.count);
+pub fn encode_window(w: &MeterWindow) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(50);
+    buf.push(WINDOW_V2);
+    let mut wr = Writer(&mut buf);
+    wr.u64(w.events);
+    wr.u64(w.skipped);
+    wr.0.extend_from_slice(&w.value.serialize());
+    match w.latest {
+        None => wr.u8(0),
+        Some((nanos, lsn)) => {
+            wr.u8(1);
+            wr.u64(nanos);
+            wr.u64(lsn);
+        }
+    }
     buf
 }
 
-pub fn decode_window(bytes: &[u8]) -> Result<Window, CodecError> {
+pub fn decode_window(bytes: &[u8]) -> Result<MeterWindow, CodecError> {
     let mut r = Reader { buf: bytes, at: 0 };
     match r.u8()? {
-        WINDOW_V1 => {}
+        WINDOW_V2 => {}
         v => return Err(CodecError::Version(v)),
     }
-    let w = Window { sum: r.decimal()?, count: r.u64()? };
+    let mut w = MeterWindow { events: r.u64()?, skipped: r.u64()?, value: r.decimal()?, latest: None };
+    w.latest = match r.u8()? {
+        0 => None,
+        1 => Some((r.u64()?, r.u64()?)),
+        _ => return Err(CodecError::Range("latest")),
+    };
     r.end()?;
     Ok(w)
 }
@@ -340,8 +356,10 @@ mod tests {
             location: vec![b'r', 0, 1, 2, 0],
         };
         assert_eq!(decode_dedup(&encode_dedup(&d)).unwrap(), d);
-        let w = Window { sum: e.quantity, count: 3 };
-        assert_eq!(decode_window(&encode_window(&w)).unwrap(), w);
+        for latest in [None, Some((1_700_000_000_000_000_000, 9))] {
+            let w = MeterWindow { events: 3, skipped: 1, value: e.quantity, latest };
+            assert_eq!(decode_window(&encode_window(&w)).unwrap(), w);
+        }
     }
 
     #[test]

@@ -4,11 +4,12 @@
 
 use super::StoredEvent;
 use super::codec::nanos;
-use crate::metering;
 use chrono::{DateTime, Utc};
 
 pub const CHECKPOINT: &[u8] = b"c";
 pub const DEDUP_PREFIX: &[u8] = b"d\0";
+/// Every tenant's meter definitions.
+pub const METERS: &[u8] = b"M\0";
 
 fn tagged(tag: u8, parts: &[&str]) -> Vec<u8> {
     let mut k = vec![tag, 0];
@@ -62,14 +63,88 @@ pub fn history(tenant: &str, id: &str, revision: u32) -> Vec<u8> {
     k
 }
 
-/// `w·tenant·customer·meter·hour`: a metering window.
-pub fn window(tenant: &str, customer: &str, meter: &str, hour: &str) -> Vec<u8> {
-    tagged(b'w', &[tenant, customer, meter, hour])
+/// `M·tenant·`: a tenant's meter definitions.
+pub fn meters_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = tagged(b'M', &[tenant]);
+    k.push(0);
+    k
 }
 
-/// The window an event counts in.
-pub fn window_of(tenant: &str, e: &StoredEvent) -> Vec<u8> {
-    window(tenant, &e.customer, &e.meter, &metering::hour_of(e.time))
+/// `M·tenant·meter`: a meter definition (JSON).
+pub fn meter(tenant: &str, id: &str) -> Vec<u8> {
+    tagged(b'M', &[tenant, id])
+}
+
+/// `w·tenant·meter·[customer·]`: the windows of a meter, or of one customer.
+pub fn windows_prefix(tenant: &str, meter: &str, customer: Option<&str>) -> Vec<u8> {
+    let mut parts = vec![tenant, meter];
+    parts.extend(customer);
+    let mut k = tagged(b'w', &parts);
+    k.push(0);
+    k
+}
+
+/// `w·tenant·meter·customer·start[·group value…]`: one window; the start is
+/// whole seconds since the epoch, big-endian, so windows sort by time.
+pub fn window(tenant: &str, meter: &str, customer: &str, start: DateTime<Utc>, group: &[&str]) -> Vec<u8> {
+    let mut k = window_at(tenant, meter, customer, start);
+    for g in group {
+        k.push(0);
+        k.extend_from_slice(g.as_bytes());
+    }
+    k
+}
+
+/// The first window key of a customer's meter at or after `start`.
+pub fn window_at(tenant: &str, meter: &str, customer: &str, start: DateTime<Utc>) -> Vec<u8> {
+    let mut k = windows_prefix(tenant, meter, Some(customer));
+    k.extend_from_slice(&(start.timestamp().max(0) as u64).to_be_bytes());
+    k
+}
+
+/// A window key's parts after `w·tenant·meter·`: customer, start, group values.
+pub fn parse_window(key: &[u8], meter_prefix: &[u8]) -> Option<(String, DateTime<Utc>, Vec<String>)> {
+    let rest = key.strip_prefix(meter_prefix)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let customer = std::str::from_utf8(&rest[..nul]).ok()?.to_string();
+    let after = &rest[nul + 1..];
+    let start = u64::from_be_bytes(after.get(..8)?.try_into().ok()?);
+    let start = DateTime::from_timestamp(i64::try_from(start).ok()?, 0)?;
+    let groups = match after.get(8..)? {
+        [] => Vec::new(),
+        [0, g @ ..] => g.split(|b| *b == 0).map(|g| String::from_utf8_lossy(g).into_owned()).collect(),
+        _ => return None,
+    };
+    Some((customer, start, groups))
+}
+
+/// `v·…·`: the members of a window (distinct values, or the events of a
+/// `latest` meter by time): the window key with tag `v`, then NUL.
+pub fn members_prefix(window: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(window.len() + 24);
+    k.push(b'v');
+    k.extend_from_slice(&window[1..]);
+    k.push(0);
+    k
+}
+
+/// `v·tenant·meter·`: the members of every window of a meter.
+pub fn meter_members_prefix(tenant: &str, meter: &str) -> Vec<u8> {
+    let mut k = windows_prefix(tenant, meter, None);
+    k[0] = b'v';
+    k
+}
+
+/// `x·tenant·event type`: how many live events of a type no meter reads.
+pub fn unmetered(tenant: &str, event_type: &str) -> Vec<u8> {
+    tagged(b'x', &[tenant, event_type])
+}
+
+/// `x·tenant·`.
+pub fn unmetered_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = tagged(b'x', &[tenant]);
+    k.push(0);
+    k
 }
 
 /// The smallest key above every key starting with `prefix`.

@@ -40,7 +40,8 @@ pub mod keys;
 pub mod query;
 pub mod wal;
 
-use crate::metering::Window;
+use crate::metering::update::{self, Overlay};
+use crate::metering::{Meter, MeterState, Meters};
 use crate::money::DecimalError;
 use chrono::{DateTime, Utc};
 use codec::{CodecError, DedupEntry, Record};
@@ -158,6 +159,10 @@ pub enum LogError {
     Failed(String),
     #[error("the event log is shut down")]
     Closed,
+    #[error("meter {id} exists with a different definition; meters are immutable: create one with a new id")]
+    MeterConflict { id: String },
+    #[error("at most {limit} meters per tenant")]
+    TooManyMeters { limit: usize },
 }
 
 impl LogError {
@@ -183,6 +188,15 @@ enum Job {
     Stop,
 }
 
+/// Work for the indexer, in order.
+enum IndexJob {
+    Records(Vec<Record>),
+    /// Build a new meter's windows and activate it.
+    CreateMeter { tenant: String, meter: Meter, reply: tokio::sync::oneshot::Sender<Result<(Meter, bool), LogError>> },
+    /// The writer stopped: everything it sent is before this.
+    Stop,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Progress {
     applied: u64,
@@ -198,6 +212,7 @@ type FoldHash = foldhash::fast::RandomState;
 
 struct Shared {
     index: Index,
+    meters: Arc<Meters>,
     pending: Mutex<Pending>,
     unindexed: AtomicUsize,
     /// Last lsn handed out.
@@ -232,6 +247,7 @@ impl Shared {
 pub struct EventLog {
     shared: Arc<Shared>,
     jobs: SyncSender<Job>,
+    index_jobs: mpsc::Sender<IndexJob>,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
 }
 
@@ -240,6 +256,18 @@ impl EventLog {
     /// the index, makes that durable, and starts the writer and indexer.
     pub fn open(index: Index, options: LogOptions) -> Result<EventLog, LogError> {
         let checkpoint = read_checkpoint(&index)?;
+        let meters = Arc::new(Meters::default());
+        let mut unfinished = Vec::new();
+        for item in index.prefix(keys::METERS) {
+            let (k, v) = item?;
+            let tenant = k[keys::METERS.len()..].split(|b| *b == 0).next().unwrap_or_default();
+            let tenant = String::from_utf8_lossy(tenant).into_owned();
+            let meter = crate::metering::window::decode_meter(&v)?;
+            if meter.state == MeterState::Building {
+                unfinished.push((tenant.clone(), meter.clone()));
+            }
+            meters.insert(&tenant, meter);
+        }
         let mut replay = Vec::new();
         let mut replayed = 0usize;
         let (wal, next_lsn) = Wal::recover(&options.wal_dir, options.segment_bytes, checkpoint + 1, |rec| {
@@ -247,13 +275,19 @@ impl EventLog {
                 replay.push(rec);
                 if replay.len() >= MAX_INDEX_BATCH {
                     replayed += replay.len();
-                    apply(&index, &std::mem::take(&mut replay))?;
+                    apply(&index, &meters, &std::mem::take(&mut replay))?;
                 }
             }
             Ok::<(), LogError>(())
         })?;
         replayed += replay.len();
-        apply(&index, &replay)?;
+        apply(&index, &meters, &replay)?;
+        // Builds a crash interrupted start again, over every event stored.
+        for (tenant, meter) in unfinished {
+            let counted = update::build(&index, &tenant, &meter)?;
+            tracing::info!(%tenant, meter = %meter.id, events = counted, "finished building an interrupted meter");
+            meters.insert(&tenant, Meter { state: MeterState::Active, ..meter });
+        }
         index.persist()?;
         let applied = next_lsn - 1;
         if replayed > 0 {
@@ -262,6 +296,7 @@ impl EventLog {
         let (progress, _) = tokio::sync::watch::channel(Progress { applied, failed: None });
         let shared = Arc::new(Shared {
             index,
+            meters,
             pending: Mutex::new(HashMap::default()),
             unindexed: AtomicUsize::new(0),
             last_lsn: AtomicU64::new(applied),
@@ -272,8 +307,9 @@ impl EventLog {
             options,
         });
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(4096);
-        let (index_tx, index_rx) = mpsc::channel::<Vec<Record>>();
+        let (index_jobs, index_rx) = mpsc::channel::<IndexJob>();
         let w = shared.clone();
+        let index_tx = index_jobs.clone();
         let writer = std::thread::Builder::new()
             .name("eventlog-writer".into())
             .spawn(move || Writer { shared: w, wal, next_lsn, index: index_tx }.run(job_rx))
@@ -283,7 +319,7 @@ impl EventLog {
             .name("eventlog-indexer".into())
             .spawn(move || index_loop(&i, &index_rx, applied))
             .map_err(|e| LogError::Failed(format!("starting the indexer thread: {e}")))?;
-        Ok(EventLog { shared, jobs, threads: Arc::new(Mutex::new(vec![writer, indexer])) })
+        Ok(EventLog { shared, jobs, index_jobs, threads: Arc::new(Mutex::new(vec![writer, indexer])) })
     }
 
     /// Stores a tenant's validated events; one verdict per event, in order,
@@ -328,9 +364,28 @@ impl EventLog {
         }
     }
 
-    /// The index (read-only use: `query`).
+    /// The index (read-only use: `query`, `metering::window`).
     pub fn index(&self) -> &Index {
         &self.shared.index
+    }
+
+    /// Every tenant's meters (active ones are counted into as events are indexed).
+    pub fn meters(&self) -> &Meters {
+        &self.shared.meters
+    }
+
+    /// Creates a meter: its windows are built from the events stored so far,
+    /// then it counts every new event. Answers once it is active, with the
+    /// meter and whether it is new (`false`: the same definition existed).
+    pub async fn create_meter(&self, tenant: &str, meter: Meter) -> Result<(Meter, bool), LogError> {
+        if let Some(why) = self.shared.failed() {
+            return Err(LogError::Failed(why));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.index_jobs
+            .send(IndexJob::CreateMeter { tenant: tenant.to_string(), meter, reply })
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
     }
 
     /// Pauses (or resumes) indexing, e.g. for maintenance on the index:
@@ -424,7 +479,7 @@ struct Writer {
     shared: Arc<Shared>,
     wal: Wal,
     next_lsn: u64,
-    index: mpsc::Sender<Vec<Record>>,
+    index: mpsc::Sender<IndexJob>,
 }
 
 impl Writer {
@@ -485,6 +540,7 @@ impl Writer {
                 break;
             }
         }
+        let _ = self.index.send(IndexJob::Stop);
     }
 
     /// Decides, writes and acknowledges one group of jobs.
@@ -572,33 +628,41 @@ impl Writer {
         for (reply, verdicts) in answers {
             let _ = reply.send(Ok(verdicts));
         }
-        if !records.is_empty() && self.index.send(records).is_err() {
+        if !records.is_empty() && self.index.send(IndexJob::Records(records)).is_err() {
             self.shared.fail("the indexer stopped".into());
         }
     }
 }
 
-fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64) {
+fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
     let mut last_flush = Instant::now();
     let mut flushed = applied;
     let mut sweep = shared.options.dedup_retention.map(|r| Sweep::new(r, shared.options.sweep_every));
     loop {
-        let mut batch = match records.recv_timeout(Duration::from_millis(200)) {
-            Ok(b) => b,
-            Err(RecvTimeoutError::Timeout) => Vec::new(),
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
+        let mut batch = Vec::new();
+        let mut meter_job = None;
+        let mut stop = false;
+        match jobs.recv_timeout(Duration::from_millis(200)) {
+            Ok(IndexJob::Records(b)) => batch = b,
+            Ok(IndexJob::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(job @ IndexJob::CreateMeter { .. }) => meter_job = Some(job),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
         while shared.hold_indexing.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        while batch.len() < MAX_INDEX_BATCH {
-            match records.try_recv() {
-                Ok(more) => batch.extend(more),
+        // Records up to a meter job are applied before it, those after it
+        // once it is done: each event is counted by the build or the meter.
+        while batch.len() < MAX_INDEX_BATCH && meter_job.is_none() && !stop {
+            match jobs.try_recv() {
+                Ok(IndexJob::Records(more)) => batch.extend(more),
+                Ok(IndexJob::Stop) => stop = true,
+                Ok(job) => meter_job = Some(job),
                 Err(_) => break,
             }
         }
         if let Some(last) = batch.last().map(|r| r.lsn) {
-            if let Err(e) = apply(&shared.index, &batch) {
+            if let Err(e) = apply(&shared.index, &shared.meters, &batch) {
                 shared.fail(format!("indexing: {e}"));
                 break;
             }
@@ -617,6 +681,12 @@ fn index_loop(shared: &Shared, records: &Receiver<Vec<Record>>, mut applied: u64
             shared.unindexed.fetch_sub(batch.len(), Ordering::AcqRel);
             applied = last;
             shared.progress.send_modify(|p| p.applied = applied);
+        }
+        if let Some(IndexJob::CreateMeter { tenant, meter, reply }) = meter_job {
+            let _ = reply.send(create_meter(shared, &tenant, meter));
+        }
+        if stop {
+            break;
         }
         if let Some(sweep) = &mut sweep
             && let Err(e) = sweep.step(&shared.index)
@@ -645,40 +715,55 @@ fn checkpoint(shared: &Shared, applied: u64, flushed: u64) -> u64 {
     }
 }
 
-/// Applies records to the index in one atomic batch, with the checkpoint.
-fn apply(index: &Index, records: &[Record]) -> Result<(), LogError> {
+/// Creates a meter in the indexer (the index's only writer): validates it
+/// against the tenant's meters, stores it as building, builds its windows,
+/// activates it and makes that durable.
+fn create_meter(shared: &Shared, tenant: &str, meter: Meter) -> Result<(Meter, bool), LogError> {
+    let existing = shared.meters.tenant(tenant);
+    if let Some(old) = existing.as_ref().and_then(|t| t.by_id.get(&meter.id)) {
+        if !old.same_definition(&meter) {
+            return Err(LogError::MeterConflict { id: meter.id });
+        }
+        return Ok(((**old).clone(), false));
+    }
+    if existing.is_some_and(|t| t.by_id.len() >= crate::metering::meter::MAX_METERS_PER_TENANT) {
+        return Err(LogError::TooManyMeters { limit: crate::metering::meter::MAX_METERS_PER_TENANT });
+    }
+    let building = Meter { state: MeterState::Building, ..meter };
+    let json = serde_json::to_vec(&building).map_err(|e| LogError::Failed(format!("encoding a meter: {e}")))?;
+    let mut batch = shared.index.batch();
+    batch.insert(keys::meter(tenant, &building.id), json);
+    batch.commit()?;
+    let started = Instant::now();
+    let counted = update::build(&shared.index, tenant, &building)?;
+    shared.index.persist()?;
+    let active = Meter { state: MeterState::Active, ..building };
+    tracing::info!(%tenant, meter = %active.id, events = counted, ms = started.elapsed().as_millis() as u64, "meter built and active");
+    shared.meters.insert(tenant, active.clone());
+    Ok((active, true))
+}
+
+/// Applies records to the index in one atomic batch, with the checkpoint and
+/// the windows of every meter they count in.
+fn apply(index: &Index, meters: &Meters, records: &[Record]) -> Result<(), LogError> {
     let Some(last) = records.last() else { return Ok(()) };
     let mut batch = index.batch();
-    let mut windows: HashMap<Vec<u8>, Window, FoldHash> = HashMap::default();
-    let mut window = |key: Vec<u8>, change: &dyn Fn(&Window) -> Result<Window, DecimalError>| {
-        let current = match windows.remove(&key) {
-            Some(w) => w,
-            None => match index.get(&key)? {
-                Some(v) => codec::decode_window(&v).map_err(LogError::codec("window"))?,
-                None => Window::default(),
-            },
-        };
-        let next = change(&current).map_err(|source| LogError::Window {
-            window: format!("{} (sum {})", String::from_utf8_lossy(&key).replace('\0', "/"), current.sum),
-            source,
-        })?;
-        windows.insert(key, next);
-        Ok::<(), LogError>(())
-    };
+    let mut windows = Overlay::new(index);
     for r in records {
         let t = &r.tenant;
+        let tenant_meters = meters.tenant(t);
         if let Some(old) = &r.supersedes
             && !old.retracted
         {
             batch.remove(keys::event(t, old));
             batch.insert(keys::history(t, &old.id, old.revision), codec::encode_event(old));
-            window(keys::window_of(t, old), &|w| w.remove(old.quantity))?;
+            windows.count(tenant_meters.as_deref(), t, old, false)?;
         }
         let e = &r.event;
         let location = if e.retracted {
             keys::history(t, &e.id, e.revision)
         } else {
-            window(keys::window_of(t, e), &|w| w.apply(e.quantity))?;
+            windows.count(tenant_meters.as_deref(), t, e, true)?;
             keys::event(t, e)
         };
         batch.insert(location.clone(), codec::encode_event(e));
@@ -691,9 +776,7 @@ fn apply(index: &Index, records: &[Record]) -> Result<(), LogError> {
         };
         batch.insert(keys::dedup(t, &e.id), codec::encode_dedup(&entry));
     }
-    for (k, w) in windows {
-        batch.insert(k, codec::encode_window(&w));
-    }
+    windows.write(&mut batch)?;
     batch.insert(keys::CHECKPOINT, last.lsn.to_be_bytes().to_vec());
     batch.commit()?;
     Ok(())

@@ -1,12 +1,11 @@
 //! Reads of the event log index: events by customer, meter and time range
-//! (for replay and lineage), one event with its revisions, and metering
-//! windows. Callers that must see everything acknowledged first call
+//! (for replay and lineage) and one event with its revisions (windows:
+//! `crate::metering::window`). Callers that must see everything acknowledged first call
 //! [`super::EventLog::sync`].
 
 use super::index::Index;
 use super::{LogError, StoredEvent, codec, keys};
-use crate::metering::{self, Window};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Which live events to list.
@@ -100,52 +99,4 @@ pub fn event(index: &Index, tenant: &str, id: &str) -> Result<Option<EventHistor
         }
     }
     Ok(Some(EventHistory { current, replaced }))
-}
-
-/// One metering window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WindowRow {
-    pub hour: String,
-    #[serde(flatten)]
-    pub window: Window,
-}
-
-/// The windows of a customer's meter whose hour starts in `[from, to)`.
-pub fn windows(
-    index: &Index,
-    tenant: &str,
-    customer: &str,
-    meter: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<WindowRow>, LogError> {
-    let start = keys::window(tenant, customer, meter, &metering::hour_of(from));
-    let end = keys::window(tenant, customer, meter, &metering::hour_of(to));
-    let mut out = Vec::new();
-    if start >= end {
-        return Ok(out);
-    }
-    for item in index.range(start..end) {
-        let (k, v) = item?;
-        let hour = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default()).into_owned();
-        let window = codec::decode_window(&v).map_err(LogError::codec(format!("window {customer}/{meter}/{hour}")))?;
-        out.push(WindowRow { hour, window });
-    }
-    Ok(out)
-}
-
-/// The ids of the live events in one window (hour `YYYY-MM-DDTHH:00Z`).
-pub fn window_event_ids(
-    index: &Index,
-    tenant: &str,
-    customer: &str,
-    meter: &str,
-    hour: &str,
-) -> Result<Vec<String>, LogError> {
-    let start = metering::hour_start(hour)
-        .ok_or_else(|| LogError::Failed(format!("window hour {hour:?} is not YYYY-MM-DDTHH:00Z")))?;
-    let (from, to) = (keys::events_at(tenant, customer, meter, start), {
-        keys::events_at(tenant, customer, meter, start + Duration::hours(1))
-    });
-    index.range(from..to).map(|item| Ok(decode(&item?.1)?.id)).collect()
 }

@@ -14,6 +14,7 @@ pub mod grpc;
 
 pub use crate::eventlog::StoredEvent;
 use crate::eventlog::{EventLog, LogError, Verdict};
+use crate::metering::TenantMeters;
 use crate::money;
 use crate::proto::UsageEvent;
 use chrono::{DateTime, Duration, Utc};
@@ -184,6 +185,21 @@ fn content_digest(parts: &[&str], dimensions: &BTreeMap<String, String>, retract
     hex::encode(h.finalize())
 }
 
+/// Refuses an event a meter of its type could not read (a dimension the
+/// meter aggregates missing, or not a decimal where it sums one), naming
+/// the field and the meter. Events of types no meter reads are stored (and
+/// listed as unmetered) so that a meter created later counts them.
+fn readable(meters: Option<&TenantMeters>, v: ValidEvent) -> Result<ValidEvent, Rejection> {
+    if let Some(meters) = meters
+        && !v.0.retracted
+    {
+        for m in meters.of_type(&v.0.meter) {
+            m.sample(&v.0).map_err(|(field, reason)| reject(field, reason))?;
+        }
+    }
+    Ok(v)
+}
+
 /// The write path: validation in front of the event log.
 #[derive(Clone)]
 pub struct Ingestor {
@@ -238,8 +254,9 @@ impl Ingestor {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut positions = Vec::with_capacity(events.len());
         let mut valid = Vec::with_capacity(events.len());
+        let meters = self.log.meters().tenant(tenant);
         for (i, e) in events.iter().enumerate() {
-            match validate(e, now) {
+            match validate(e, now).and_then(|v| readable(meters.as_deref(), v)) {
                 Err(r) => outcomes[i] = Some(Outcome::Rejected(r)),
                 Ok(ValidEvent(ev)) => {
                     positions.push(i);

@@ -121,6 +121,7 @@ pub trait References {
     /// `Err(reason)` when no rater plugin matches.
     fn rater(&self, plugin: &PluginRef) -> Result<(), String>;
     fn erp_target_exists(&self, name: &str) -> bool;
+    fn meter_exists(&self, id: &str) -> bool;
 }
 
 impl MasterData {
@@ -161,7 +162,9 @@ impl MasterData {
             if !skus.contains(l.sku.as_str()) {
                 return Err(bad(f("sku"), format!("unknown sku {:?}", l.sku)));
             }
-            check_id(f("meter"), &l.meter)?;
+            if !refs.meter_exists(&l.meter) {
+                return Err(bad(f("meter"), format!("unknown meter {:?}; define it with POST /v1/meters", l.meter)));
+            }
             check_currency(f("currency"), &l.currency)?;
             if let Some(entity) = self.legal_entity(&customer.legal_entity)
                 && entity.currency != l.currency

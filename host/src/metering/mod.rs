@@ -1,98 +1,105 @@
-//! Metering: hourly windows per (tenant, customer, meter), pure functions.
+//! Metering: usage events → windows, per meter.
 //!
-//! A window is the exact sum and count of its events. Windows are updated in
-//! the same atomic index batch that indexes an event (see `crate::eventlog`),
-//! so a window never disagrees with the event log; a late event simply
-//! updates its own hour, whatever its age, and a correction or retraction
-//! takes the replaced revision out of its window. Sums are order-independent
-//! (tested below).
+//! A tenant defines meters ([`meter::MeterSpec`], `POST /v1/meters`): which
+//! event type a meter reads, what it takes from each event (`count`,
+//! `quantity` or a dimension), how it aggregates (sum, count, min, max,
+//! unique_count, latest), which dimensions split its windows and how long a
+//! window is (default an hour, UTC, dividing a day).
+//!
+//! Windows are updated incrementally ([`update`]) in the same atomic index
+//! batch that stores an event (see `crate::eventlog`), so a window never
+//! disagrees with the event log: a late event updates its own window
+//! whatever its age, and a correction or retraction takes the replaced
+//! revision out of its window. A new meter's windows are built once from
+//! the events already stored. Reads are in [`window`].
 
-use crate::money::{self, DecimalError};
-use chrono::{DateTime, Timelike, Utc};
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+pub mod meter;
+pub mod update;
+pub mod window;
 
-/// The aggregate of one hour of one meter of one customer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub sum: Decimal,
-    pub count: u64,
-}
-
-impl Window {
-    /// Adds one event's quantity, exactly.
-    pub fn apply(&self, quantity: Decimal) -> Result<Window, DecimalError> {
-        Ok(Window { sum: money::exact_add(self.sum, quantity)?, count: self.count + 1 })
-    }
-
-    /// Takes out one event's quantity (it was corrected or retracted).
-    pub fn remove(&self, quantity: Decimal) -> Result<Window, DecimalError> {
-        Ok(Window { sum: money::exact_sub(self.sum, quantity)?, count: self.count.saturating_sub(1) })
-    }
-}
-
-/// The hour bucket of an instant, as `YYYY-MM-DDTHH:00Z` (sorts by time).
-pub fn hour_of(t: DateTime<Utc>) -> String {
-    let h = t.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0)).unwrap_or(t);
-    h.format("%Y-%m-%dT%H:00Z").to_string()
-}
-
-/// The hour bucket's start.
-pub fn hour_start(hour: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(&hour.replace(":00Z", ":00:00Z")).ok().map(|t| t.with_timezone(&Utc))
-}
-
-/// A window's id in lineage: `customer/meter/hour`.
-pub fn window_id(customer: &str, meter: &str, hour: &str) -> String {
-    format!("{customer}/{meter}/{hour}")
-}
+pub use meter::{Aggregation, Meter, MeterSpec, MeterState, Meters, TenantMeters};
+pub use window::{MeterWindow, Total, WindowFilter, WindowRow};
 
 #[cfg(test)]
 mod tests {
+    use super::meter::MeterSpec;
+    use super::update::Overlay;
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::eventlog::index::Index;
+    use crate::eventlog::{StoredEvent, codec, keys};
+    use chrono::{DateTime, Utc};
+    use rust_decimal::Decimal;
     use std::str::FromStr;
 
-    fn windows(events: &[(&str, &str)]) -> BTreeMap<String, Window> {
-        let mut m: BTreeMap<String, Window> = BTreeMap::new();
-        for (time, q) in events {
-            let t = DateTime::parse_from_rfc3339(time).unwrap().with_timezone(&Utc);
-            let w = m.entry(hour_of(t)).or_default();
-            *w = w.apply(Decimal::from_str(q).unwrap()).unwrap();
+    fn meter(agg: &str, value: Option<&str>) -> Meter {
+        let mut spec = serde_json::json!({"id": "m", "event_type": "t", "aggregation": agg});
+        if let Some(v) = value {
+            spec["value"] = v.into();
         }
+        let mut m = serde_json::from_value::<MeterSpec>(spec).unwrap().validate(Utc::now()).unwrap();
+        m.state = MeterState::Active;
         m
     }
 
-    #[test]
-    fn buckets_by_utc_hour() {
-        let t = DateTime::parse_from_rfc3339("2026-11-03T14:59:59.999+01:00").unwrap().with_timezone(&Utc);
-        assert_eq!(hour_of(t), "2026-11-03T13:00Z");
-        assert_eq!(hour_start("2026-11-03T13:00Z").unwrap().to_rfc3339(), "2026-11-03T13:00:00+00:00");
+    fn event(lsn: u64, minute: u32, q: &str, user: &str) -> StoredEvent {
+        let mut e = codec::tests_support::sample(&format!("e{lsn}"));
+        e.lsn = lsn;
+        e.customer = "c".into();
+        e.meter = "t".into();
+        e.time = DateTime::parse_from_rfc3339(&format!("2026-11-03T10:{minute:02}:00Z")).unwrap().with_timezone(&Utc);
+        e.quantity = Decimal::from_str(q).unwrap();
+        e.dimensions = [("user".to_string(), user.to_string())].into();
+        e
+    }
+
+    /// Applies (event, add?) steps, each in its own batch, and reads the window.
+    fn run(index: &Index, m: &Meter, steps: &[(&StoredEvent, bool)]) -> MeterWindow {
+        for (e, add) in steps {
+            let mut ov = Overlay::new(index);
+            ov.update("t", m, e, *add).unwrap();
+            let mut b = index.batch();
+            ov.write(&mut b).unwrap();
+            b.commit().unwrap();
+        }
+        let rows = window::windows(index, "t", m, &WindowFilter::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        rows[0].window.clone()
     }
 
     #[test]
-    fn order_does_not_change_windows() {
-        let events = [
-            ("2026-11-03T10:05:00Z", "1.5"),
-            ("2026-11-03T10:55:00Z", "2.25"),
-            ("2026-11-03T11:00:00Z", "7"),
-            ("2026-11-01T00:00:00Z", "0.000000000001"),
-            ("2026-11-03T10:30:00Z", "100"),
+    fn every_aggregation_adds_and_takes_out_exactly_in_any_order() {
+        let dir = std::env::temp_dir().join(format!("tollgate-metering-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let index = Index::open(&dir).unwrap();
+        let (a, b, c) = (event(1, 5, "2.5", "ann"), event(2, 50, "7", "bob"), event(3, 20, "2.50", "ann"));
+        // (aggregation, value path, value after a+b+c, after taking out b, after taking out a too)
+        let cases = [
+            ("sum", None, "12.00", "5.00", "2.50"),
+            ("count", None, "3", "2", "1"),
+            ("min", None, "2.5", "2.5", "2.5"),
+            ("max", None, "7", "2.5", "2.5"),
+            ("unique_count", Some("dimensions.user"), "2", "1", "1"),
+            ("unique_count", Some("quantity"), "2", "1", "1"),
+            ("latest", None, "7", "2.50", "2.50"),
         ];
-        let forward = windows(&events);
-        // Every rotation and the reversal give the same windows.
-        for r in 0..events.len() {
-            let mut e = events.to_vec();
-            e.rotate_left(r);
-            assert_eq!(windows(&e), forward);
-            e.reverse();
-            assert_eq!(windows(&e), forward);
+        for (i, (agg, value, all, without_b, only_c)) in cases.into_iter().enumerate() {
+            let mut m = meter(agg, value);
+            m.id = format!("m{i}");
+            for order in [[&a, &b, &c], [&c, &b, &a], [&b, &a, &c]] {
+                let steps: Vec<_> = order.iter().map(|e| (*e, true)).collect();
+                let w = run(&index, &m, &steps);
+                assert_eq!((w.value.to_string(), w.events), (all.to_string(), 3), "{agg} {value:?} all");
+                let w = run(&index, &m, &[(&b, false)]);
+                assert_eq!(w.value.to_string(), without_b, "{agg} {value:?} without b");
+                let w = run(&index, &m, &[(&a, false)]);
+                assert_eq!((w.value.to_string(), w.events), (only_c.to_string(), 1), "{agg} {value:?} only c");
+                let w = run(&index, &m, &[(&c, false)]);
+                assert_eq!((w.value, w.events, w.latest), (Decimal::ZERO, 0, None), "{agg} emptied");
+                // Nothing of the window's members is left behind.
+                let members = index.prefix(&keys::meter_members_prefix("t", &m.id)).count();
+                assert_eq!(members, 0, "{agg} members left");
+            }
         }
-        assert_eq!(forward["2026-11-03T10:00Z"], Window { sum: Decimal::from_str("103.75").unwrap(), count: 3 });
-        let w = &forward["2026-11-03T10:00Z"];
-        assert_eq!(
-            w.remove(Decimal::from_str("100").unwrap()).unwrap(),
-            Window { sum: Decimal::from_str("3.75").unwrap(), count: 2 }
-        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -229,10 +229,12 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Opti
 fn late_usage(store: &Store, closed: &PeriodClose) -> Result<Vec<LateUsage>, ApiError> {
     let period = Period::parse(&closed.period)?;
     let mut late = Vec::new();
+    let md = masterdata::load(store, &closed.tenant)?;
     for line in &closed.contract_lines {
         let Some(record) = rating::load_charge(store, &closed.tenant, &closed.period, line)? else { continue };
         let u = &record.usage;
-        let now = enrich::period_total(store, &closed.tenant, &u.customer, &u.meter, &period)
+        let Some(contract_line) = md.contract_lines.iter().find(|l| l.id == *line) else { continue };
+        let now = enrich::period_total(store, &closed.tenant, contract_line, &period)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         if now != u.quantity {
             late.push(LateUsage { contract_line: line.clone(), billed_quantity: u.quantity, current_quantity: now });

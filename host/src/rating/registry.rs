@@ -280,6 +280,7 @@ pub struct RegistryRefs<'a> {
     pub registry: &'a Registry,
     pub tenant: &'a str,
     pub targets: &'a BTreeMap<String, crate::config::ErpTargetConfig>,
+    pub meters: &'a crate::metering::Meters,
 }
 
 impl References for RegistryRefs<'_> {
@@ -288,5 +289,8 @@ impl References for RegistryRefs<'_> {
     }
     fn erp_target_exists(&self, name: &str) -> bool {
         self.targets.contains_key(name)
+    }
+    fn meter_exists(&self, id: &str) -> bool {
+        self.meters.tenant(self.tenant).is_some_and(|t| t.by_id.contains_key(id))
     }
 }

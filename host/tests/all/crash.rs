@@ -54,10 +54,12 @@ impl Server {
     fn new(dir: &Path, unsafe_ack: bool) -> Server {
         let (grpc, http) = (free_port(), free_port());
         let config = dir.join("tollgate.toml");
+        let meters = dir.join("meters.json");
+        std::fs::write(&meters, include_str!("../../demo/meters.json")).unwrap();
         let text = format!(
             "data_dir = {data:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
              [plugins]\nbundled_dir = {plugins:?}\ncache_dir = {cache:?}\n\
-             [[tenants]]\nid = \"acme\"\napi_key_sha256 = [\"{hash}\"]\n",
+             [[tenants]]\nid = \"acme\"\napi_key_sha256 = [\"{hash}\"]\nmeters_file = {meters:?}\n",
             data = dir.join("data"),
             plugins = plugins_dir(),
             cache = plugins_dir().join("../tollgate-test-cache"),
@@ -238,7 +240,7 @@ async fn stored(server: &Server) -> (HashMap<String, (String, String, Decimal)>,
 async fn metered_total(server: &Server, customer: &str, meter: &str) -> (Decimal, u64) {
     let url = format!("{}/v1/windows?customer={customer}&meter={meter}", server.http);
     let w = get_json(&reqwest::Client::new(), &url, KEY).await;
-    (Decimal::from_str_exact(w["total"].as_str().unwrap()).unwrap(), w["events"].as_u64().unwrap())
+    (Decimal::from_str_exact(w["total"]["value"].as_str().unwrap()).unwrap(), w["total"]["events"].as_u64().unwrap())
 }
 
 fn temp(name: &str) -> PathBuf {

@@ -24,10 +24,12 @@ pub fn plugins_dir() -> PathBuf {
 }
 
 /// A gateway configuration on loopback ports: tenant `acme` with API key
-/// `k` and the demo master data, posting to the ERP simulator at `erp_base`.
+/// `k` and the demo meters and master data, posting to the ERP simulator at `erp_base`.
 pub fn test_config(dir: &Path, erp_base: String) -> Config {
     let md = dir.join("md.json");
     std::fs::write(&md, include_str!("../../demo/masterdata.json")).unwrap();
+    let meters = dir.join("meters.json");
+    std::fs::write(&meters, include_str!("../../demo/meters.json")).unwrap();
     Config {
         data_dir: dir.join("data"),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
@@ -44,6 +46,7 @@ pub fn test_config(dir: &Path, erp_base: String) -> Config {
         tenants: vec![TenantConfig {
             id: "acme".into(),
             api_key_sha256: vec![tollgate::auth::hash_key("k")],
+            meters_file: Some(meters),
             masterdata_file: Some(md),
         }],
         erp_targets: BTreeMap::from([(
