@@ -6,5 +6,6 @@ mod eventlog;
 mod flow;
 mod ingest;
 mod masterdata;
+mod metering;
 mod plugins;
 mod posting;

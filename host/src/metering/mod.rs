@@ -71,29 +71,40 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tollgate-metering-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let index = Index::open(&dir).unwrap();
-        let (a, b, c) = (event(1, 5, "2.5", "ann"), event(2, 50, "7", "bob"), event(3, 20, "2.50", "ann"));
-        // (aggregation, value path, value after a+b+c, after taking out b, after taking out a too)
+        let a = event(1, 5, "2.5", "ann");
+        let b = event(2, 50, "7", "bob");
+        let c = event(3, 20, "2.50", "ann");
+        let d = event(4, 10, "1", "dan");
+        let e = event(5, 40, "4", "eve");
+        // (aggregation, value path, value with all five, then after taking
+        // out b, then d, then a: each removal of an extreme or of the latest
+        // must find the next one among what is left)
         let cases = [
-            ("sum", None, "12.00", "5.00", "2.50"),
-            ("count", None, "3", "2", "1"),
-            ("min", None, "2.5", "2.5", "2.5"),
-            ("max", None, "7", "2.5", "2.5"),
-            ("unique_count", Some("dimensions.user"), "2", "1", "1"),
-            ("unique_count", Some("quantity"), "2", "1", "1"),
-            ("latest", None, "7", "2.50", "2.50"),
+            ("sum", None, ["17.00", "10.00", "9.00", "6.50"]),
+            ("count", None, ["5", "4", "3", "2"]),
+            ("min", None, ["1", "1", "2.5", "2.5"]),
+            ("max", None, ["7", "4", "4", "4"]),
+            ("unique_count", Some("dimensions.user"), ["4", "3", "2", "2"]),
+            ("unique_count", Some("quantity"), ["4", "3", "2", "2"]),
+            ("latest", None, ["7", "4", "4", "4"]),
         ];
-        for (i, (agg, value, all, without_b, only_c)) in cases.into_iter().enumerate() {
+        for (i, (agg, value, expected)) in cases.into_iter().enumerate() {
             let mut m = meter(agg, value);
             m.id = format!("m{i}");
-            for order in [[&a, &b, &c], [&c, &b, &a], [&b, &a, &c]] {
+            for order in [[&a, &b, &c, &d, &e], [&e, &d, &c, &b, &a], [&c, &a, &e, &b, &d]] {
                 let steps: Vec<_> = order.iter().map(|e| (*e, true)).collect();
                 let w = run(&index, &m, &steps);
-                assert_eq!((w.value.to_string(), w.events), (all.to_string(), 3), "{agg} {value:?} all");
-                let w = run(&index, &m, &[(&b, false)]);
-                assert_eq!(w.value.to_string(), without_b, "{agg} {value:?} without b");
-                let w = run(&index, &m, &[(&a, false)]);
-                assert_eq!((w.value.to_string(), w.events), (only_c.to_string(), 1), "{agg} {value:?} only c");
-                let w = run(&index, &m, &[(&c, false)]);
+                assert_eq!((w.value.to_string(), w.events), (expected[0].to_string(), 5), "{agg} {value:?} all");
+                for (n, gone) in [&b, &d, &a].into_iter().enumerate() {
+                    let w = run(&index, &m, &[(gone, false)]);
+                    assert_eq!(
+                        (w.value.to_string(), w.events),
+                        (expected[n + 1].to_string(), 4 - n as u64),
+                        "{agg} {value:?} without {}",
+                        gone.id
+                    );
+                }
+                let w = run(&index, &m, &[(&c, false), (&e, false)]);
                 assert_eq!((w.value, w.events, w.latest), (Decimal::ZERO, 0, None), "{agg} emptied");
                 // Nothing of the window's members is left behind.
                 let members = index.prefix(&keys::meter_members_prefix("t", &m.id)).count();
