@@ -4,7 +4,7 @@
 //! one stored durably (see `../shared/DESIGN.md`):
 //!
 //! ```text
-//! ingest ─▶ eventlog (WAL + index) ─▶ metering (hourly windows) ─▶ enrich (+ masterdata)
+//! ingest ─▶ eventlog (WAL + index) ─▶ metering (meter windows) ─▶ enrich (+ masterdata)
 //!        ─▶ rating (Wasm rater) ─▶ posting (documents, Wasm mapper, outbox ─▶ ERP)
 //!        ─▶ lineage (ERP line ─▶ rule ─▶ windows ─▶ events)
 //! ```
@@ -15,7 +15,7 @@
 //! - [`eventlog`]: the durable write path (write-ahead log, group commit,
 //!   dedup, corrections) and the event index with its queries.
 //! - [`store`]: the sled database, its trees and key encoding, fsync.
-//! - [`metering`]: hourly windows, pure.
+//! - [`metering`]: meter definitions and their windows, updated with the index.
 //! - [`masterdata`]: customers, legal entities, SKUs, contract lines.
 //! - [`enrich`]: windows + master data → canonical usage.
 //! - [`rating`]: the rating stage; `rating::runtime` runs Wasm plugins.

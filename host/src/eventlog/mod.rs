@@ -9,8 +9,11 @@
 //!    them durable with **one** fdatasync for the whole group, then answers
 //!    every job of the group — so throughput grows with concurrency;
 //! 3. an indexer thread applies the records to the [`index`] (an LSM tree:
-//!    events by customer, meter and time; dedup entries; revision history;
-//!    metering windows; the checkpoint) in one atomic batch per round.
+//!    events by customer, event type and time; dedup entries; revision
+//!    history; the windows of every meter of the event's type; the
+//!    checkpoint) in one atomic batch per round. Creating a meter is a job
+//!    for the indexer too, so its build from the stored events and the
+//!    events indexed after it count each event exactly once.
 //!    A periodic persist (fsync) makes the checkpoint durable, and WAL
 //!    segments behind it are deleted. On start-up, records after the
 //!    checkpoint are replayed, so a crash at any moment loses nothing
@@ -32,7 +35,10 @@
 //! Keys in the index (components NUL-separated, see [`keys`]):
 //! `d·tenant·id` → [`codec::DedupEntry`]; `e·tenant·customer·meter·time·lsn`
 //! → live event; `h·tenant·id·revision` → replaced revision or retraction;
-//! `w·tenant·customer·meter·hour` → [`Window`]; `c` → checkpoint lsn.
+//! `M·tenant·meter` → meter definition; `w·tenant·meter·customer·start·group`
+//! → [`crate::metering::MeterWindow`]; `v·…` → a window's members (distinct
+//! values, extremes, latest candidates); `x·tenant·type` → live events no
+//! meter reads; `c` → checkpoint lsn.
 
 pub mod codec;
 pub mod index;
