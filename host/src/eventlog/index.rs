@@ -17,6 +17,11 @@ use std::path::Path;
 
 /// Block cache of the index.
 const CACHE_BYTES: u64 = 64 << 20;
+/// Journal kept before memtables must be flushed; it bounds the memory the
+/// memtables waiting for a flush can hold (writes stall beyond it).
+const JOURNAL_BYTES: u64 = 128 << 20;
+/// One memtable.
+const MEMTABLE_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -39,11 +44,11 @@ pub type Entry = (Slice, Slice);
 impl Index {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db = Database::builder(dir).cache_size(CACHE_BYTES).open().map_err(|e| match e {
+        let db = Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).open().map_err(|e| match e {
             fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
             e => IndexError::Storage(e),
         })?;
-        let keyspace = db.keyspace("eventlog", KeyspaceCreateOptions::default)?;
+        let keyspace = db.keyspace("eventlog", || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
         Ok(Index { db, keyspace })
     }
 

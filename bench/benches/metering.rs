@@ -1,0 +1,186 @@
+//! Metering at scale: 10 000 customers × 5 meters (sum grouped by region,
+//! count, max, unique_count, latest), hourly windows over a 31-day month,
+//! events in random time order through the real write path (event log,
+//! group commit, index batches with the window updates).
+//!
+//! Reports window updates per second (each event updates one window of one
+//! meter) and the process's resident memory as the run goes, to show it
+//! levels off instead of growing with the number of windows. Ends with
+//! `metering: updates_per_s=<n> peak_rss_mb=<n>`.
+//!
+//! `TOLLGATE_BENCH_METERING_EVENTS` (default 2 000 000) sets the number of
+//! events; 37 200 000 touches every window of the month once on average.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tollgate::eventlog::index::Index;
+use tollgate::eventlog::{EventLog, LogError, LogOptions, StoredEvent};
+use tollgate::metering::window::{self, WindowFilter};
+use tollgate::metering::{MeterSpec, MeterState};
+
+const CUSTOMERS: u64 = 10_000;
+const HOURS: u64 = 31 * 24;
+const BATCH: usize = 5_000;
+const WRITERS: usize = 4;
+/// (event type = meter id, aggregation, value, group by)
+const METERS: [(&str, &str, &str, &[&str]); 5] = [
+    ("api_calls", "sum", "quantity", &["region"]),
+    ("requests", "count", "count", &[]),
+    ("latency_ms", "max", "quantity", &[]),
+    ("active_users", "unique_count", "dimensions.user", &[]),
+    ("seats", "latest", "quantity", &[]),
+];
+const REGIONS: [&str; 3] = ["eu", "us", "apac"];
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn event(i: u64, rng: &mut Rng, month: DateTime<Utc>, now: DateTime<Utc>) -> StoredEvent {
+    let (kind, customer, hour, second) =
+        (rng.next() % 5, rng.next() % CUSTOMERS, rng.next() % HOURS, rng.next() % 3600);
+    let quantity = Decimal::new((rng.next() % 100_000) as i64, 2);
+    let mut dimensions = BTreeMap::new();
+    dimensions.insert("region".to_string(), REGIONS[(rng.next() % 3) as usize].to_string());
+    dimensions.insert("user".to_string(), format!("u{}", rng.next() % 50));
+    StoredEvent {
+        lsn: 0,
+        id: format!("e{i}"),
+        revision: 0,
+        retracted: false,
+        customer: format!("customer-{customer:05}"),
+        meter: METERS[kind as usize].0.to_string(),
+        time: month + Duration::seconds((hour * 3600 + second) as i64),
+        quantity,
+        dimensions,
+        source: "bench".into(),
+        digest: format!("{i:064x}"),
+        received_at: now,
+    }
+}
+
+/// Resident and peak resident memory of this process, MiB.
+fn rss_mb() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn append_retrying(log: &EventLog, events: Vec<StoredEvent>) {
+    loop {
+        match log.append("bench", events.clone()).await {
+            Ok(_) => return,
+            Err(LogError::Saturated { retry_after_ms, .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms)).await
+            }
+            Err(e) => panic!("append: {e}"),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n: u64 = std::env::var("TOLLGATE_BENCH_METERING_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let dir = std::env::temp_dir().join(format!("tollgate-metering-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let index = Index::open(&dir.join("eventlog")).expect("index");
+    let log = EventLog::open(index, LogOptions::new(dir.join("wal"))).expect("event log");
+    let now = Utc::now();
+    for (id, aggregation, value, group_by) in METERS {
+        let spec = MeterSpec {
+            id: id.into(),
+            event_type: id.into(),
+            aggregation: serde_json::from_value(serde_json::json!(aggregation)).expect("aggregation"),
+            value: Some(value.into()),
+            group_by: group_by.iter().map(|g| g.to_string()).collect(),
+            window: Some("1h".into()),
+            description: String::new(),
+        };
+        let (meter, _) = log.create_meter("bench", spec.validate(now).expect("meter")).await.expect("create");
+        assert_eq!(meter.state, MeterState::Active);
+    }
+    let month = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).single().expect("month");
+
+    println!("metering: {n} events, {CUSTOMERS} customers × {} meters × {HOURS} hours, random time order", METERS.len());
+    let (rss_start, _) = rss_mb();
+    let started = Instant::now();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut next_report = n / 4;
+    let mut sent = 0u64;
+    let mut in_flight = tokio::task::JoinSet::new();
+    while sent < n {
+        let batch: Vec<StoredEvent> =
+            (sent..(sent + BATCH as u64).min(n)).map(|i| event(i, &mut rng, month, now)).collect();
+        sent += batch.len() as u64;
+        if in_flight.len() >= WRITERS {
+            in_flight.join_next().await;
+        }
+        let log = log.clone();
+        in_flight.spawn(async move { append_retrying(&log, batch).await });
+        if sent >= next_report {
+            let (rss, _) = rss_mb();
+            println!(
+                "  {:>3} %: {sent} events, {:.0} events/s so far, RSS {rss} MiB",
+                sent * 100 / n,
+                sent as f64 / started.elapsed().as_secs_f64()
+            );
+            next_report += n / 4;
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    log.sync().await.expect("sync");
+    let secs = started.elapsed().as_secs_f64();
+    let (rss_end, peak) = rss_mb();
+
+    // Every event is in exactly one window of its meter.
+    let index = log.index();
+    let mut events = 0;
+    let mut windows = 0;
+    for (id, ..) in METERS {
+        let meter = window::load_meter(index, "bench", id).expect("read").expect("meter");
+        let rows = window::windows(index, "bench", &meter, &WindowFilter::default()).expect("windows");
+        windows += rows.len();
+        events += rows.iter().map(|r| r.window.events).sum::<u64>();
+    }
+    assert_eq!(events, n, "events counted in windows");
+    let disk: u64 = walk_size(&dir);
+    println!(
+        "  {n} window updates in {secs:.1} s; {windows} windows; RSS {rss_start} MiB at start, {rss_end} MiB at \
+         the end, peak {peak} MiB; {} MiB on disk",
+        disk >> 20
+    );
+    println!("metering: updates_per_s={:.0} peak_rss_mb={peak}", n as f64 / secs);
+    log.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
