@@ -117,7 +117,10 @@ async fn main() {
     }
     let month = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).single().expect("month");
 
-    println!("metering: {n} events, {CUSTOMERS} customers × {} meters × {HOURS} hours, random time order", METERS.len());
+    println!(
+        "metering: {n} events, {CUSTOMERS} customers × {} meters × {HOURS} hours, random time order",
+        METERS.len()
+    );
     let (rss_start, _) = rss_mb();
     let started = Instant::now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

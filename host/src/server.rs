@@ -92,17 +92,9 @@ pub async fn start(config: Config) -> Result<Gateway> {
                 serde_json::from_slice(&text).with_context(|| format!("tenant {}: {}", t.id, file.display()))?;
             let refs =
                 RegistryRefs { tenant: &t.id, registry: &registry, targets: &config.erp_targets, meters: log.meters() };
-            data.validate(&refs).map_err(
-                |e| {
-                    anyhow::anyhow!(
-                        "tenant {}: {}: {}: {}",
-                        t.id,
-                        file.display(),
-                        e.field.unwrap_or_default(),
-                        e.message
-                    )
-                },
-            )?;
+            data.validate(&refs).map_err(|e| {
+                anyhow::anyhow!("tenant {}: {}: {}: {}", t.id, file.display(), e.field.unwrap_or_default(), e.message)
+            })?;
             masterdata::save(&store, &t.id, &data).await?;
             tracing::info!(tenant = %t.id, file = %file.display(), "master data loaded");
         }
@@ -186,9 +178,9 @@ async fn create_meters(log: &EventLog, tenant: &str, file: &std::path::Path) -> 
     let text = std::fs::read(file).with_context(context)?;
     let specs: Vec<MeterSpec> = serde_json::from_slice(&text).with_context(context)?;
     for (i, spec) in specs.into_iter().enumerate() {
-        let meter = spec.validate(chrono::Utc::now()).map_err(|e| {
-            anyhow::anyhow!("{}: [{i}].{}: {}", context(), e.field.unwrap_or_default(), e.message)
-        })?;
+        let meter = spec
+            .validate(chrono::Utc::now())
+            .map_err(|e| anyhow::anyhow!("{}: [{i}].{}: {}", context(), e.field.unwrap_or_default(), e.message))?;
         let (meter, created) = log.create_meter(tenant, meter).await.with_context(context)?;
         if created {
             tracing::info!(%tenant, meter = %meter.id, "meter created");

@@ -17,6 +17,9 @@
 //!   (201; 200 when the same definition exists; 409 for a different one)
 //! - `GET  /v1/meters`: the tenant's meters and the live events of types no
 //!   meter reads (`unmetered`); `GET /v1/meters/{id}`: one meter
+//! - `GET  /v1/unmatched?period=YYYY-MM`: usage no contract line bills yet
+//!   (unknown customer, no contract line for the meter) and events no
+//!   meter reads, with the reason and the owning team
 //! - `GET  /v1/windows?meter=M[&customer=C][&from=T][&to=T][&dimensions.K=V…]`:
 //!   a meter's windows (window start in `[from, to)`), optionally of one
 //!   customer and one value of a group-by dimension, with their total
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/windows", get(list_windows))
         .route("/v1/meters", get(list_meters).post(create_meter))
         .route("/v1/meters/{id}", get(get_meter))
+        .route("/v1/unmatched", get(list_unmatched))
         .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_api_key))
         .route(
@@ -289,8 +293,13 @@ async fn close_period(
                 .store
                 .get(&s.store.periods, &crate::store::key(&[&t, &report.period]))?
                 .ok_or_else(|| ApiError::internal("closed period vanished"))?;
-            let late_usage = std::mem::take(&mut report.late_usage);
-            report = CloseReport { late_usage, ..posting::close::report(&s.store, closed, report.already_closed)? };
+            let (late_usage, unmatched) =
+                (std::mem::take(&mut report.late_usage), std::mem::take(&mut report.unmatched));
+            report = CloseReport {
+                late_usage,
+                unmatched,
+                ..posting::close::report(&s.store, closed, report.already_closed)?
+            };
         }
     }
     Ok(Json(report))
@@ -396,6 +405,26 @@ async fn create_meter(
     let meter = spec.validate(chrono::Utc::now())?;
     let (meter, created) = s.ingestor.log().create_meter(&t, meter).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(meter)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnmatchedQuery {
+    period: String,
+}
+
+async fn list_unmatched(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Result<Query<UnmatchedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
+    let period = crate::enrich::Period::parse(&q.period)?;
+    s.ingestor.log().sync().await?;
+    let md = masterdata::load(&s.store, &t)?;
+    let items = crate::enrich::unmatched::unmatched(&s.store, &md, &t, &period).map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({ "period": period.id, "unmatched": items })))
 }
 
 async fn list_meters(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {

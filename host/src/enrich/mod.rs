@@ -3,6 +3,8 @@
 //! `../shared/DESIGN.md`), with its lineage: the windows it
 //! sums, the event count and a digest of the event-id set.
 
+pub mod unmatched;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::eventlog::LogError;
 use crate::masterdata::{ContractLine, MasterData};

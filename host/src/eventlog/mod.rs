@@ -198,7 +198,11 @@ enum Job {
 enum IndexJob {
     Records(Vec<Record>),
     /// Build a new meter's windows and activate it.
-    CreateMeter { tenant: String, meter: Meter, reply: tokio::sync::oneshot::Sender<Result<(Meter, bool), LogError>> },
+    CreateMeter {
+        tenant: String,
+        meter: Meter,
+        reply: tokio::sync::oneshot::Sender<Result<(Meter, bool), LogError>>,
+    },
     /// The writer stopped: everything it sent is before this.
     Stop,
 }

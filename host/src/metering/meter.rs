@@ -188,9 +188,7 @@ pub const MAX_METER_ID_BYTES: usize = 64;
 pub const MAX_METERS_PER_TENANT: usize = 1000;
 
 fn is_dimension_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= crate::ingest::MAX_DIMENSION_KEY_BYTES
-        && !k.chars().any(|c| c.is_control() || c == '.')
+    !k.is_empty() && k.len() <= crate::ingest::MAX_DIMENSION_KEY_BYTES && !k.chars().any(|c| c.is_control() || c == '.')
 }
 
 /// Meter ids: ASCII letters, digits, `_ - .`.
@@ -208,7 +206,10 @@ impl MeterSpec {
     /// Checks the definition; the error names the field.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<Meter, ApiError> {
         if !is_meter_id(&self.id) {
-            return Err(bad("id", format!("{:?}: letters, digits, '_', '-', '.'; 1..={MAX_METER_ID_BYTES} bytes", self.id)));
+            return Err(bad(
+                "id",
+                format!("{:?}: letters, digits, '_', '-', '.'; 1..={MAX_METER_ID_BYTES} bytes", self.id),
+            ));
         }
         if self.event_type.is_empty()
             || self.event_type.len() > crate::ingest::MAX_METER_BYTES
@@ -226,7 +227,9 @@ impl MeterSpec {
         };
         match (self.aggregation, &value) {
             (Aggregation::Count, ValuePath::Count) => {}
-            (Aggregation::Count, _) => return Err(bad("value", "a count meter counts events; value must be \"count\"")),
+            (Aggregation::Count, _) => {
+                return Err(bad("value", "a count meter counts events; value must be \"count\""));
+            }
             (agg, ValuePath::Count) => {
                 return Err(bad(
                     "value",
@@ -287,7 +290,8 @@ impl Meter {
     /// What `e` contributes, or why it cannot be counted (which field).
     pub fn sample(&self, e: &StoredEvent) -> Result<Sample, (String, String)> {
         let number = |field: String, text: &str| {
-            text.parse::<Decimal>().map_err(|_| (field, format!("{text:?} is not a decimal; meter {} reads it", self.id)))
+            text.parse::<Decimal>()
+                .map_err(|_| (field, format!("{text:?} is not a decimal; meter {} reads it", self.id)))
         };
         match (&self.value, self.aggregation) {
             (ValuePath::Count, _) => Ok(Sample::Event),
@@ -380,10 +384,22 @@ mod tests {
         assert_eq!((ok.value, ok.window), (ValuePath::Quantity, WindowSize::HOUR));
         let field = |j| spec(j).unwrap_err().field.unwrap_or_default();
         assert_eq!(field(serde_json::json!({"id": "a b", "event_type": "x", "aggregation": "sum"})), "id");
-        assert_eq!(field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "count", "value": "quantity"})), "value");
-        assert_eq!(field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "max", "value": "count"})), "value");
-        assert_eq!(field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "value": "data.x"})), "value");
-        assert_eq!(field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "window": "7m"})), "window");
+        assert_eq!(
+            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "count", "value": "quantity"})),
+            "value"
+        );
+        assert_eq!(
+            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "max", "value": "count"})),
+            "value"
+        );
+        assert_eq!(
+            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "value": "data.x"})),
+            "value"
+        );
+        assert_eq!(
+            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "window": "7m"})),
+            "window"
+        );
         assert_eq!(
             field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "group_by": ["r", "r"]})),
             "group_by[1]"

@@ -84,7 +84,9 @@ impl<'a> Overlay<'a> {
         let mut w = match self.windows.remove(&key) {
             Some(w) => w,
             None => match self.index.get(&key)? {
-                Some(v) => codec::decode_window(&v).map_err(|source| LogError::Codec { what: "window".into(), source })?,
+                Some(v) => {
+                    codec::decode_window(&v).map_err(|source| LogError::Codec { what: "window".into(), source })?
+                }
                 None => MeterWindow::default(),
             },
         };
@@ -101,7 +103,9 @@ impl<'a> Overlay<'a> {
         w.events += 1;
         match (m.aggregation, sample) {
             (Aggregation::Count, _) => w.value = Decimal::from(w.events),
-            (Aggregation::Sum, Sample::Number(q)) => w.value = money::exact_add(w.value, q).map_err(window_error(key, w.value))?,
+            (Aggregation::Sum, Sample::Number(q)) => {
+                w.value = money::exact_add(w.value, q).map_err(window_error(key, w.value))?
+            }
             (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
                 // Normalised (2.50 → 2.5), so the value does not depend on
                 // which of two equal values came first.
@@ -138,13 +142,16 @@ impl<'a> Overlay<'a> {
         w.events = w.events.saturating_sub(1);
         match (m.aggregation, sample) {
             (Aggregation::Count, _) => w.value = Decimal::from(w.events),
-            (Aggregation::Sum, Sample::Number(q)) => w.value = money::exact_sub(w.value, q).map_err(window_error(key, w.value))?,
+            (Aggregation::Sum, Sample::Number(q)) => {
+                w.value = money::exact_sub(w.value, q).map_err(window_error(key, w.value))?
+            }
             (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
                 let left = self.bump(member(key, q.normalize().to_string().as_bytes()), -1)?;
                 if left == 0 && q == w.value && w.events > 0 {
                     let values = self.members(&keys::members_prefix(key))?.into_keys().map(|k| decimal_member(&k, key));
                     let values = values.collect::<Result<Vec<_>, _>>()?;
-                    let extreme = if agg == Aggregation::Min { values.into_iter().min() } else { values.into_iter().max() };
+                    let extreme =
+                        if agg == Aggregation::Min { values.into_iter().min() } else { values.into_iter().max() };
                     w.value = extreme.ok_or_else(|| corrupt("a window with events has no members"))?;
                 }
             }
@@ -160,8 +167,10 @@ impl<'a> Overlay<'a> {
                     w.latest = None;
                     w.value = Decimal::ZERO;
                     if let Some((k, v)) = self.members(&keys::members_prefix(key))?.pop_last() {
-                        let at = k.len().checked_sub(16).map(|i| &k[i..]).ok_or_else(|| corrupt("short latest member"))?;
-                        let v: [u8; 16] = v.as_slice().try_into().map_err(|_| corrupt("latest value is not 16 bytes"))?;
+                        let at =
+                            k.len().checked_sub(16).map(|i| &k[i..]).ok_or_else(|| corrupt("short latest member"))?;
+                        let v: [u8; 16] =
+                            v.as_slice().try_into().map_err(|_| corrupt("latest value is not 16 bytes"))?;
                         w.latest = Some((be(&at[..8]), be(&at[8..])));
                         w.value = Decimal::deserialize(v);
                     }

@@ -144,7 +144,9 @@ pub fn total(index: &Index, tenant: &str, meter: &Meter, rows: &[WindowRow]) -> 
             .map_err(|source| LogError::Window { window: format!("total of meter {}", meter.id), source })?,
         Aggregation::Min => values.min().unwrap_or_default(),
         Aggregation::Max => values.max().unwrap_or_default(),
-        Aggregation::Latest => counted.iter().max_by_key(|r| r.window.latest).map(|r| r.window.value).unwrap_or_default(),
+        Aggregation::Latest => {
+            counted.iter().max_by_key(|r| r.window.latest).map(|r| r.window.value).unwrap_or_default()
+        }
         Aggregation::UniqueCount => {
             let mut distinct = BTreeSet::new();
             for r in &counted {

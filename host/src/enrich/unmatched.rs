@@ -1,0 +1,103 @@
+//! Unmatched usage: metered usage that no contract line can bill yet, with
+//! the reason and the team that can fix it. Nothing is dropped: the events
+//! and windows stay, and the queue is computed from the current master
+//! data and meters, so usage leaves it — and is rated at the next close —
+//! as soon as the missing piece exists.
+
+use super::{EnrichError, Period};
+use crate::masterdata::MasterData;
+use crate::metering::MeterState;
+use crate::metering::window::{self, WindowFilter};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why usage cannot be billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Events of a type no meter reads.
+    NoMeter,
+    /// A customer id the master data does not know.
+    UnknownCustomer,
+    /// A known customer with usage on a meter none of its contract lines prices.
+    NoContractLine,
+}
+
+/// Who fixes it (`../shared/DESIGN.md`: product owns meters, finance owns
+/// customers and contracts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    Product,
+    Finance,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unmatched {
+    pub reason: Reason,
+    pub owner: Owner,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Events waiting (for `no-meter`: over the whole log).
+    pub events: u64,
+    /// Windows waiting in the period.
+    pub windows: u64,
+}
+
+/// The usage of `period` that no contract line bills, and events no meter reads.
+pub fn unmatched(store: &Store, md: &MasterData, tenant: &str, period: &Period) -> Result<Vec<Unmatched>, EnrichError> {
+    let index = &store.eventlog;
+    let mut out = Vec::new();
+    for (event_type, events) in window::unmetered(index, tenant)? {
+        out.push(Unmatched {
+            reason: Reason::NoMeter,
+            owner: Owner::Product,
+            message: format!("no meter reads events of type {event_type:?}; define one with POST /v1/meters"),
+            customer: None,
+            meter: None,
+            event_type: Some(event_type),
+            events,
+            windows: 0,
+        });
+    }
+    let filter = WindowFilter { from: Some(period.start), to: Some(period.end), ..WindowFilter::default() };
+    for meter in window::load_meters(index, tenant)? {
+        if meter.state != MeterState::Active {
+            continue;
+        }
+        let mut by_customer: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for row in window::windows(index, tenant, &meter, &filter)? {
+            if row.window.events > 0 {
+                let c = by_customer.entry(row.customer).or_default();
+                c.0 += row.window.events;
+                c.1 += 1;
+            }
+        }
+        for (customer, (events, windows)) in by_customer {
+            let (reason, message) = if md.customer(&customer).is_none() {
+                (Reason::UnknownCustomer, format!("customer {customer:?} is not in the master data"))
+            } else if !md.contract_lines.iter().any(|l| l.customer == customer && l.meter == meter.id) {
+                (Reason::NoContractLine, format!("no contract line of {customer:?} prices meter {:?}", meter.id))
+            } else {
+                continue;
+            };
+            out.push(Unmatched {
+                reason,
+                owner: Owner::Finance,
+                message,
+                customer: Some(customer),
+                meter: Some(meter.id.clone()),
+                event_type: Some(meter.event_type.clone()),
+                events,
+                windows,
+            });
+        }
+    }
+    Ok(out)
+}
