@@ -100,7 +100,11 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("tollgate-metering-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let index = Index::open(&dir.join("eventlog")).expect("index");
-    let log = EventLog::open(index, LogOptions::new(dir.join("wal"))).expect("event log");
+    let mut options = LogOptions::new(dir.join("wal"));
+    if let Some(n) = std::env::var("TOLLGATE_BENCH_MAX_UNINDEXED").ok().and_then(|v| v.parse().ok()) {
+        options.max_unindexed_events = n;
+    }
+    let log = EventLog::open(index, options).expect("event log");
     let now = Utc::now();
     for (id, aggregation, value, group_by) in METERS {
         let spec = MeterSpec {

@@ -111,7 +111,8 @@ pub struct IngestConfig {
     pub dedup_retention_days: Option<u32>,
     /// Most events accepted into the write path and not yet indexed; beyond
     /// it requests get RESOURCE_EXHAUSTED / 429 with a retry hint. Bounds
-    /// the memory the write path may hold.
+    /// the memory the write path may hold: about 1.5 KB per waiting event
+    /// (measured, see BENCHMARKS.md), so the default 50 000 holds ~75 MiB.
     pub max_unindexed_events: usize,
     /// Size of one write-ahead-log segment, MiB.
     pub wal_segment_mib: u64,
@@ -119,7 +120,7 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { dedup_retention_days: None, max_unindexed_events: 200_000, wal_segment_mib: 64 }
+        IngestConfig { dedup_retention_days: None, max_unindexed_events: 50_000, wal_segment_mib: 64 }
     }
 }
 

@@ -137,7 +137,7 @@ impl LogOptions {
         LogOptions {
             wal_dir,
             segment_bytes: 64 << 20,
-            max_unindexed_events: 200_000,
+            max_unindexed_events: 50_000,
             dedup_retention: None,
             durability: Durability::Fsync,
             checkpoint_every: Duration::from_secs(1),
@@ -294,9 +294,15 @@ impl EventLog {
         apply(&index, &meters, &replay)?;
         // Builds a crash interrupted start again, over every event stored.
         for (tenant, meter) in unfinished {
-            let counted = update::build(&index, &tenant, &meter)?;
-            tracing::info!(%tenant, meter = %meter.id, events = counted, "finished building an interrupted meter");
-            meters.insert(&tenant, Meter { state: MeterState::Active, ..meter });
+            match update::build(&index, &tenant, &meter) {
+                Ok(counted) => {
+                    tracing::info!(%tenant, meter = %meter.id, events = counted, "finished building an interrupted meter");
+                    meters.insert(&tenant, Meter { state: MeterState::Active, ..meter });
+                }
+                // The gateway still starts; the meter stays `building` and
+                // unusable (visible in GET /v1/meters) until dealt with.
+                Err(e) => tracing::error!(%tenant, meter = %meter.id, error = %e, "building an interrupted meter"),
+            }
         }
         index.persist()?;
         let applied = next_lsn - 1;
@@ -745,7 +751,16 @@ fn create_meter(shared: &Shared, tenant: &str, meter: Meter) -> Result<(Meter, b
     batch.insert(keys::meter(tenant, &building.id), json);
     batch.commit()?;
     let started = Instant::now();
-    let counted = update::build(&shared.index, tenant, &building)?;
+    let counted = match update::build(&shared.index, tenant, &building) {
+        Ok(n) => n,
+        Err(e) => {
+            // Not left half-built: it would be retried (and fail) at every start.
+            if let Err(d) = update::discard(&shared.index, tenant, &building.id) {
+                tracing::error!(%tenant, meter = %building.id, error = %d, "removing a meter whose build failed");
+            }
+            return Err(e);
+        }
+    };
     shared.index.persist()?;
     let active = Meter { state: MeterState::Active, ..building };
     tracing::info!(%tenant, meter = %active.id, events = counted, ms = started.elapsed().as_millis() as u64, "meter built and active");

@@ -290,8 +290,9 @@ impl Meter {
     /// What `e` contributes, or why it cannot be counted (which field).
     pub fn sample(&self, e: &StoredEvent) -> Result<Sample, (String, String)> {
         let number = |field: String, text: &str| {
-            text.parse::<Decimal>()
-                .map_err(|_| (field, format!("{text:?} is not a decimal; meter {} reads it", self.id)))
+            // The same rules as an event's quantity: exact, non-negative.
+            crate::money::parse_quantity(text)
+                .map_err(|e| (field, format!("{text:?} is not a decimal quantity ({e}); meter {} reads it", self.id)))
         };
         match (&self.value, self.aggregation) {
             (ValuePath::Count, _) => Ok(Sample::Event),
@@ -383,26 +384,20 @@ mod tests {
         let ok = spec(serde_json::json!({"id": "calls", "event_type": "api_calls", "aggregation": "sum"})).unwrap();
         assert_eq!((ok.value, ok.window), (ValuePath::Quantity, WindowSize::HOUR));
         let field = |j| spec(j).unwrap_err().field.unwrap_or_default();
-        assert_eq!(field(serde_json::json!({"id": "a b", "event_type": "x", "aggregation": "sum"})), "id");
-        assert_eq!(
-            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "count", "value": "quantity"})),
-            "value"
-        );
-        assert_eq!(
-            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "max", "value": "count"})),
-            "value"
-        );
-        assert_eq!(
-            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "value": "data.x"})),
-            "value"
-        );
-        assert_eq!(
-            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "window": "7m"})),
-            "window"
-        );
-        assert_eq!(
-            field(serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "group_by": ["r", "r"]})),
-            "group_by[1]"
-        );
+        let cases = [
+            (serde_json::json!({"id": "a b", "event_type": "x", "aggregation": "sum"}), "id"),
+            (serde_json::json!({"id": "a", "event_type": "", "aggregation": "sum"}), "event_type"),
+            (serde_json::json!({"id": "a", "event_type": "x", "aggregation": "count", "value": "quantity"}), "value"),
+            (serde_json::json!({"id": "a", "event_type": "x", "aggregation": "max", "value": "count"}), "value"),
+            (serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "value": "data.x"}), "value"),
+            (serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "window": "7m"}), "window"),
+            (
+                serde_json::json!({"id": "a", "event_type": "x", "aggregation": "sum", "group_by": ["r", "r"]}),
+                "group_by[1]",
+            ),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(field(json.clone()), expected, "{json}");
+        }
     }
 }

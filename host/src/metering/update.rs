@@ -302,6 +302,15 @@ pub fn build(index: &Index, tenant: &str, meter: &Meter) -> Result<u64, LogError
     Ok(counted)
 }
 
+/// Removes a meter whose build failed: its definition, windows and members.
+pub fn discard(index: &Index, tenant: &str, meter: &str) -> Result<(), LogError> {
+    clear(index, tenant, meter)?;
+    let mut batch = index.batch();
+    batch.remove(keys::meter(tenant, meter));
+    batch.commit()?;
+    Ok(())
+}
+
 /// Deletes every window and member of a meter (an interrupted build's).
 fn clear(index: &Index, tenant: &str, meter: &str) -> Result<(), LogError> {
     for prefix in [keys::windows_prefix(tenant, meter, None), keys::meter_members_prefix(tenant, meter)] {
