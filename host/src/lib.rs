@@ -21,6 +21,7 @@
 //! - [`rating`]: the rating stage; `rating::runtime` runs Wasm plugins.
 //! - [`posting`]: period close, posting documents, the outbox worker.
 //! - [`lineage`]: from an ERP document number back to the source events.
+//! - [`lookup`]: synchronous account, entitlement and pricing look-ups.
 //! - [`api`]: the HTTP admin API; [`auth`]: API keys → tenants.
 //! - [`server`]: wires the stages together; [`tls`]: rustls for both listeners; [`demo`]: the README demo.
 //! - [`money`]: exact decimal rules shared by every stage.
@@ -34,6 +35,7 @@ pub mod error;
 pub mod eventlog;
 pub mod ingest;
 pub mod lineage;
+pub mod lookup;
 pub mod masterdata;
 pub mod metering;
 pub mod money;

@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
         targets: Arc::new(config.erp_targets.clone()),
         poster: poster.clone(),
         ingestor,
+        masterdata: Arc::default(),
     });
     let http_listener = match &tls {
         Some(t) => HttpListener::Tls(t.http_listener(http_listener)),

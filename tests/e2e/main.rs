@@ -5,6 +5,7 @@
 mod eventlog;
 mod flow;
 mod ingest;
+mod lookups;
 mod masterdata;
 mod metering;
 mod plugins;

@@ -17,6 +17,11 @@
 //!   (201; 200 when the same definition exists; 409 for a different one)
 //! - `GET  /v1/meters`: the tenant's meters and the live events of types no
 //!   meter reads (`unmetered`); `GET /v1/meters/{id}`: one meter
+//! - `GET  /v1/customers/{id}`: account look-up (ERP account, legal entity,
+//!   contract lines); `GET /v1/customers/{id}/entitlements/{feature}`:
+//!   allowed, used this period, remaining; `GET
+//!   /v1/contract-lines/{id}/pricing`: the rule pricing a line now. Served
+//!   from master data indexed in memory, each bounded by 50 ms
 //! - `GET  /v1/unmatched?period=YYYY-MM`: usage no contract line bills yet
 //!   (unknown customer, no contract line for the meter) and events no
 //!   meter reads, with the reason and the owning team
@@ -45,6 +50,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::eventlog::query;
 use crate::ingest::{self, Ingestor, Outcome, cloudevents};
 use crate::lineage;
+use crate::lookup::{self, MasterDataCache};
 use crate::masterdata::{self, MasterData};
 use crate::metering::window::{self, WindowFilter};
 use crate::metering::{Meter, MeterSpec};
@@ -71,6 +77,8 @@ pub struct AppState {
     pub targets: Arc<BTreeMap<String, ErpTargetConfig>>,
     pub poster: Poster,
     pub ingestor: Ingestor,
+    /// Master data indexed in memory for the look-ups.
+    pub masterdata: Arc<MasterDataCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -85,6 +93,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/meters", get(list_meters).post(create_meter))
         .route("/v1/meters/{id}", get(get_meter))
         .route("/v1/unmatched", get(list_unmatched))
+        .route("/v1/customers/{id}", get(customer_account))
+        .route("/v1/customers/{id}/entitlements/{feature}", get(customer_entitlement))
+        .route("/v1/contract-lines/{id}/pricing", get(contract_line_pricing))
         .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
         .route("/v1/api-keys/{id}", axum::routing::delete(revoke_api_key))
         .route(
@@ -260,6 +271,7 @@ async fn put_masterdata(
         meters: s.ingestor.log().meters(),
     })?;
     masterdata::save(&s.store, &t, &data).await?;
+    s.masterdata.set(&t, data.clone());
     tracing::info!(tenant = %t, contract_lines = data.contract_lines.len(), "master data replaced");
     Ok(Json(serde_json::json!({ "status": "stored", "contract_lines": data.contract_lines.len() })))
 }
@@ -405,6 +417,43 @@ async fn create_meter(
     let meter = spec.validate(chrono::Utc::now())?;
     let (meter, created) = s.ingestor.log().create_meter(&t, meter).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(meter)))
+}
+
+async fn customer_account(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<lookup::Account>, ApiError> {
+    let t = tenant(&s, &h)?;
+    lookup::bounded(move || lookup::account(&*s.masterdata.get(&s.store, &t)?, &id)).await.map(Json)
+}
+
+async fn customer_entitlement(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((id, feature)): Path<(String, String)>,
+) -> Result<Json<lookup::Entitlement>, ApiError> {
+    let t = tenant(&s, &h)?;
+    lookup::bounded(move || {
+        let md = s.masterdata.get(&s.store, &t)?;
+        lookup::entitlement(&s.store, &md, &t, &id, &feature, chrono::Utc::now())
+    })
+    .await
+    .map(Json)
+}
+
+async fn contract_line_pricing(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<lookup::PricingReference>, ApiError> {
+    let t = tenant(&s, &h)?;
+    lookup::bounded(move || {
+        let md = s.masterdata.get(&s.store, &t)?;
+        lookup::pricing(&s.store, &s.registry, &md, &t, &id, chrono::Utc::now())
+    })
+    .await
+    .map(Json)
 }
 
 #[derive(Deserialize)]

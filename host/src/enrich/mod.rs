@@ -30,6 +30,16 @@ pub struct Period {
 }
 
 impl Period {
+    /// The calendar month (UTC) holding `t`.
+    pub fn containing(t: DateTime<Utc>) -> Period {
+        Period::parse(&format!("{:04}-{:02}", t.year(), t.month())).unwrap_or_else(|_| Period {
+            id: String::new(),
+            start: t,
+            end: t,
+            timezone: "UTC".into(),
+        })
+    }
+
     /// Parses `YYYY-MM`.
     pub fn parse(id: &str) -> Result<Period, ApiError> {
         let bad =

@@ -19,6 +19,19 @@ pub struct MasterData {
     pub skus: Vec<Sku>,
     #[serde(default)]
     pub contract_lines: Vec<ContractLine>,
+    /// Feature codes of the product and the meter that measures each
+    /// (entitlement look-ups).
+    #[serde(default)]
+    pub features: Vec<Feature>,
+}
+
+/// A product feature whose use a meter measures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub code: String,
+    pub name: String,
+    pub meter: String,
 }
 
 /// A company that invoices: its currency and where its documents are posted.
@@ -68,6 +81,10 @@ pub struct ContractLine {
     pub currency: String,
     #[serde(default)]
     pub billing_period: BillingPeriod,
+    /// Quantity included per period: the entitlement's allowance
+    /// (`GET /v1/customers/{id}/entitlements/{feature}`); none: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<rust_decimal::Decimal>,
 }
 
 /// A plugin by name and, optionally, exact version (default: the newest).
@@ -178,6 +195,19 @@ impl MasterData {
                 return Err(bad(f("params"), "must be a JSON object"));
             }
             refs.rater(&l.rater).map_err(|reason| bad(f("rater"), reason))?;
+            if l.commitment.is_some_and(|c| c.is_sign_negative() && !c.is_zero()) {
+                return Err(bad(f("commitment"), "must not be negative"));
+            }
+        }
+        let mut codes = BTreeSet::new();
+        for (i, feature) in self.features.iter().enumerate() {
+            check_id(format!("features[{i}].code"), &feature.code)?;
+            if !codes.insert(feature.code.as_str()) {
+                return Err(bad(format!("features[{i}].code"), format!("{:?} appears twice", feature.code)));
+            }
+            if !refs.meter_exists(&feature.meter) {
+                return Err(bad(format!("features[{i}].meter"), format!("unknown meter {:?}", feature.meter)));
+            }
         }
         Ok(())
     }

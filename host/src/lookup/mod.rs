@@ -1,0 +1,223 @@
+//! Synchronous look-ups for product services in their request path: a
+//! customer's account, an entitlement (allowed, used this period,
+//! remaining), a contract line's pricing reference. Master data is served
+//! from an in-memory index per tenant, replaced whenever the master data is
+//! written; usage comes from the metering windows. Every look-up is bounded
+//! by [`LOOKUP_TIMEOUT`] (the API answers 503 `timeout` beyond it).
+
+use crate::enrich::{self, Period};
+use crate::error::{ApiError, ErrorCode};
+use crate::masterdata::{self, ContractLine, Customer, Feature, LegalEntity, MasterData};
+use crate::rating::activation;
+use crate::rating::registry::Registry;
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Longest a look-up may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// A tenant's master data with its look-up indexes.
+#[derive(Debug, Default)]
+pub struct Indexed {
+    pub data: MasterData,
+    customers: HashMap<String, usize>,
+    entities: HashMap<String, usize>,
+    lines: HashMap<String, usize>,
+    lines_of: HashMap<String, Vec<usize>>,
+    features: HashMap<String, usize>,
+}
+
+impl Indexed {
+    pub fn new(data: MasterData) -> Indexed {
+        let pos = |ids: Vec<&str>| ids.into_iter().enumerate().map(|(i, id)| (id.to_string(), i)).collect();
+        let mut lines_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, l) in data.contract_lines.iter().enumerate() {
+            lines_of.entry(l.customer.clone()).or_default().push(i);
+        }
+        Indexed {
+            customers: pos(data.customers.iter().map(|c| c.id.as_str()).collect()),
+            entities: pos(data.legal_entities.iter().map(|e| e.id.as_str()).collect()),
+            lines: pos(data.contract_lines.iter().map(|l| l.id.as_str()).collect()),
+            features: pos(data.features.iter().map(|f| f.code.as_str()).collect()),
+            lines_of,
+            data,
+        }
+    }
+
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.get(id).map(|i| &self.data.customers[*i])
+    }
+    pub fn legal_entity(&self, id: &str) -> Option<&LegalEntity> {
+        self.entities.get(id).map(|i| &self.data.legal_entities[*i])
+    }
+    pub fn contract_line(&self, id: &str) -> Option<&ContractLine> {
+        self.lines.get(id).map(|i| &self.data.contract_lines[*i])
+    }
+    pub fn feature(&self, code: &str) -> Option<&Feature> {
+        self.features.get(code).map(|i| &self.data.features[*i])
+    }
+    pub fn lines_of(&self, customer: &str) -> impl Iterator<Item = &ContractLine> {
+        self.lines_of.get(customer).into_iter().flatten().map(|i| &self.data.contract_lines[*i])
+    }
+}
+
+/// Every tenant's indexed master data, loaded on first use and replaced on
+/// every write ([`MasterDataCache::set`]).
+#[derive(Debug, Default)]
+pub struct MasterDataCache {
+    tenants: RwLock<HashMap<String, Arc<Indexed>>>,
+}
+
+impl MasterDataCache {
+    pub fn get(&self, store: &Store, tenant: &str) -> Result<Arc<Indexed>, StoreError> {
+        if let Some(i) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            return Ok(i.clone());
+        }
+        let indexed = Arc::new(Indexed::new(masterdata::load(store, tenant)?));
+        let mut all = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        Ok(all.entry(tenant.to_string()).or_insert(indexed).clone())
+    }
+
+    /// Replaces a tenant's master data (after it is stored).
+    pub fn set(&self, tenant: &str, data: MasterData) {
+        self.tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_string(), Arc::new(Indexed::new(data)));
+    }
+}
+
+fn not_found(field: &str, message: String) -> ApiError {
+    ApiError::field(ErrorCode::NotFound, field, message)
+}
+
+/// A customer's account: who they are in the ERP and which company bills them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub erp_account: String,
+    pub legal_entity: LegalEntity,
+    pub contract_lines: Vec<String>,
+}
+
+pub fn account(md: &Indexed, customer: &str) -> Result<Account, ApiError> {
+    let c = md.customer(customer).ok_or_else(|| not_found("id", format!("no customer {customer:?}")))?;
+    let entity = md
+        .legal_entity(&c.legal_entity)
+        .ok_or_else(|| ApiError::internal(format!("customer {} has no legal entity {}", c.id, c.legal_entity)))?;
+    Ok(Account {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        erp_account: c.erp_account.clone(),
+        legal_entity: entity.clone(),
+        contract_lines: md.lines_of(customer).map(|l| l.id.clone()).collect(),
+    })
+}
+
+/// Whether a customer may use a feature now, and how much is left this period.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entitlement {
+    pub customer: String,
+    pub feature: String,
+    pub meter: String,
+    /// The contract line pricing the feature's meter; none: not entitled.
+    pub contract_line: Option<String>,
+    /// The billing period so far (`YYYY-MM`).
+    pub period: String,
+    pub allowed: bool,
+    /// Metered this period so far.
+    pub used: Decimal,
+    /// The contract line's commitment; none: unlimited.
+    pub limit: Option<Decimal>,
+    pub remaining: Option<Decimal>,
+}
+
+pub fn entitlement(
+    store: &Store,
+    md: &Indexed,
+    tenant: &str,
+    customer: &str,
+    feature: &str,
+    now: DateTime<Utc>,
+) -> Result<Entitlement, ApiError> {
+    md.customer(customer).ok_or_else(|| not_found("id", format!("no customer {customer:?}")))?;
+    let f = md.feature(feature).ok_or_else(|| not_found("feature", format!("no feature {feature:?}")))?;
+    let period = Period::containing(now);
+    let line = md.lines_of(customer).find(|l| l.meter == f.meter);
+    let used = match line {
+        Some(l) => enrich::period_total(store, tenant, l, &period).map_err(ApiError::internal)?,
+        None => Decimal::ZERO,
+    };
+    let limit = line.and_then(|l| l.commitment);
+    Ok(Entitlement {
+        customer: customer.to_string(),
+        feature: f.code.clone(),
+        meter: f.meter.clone(),
+        contract_line: line.map(|l| l.id.clone()),
+        period: period.id,
+        allowed: line.is_some() && limit.is_none_or(|l| used < l),
+        used,
+        limit,
+        remaining: limit.map(|l| (l - used).max(Decimal::ZERO)),
+    })
+}
+
+/// The rule a contract line is priced by right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct PricingReference {
+    pub contract_line: String,
+    pub customer: String,
+    pub meter: String,
+    pub sku: String,
+    pub currency: String,
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+    pub params: serde_json::Value,
+    pub commitment: Option<Decimal>,
+}
+
+pub fn pricing(
+    store: &Store,
+    registry: &Registry,
+    md: &Indexed,
+    tenant: &str,
+    line: &str,
+    now: DateTime<Utc>,
+) -> Result<PricingReference, ApiError> {
+    let l = md.contract_line(line).ok_or_else(|| not_found("id", format!("no contract line {line:?}")))?;
+    let plugin = activation::rater_for(store, registry, tenant, l, now)
+        .map_err(|e| ApiError::field(ErrorCode::FailedPrecondition, "rater", e))?;
+    Ok(PricingReference {
+        contract_line: l.id.clone(),
+        customer: l.customer.clone(),
+        meter: l.meter.clone(),
+        sku: l.sku.clone(),
+        currency: l.currency.clone(),
+        plugin: plugin.name.clone(),
+        version: plugin.version.to_string(),
+        sha256: plugin.sha256.clone(),
+        params: l.params.clone(),
+        commitment: l.commitment,
+    })
+}
+
+/// Runs a look-up on the blocking pool, bounded by [`LOOKUP_TIMEOUT`].
+pub async fn bounded<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(joined) => joined.map_err(ApiError::internal)?,
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the look-up took longer than {} ms; retry", LOOKUP_TIMEOUT.as_millis()),
+        )
+        .with_reason("timeout")),
+    }
+}
