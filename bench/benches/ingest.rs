@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio_stream::Stream;
@@ -19,7 +18,7 @@ use tollgate::config::{Config, ErpTargetConfig, IngestConfig, PluginsConfig, Pos
 use tollgate::proto::ingest_service_client::IngestServiceClient;
 use tollgate::proto::ingest_service_server::{IngestService, IngestServiceServer};
 use tollgate::proto::{EventResult, EventStatus, IngestAck, IngestRequest, IngestResponse, UsageEvent};
-use tollgate_bench::percentile_us;
+use tollgate_bench::{percentile_us, plugins_dir};
 use tonic::{Request, Response, Status, Streaming};
 
 const KEY: &str = "bench-key";
@@ -245,12 +244,6 @@ fn report(name: &str, r: &Run) {
         r.seconds,
         r.retries
     );
-}
-
-fn plugins_dir() -> PathBuf {
-    std::env::var("TOLLGATE_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
 }
 
 #[tokio::main]

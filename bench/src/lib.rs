@@ -1,6 +1,15 @@
-//! Shared helpers of the benchmarks (`cargo xtask bench`): timing statistics.
+//! Shared helpers of the benchmarks (`cargo xtask bench`): timing
+//! statistics and where the built plugins are.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The bundled plugins as `cargo xtask build-plugins` left them.
+pub fn plugins_dir() -> PathBuf {
+    std::env::var("TOLLGATE_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
 
 /// Per-call timings of `n` calls of `f`.
 pub fn time_calls(n: usize, mut f: impl FnMut()) -> Vec<Duration> {

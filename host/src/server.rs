@@ -146,7 +146,9 @@ pub async fn start(config: Config) -> Result<Gateway> {
         targets: Arc::new(config.erp_targets.clone()),
         poster: poster.clone(),
         ingestor,
-        masterdata: Arc::default(),
+        masterdata: Arc::new(
+            crate::lookup::MasterDataCache::load_all(&store).context("indexing master data for look-ups")?,
+        ),
     });
     let http_listener = match &tls {
         Some(t) => HttpListener::Tls(t.http_listener(http_listener)),

@@ -83,6 +83,16 @@ impl MasterDataCache {
         Ok(all.entry(tenant.to_string()).or_insert(indexed).clone())
     }
 
+    /// Indexes every tenant's stored master data (at start-up, so the first
+    /// look-ups do not pay for loading it).
+    pub fn load_all(store: &Store) -> Result<MasterDataCache, StoreError> {
+        let cache = MasterDataCache::default();
+        for (tenant, data) in store.scan::<MasterData>(&store.masterdata, b"")? {
+            cache.set(&String::from_utf8_lossy(&tenant), data);
+        }
+        Ok(cache)
+    }
+
     /// Replaces a tenant's master data (after it is stored).
     pub fn set(&self, tenant: &str, data: MasterData) {
         self.tenants
