@@ -9,16 +9,14 @@
 //! Knobs: `TOLLGATE_BENCH_EVENTS` (events per measured run, default 300000),
 //! `TOLLGATE_BENCH_CONCURRENCY` (requests in flight, default 16).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio_stream::Stream;
-use tollgate::config::{Config, ErpTargetConfig, IngestConfig, PluginsConfig, PostingConfig, TenantConfig};
 use tollgate::proto::ingest_service_client::IngestServiceClient;
 use tollgate::proto::ingest_service_server::{IngestService, IngestServiceServer};
 use tollgate::proto::{EventResult, EventStatus, IngestAck, IngestRequest, IngestResponse, UsageEvent};
-use tollgate_bench::{percentile_us, plugins_dir};
+use tollgate_bench::{gateway_config, percentile_us};
 use tonic::{Request, Response, Status, Streaming};
 
 const KEY: &str = "bench-key";
@@ -260,31 +258,7 @@ async fn main() {
         .map(|m| serde_json::json!({ "id": m, "event_type": m, "aggregation": "sum", "group_by": ["region"] }))
         .collect();
     std::fs::write(&meters, serde_json::to_vec(&specs).expect("json")).expect("meters file");
-    let config = Config {
-        data_dir: dir.join("data"),
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
-        plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
-        posting: PostingConfig::default(),
-        ingest: IngestConfig::default(),
-        admin_api_key_sha256: vec![],
-        tenants: vec![TenantConfig {
-            id: "bench".into(),
-            api_key_sha256: vec![tollgate::auth::hash_key(KEY)],
-            meters_file: Some(meters),
-            masterdata_file: None,
-        }],
-        erp_targets: BTreeMap::from([(
-            "none".to_string(),
-            ErpTargetConfig {
-                base_url: "http://127.0.0.1:9".into(),
-                mapper: "generic-json".into(),
-                timeout_ms: 1000,
-                settings: BTreeMap::new(),
-            },
-        )]),
-    };
+    let config = gateway_config(&dir, KEY, Some(meters), None);
     let gateway = tollgate::server::start(config).await.expect("gateway");
     let noop_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let noop_addr = noop_listener.local_addr().expect("addr");

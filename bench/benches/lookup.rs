@@ -10,10 +10,8 @@
 
 use chrono::Utc;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tollgate::config::{Config, ErpTargetConfig, IngestConfig, PluginsConfig, PostingConfig, TenantConfig};
-use tollgate_bench::{percentile_us, plugins_dir};
+use tollgate_bench::{gateway_config, percentile_us};
 
 const KEY: &str = "lookup-bench-key";
 const CUSTOMERS: usize = 2_000;
@@ -58,31 +56,7 @@ async fn main() {
     )
     .expect("meters");
     std::fs::write(&md, masterdata().to_string()).expect("master data");
-    let config = Config {
-        data_dir: dir.join("data"),
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls: None,
-        plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
-        posting: PostingConfig::default(),
-        ingest: IngestConfig::default(),
-        admin_api_key_sha256: vec![],
-        tenants: vec![TenantConfig {
-            id: "bench".into(),
-            api_key_sha256: vec![tollgate::auth::hash_key(KEY)],
-            meters_file: Some(meters),
-            masterdata_file: Some(md),
-        }],
-        erp_targets: BTreeMap::from([(
-            "none".to_string(),
-            ErpTargetConfig {
-                base_url: "http://127.0.0.1:9".into(),
-                mapper: "generic-json".into(),
-                timeout_ms: 1000,
-                settings: BTreeMap::new(),
-            },
-        )]),
-    };
+    let config = gateway_config(&dir, KEY, Some(meters), Some(md));
     let gateway = tollgate::server::start(config).await.expect("gateway");
     let base = format!("http://{}", gateway.http_addr);
     let client = reqwest::Client::builder().no_proxy().build().expect("client");

@@ -116,7 +116,7 @@ impl TryFrom<String> for WindowSize {
             _ => None,
         }
         .ok_or_else(bad)?;
-        if seconds == 0 || seconds > DAY || DAY % seconds != 0 {
+        if seconds == 0 || seconds > DAY || !DAY.is_multiple_of(seconds) {
             return Err(bad());
         }
         Ok(WindowSize { seconds })
