@@ -28,17 +28,30 @@ fn params() -> serde_json::Value {
 
 fn usage(i: usize) -> CanonicalUsage {
     let quantity = rust_decimal::Decimal::new(1_000_000 + (i as i64 * 7919) % 2_000_000, 2);
+    let period = Period::parse("2026-10").expect("period");
     CanonicalUsage {
         tenant: "bench".into(),
         customer: format!("c{i}"),
         customer_erp_account: format!("A{i}"),
+        customer_parent: None,
+        subscription: None,
         legal_entity: "le".into(),
+        erp_company: "1000".into(),
+        erp_target: "erp".into(),
+        tax_context: None,
         contract_line: format!("line-{i}"),
+        contract_line_version: 1,
+        part: String::new(),
         sku: "API".into(),
-        erp_item: "ITEM".into(),
+        erp_item: Some("ITEM".into()),
+        revenue_category: None,
+        gl_account: None,
+        feature: None,
         meter: "api_calls".into(),
         currency: "EUR".into(),
-        period: Period::parse("2026-10").expect("period"),
+        from: period.start,
+        to: period.end,
+        period,
         quantity,
         dimensions: Default::default(),
         params: params(),

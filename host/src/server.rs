@@ -4,6 +4,7 @@
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::eventlog::{Durability, EventLog, LogOptions, UNSAFE_ACK_BEFORE_WRITE_ENV};
 use crate::ingest::{Ingestor, grpc::IngestGrpc};
 use crate::masterdata::{self, MasterData};
@@ -81,6 +82,10 @@ pub async fn start(config: Config) -> Result<Gateway> {
     tracing::info!(plugins = uploaded, "uploaded plugins loaded");
     tracing::info!(plugins = n, dir = %config.plugins.bundled_dir.display(), "bundled plugins loaded");
 
+    let migrated = masterdata::migrate_unversioned(&store).await.context("versioning stored master data")?;
+    if migrated > 0 {
+        tracing::info!(tenants = migrated, "master data stored before versioning imported as versions since always");
+    }
     let log = EventLog::open(store.eventlog.clone(), log_options(&config)).context("opening the event log")?;
     for t in &config.tenants {
         if let Some(file) = &t.meters_file {
@@ -92,11 +97,22 @@ pub async fn start(config: Config) -> Result<Gateway> {
                 serde_json::from_slice(&text).with_context(|| format!("tenant {}: {}", t.id, file.display()))?;
             let refs =
                 RegistryRefs { tenant: &t.id, registry: &registry, targets: &config.erp_targets, meters: log.meters() };
-            data.validate(&refs).map_err(|e| {
+            let in_file = |e: ApiError| {
                 anyhow::anyhow!("tenant {}: {}: {}: {}", t.id, file.display(), e.field.unwrap_or_default(), e.message)
-            })?;
-            masterdata::save(&store, &t.id, &data).await?;
-            tracing::info!(tenant = %t.id, file = %file.display(), "master data loaded");
+            };
+            data.validate(&refs).map_err(in_file)?;
+            // What the file changes takes effect now; what is new to the
+            // master data applies since always.
+            let now = chrono::Utc::now();
+            let written = masterdata::write(&store, &t.id, &refs, now, |h| {
+                let mut changes =
+                    h.diff(&data, now, masterdata::history::SINCE_ALWAYS, now).map_err(ApiError::internal)?;
+                masterdata::snap_to_windows(&mut changes, h, &refs);
+                Ok(changes)
+            })
+            .await
+            .map_err(in_file)?;
+            tracing::info!(tenant = %t.id, file = %file.display(), versions = written.versions.len(), "master data loaded");
         }
     }
 

@@ -100,8 +100,9 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
     let env = Env::start(&erp).await.unwrap();
     let mut md = tollgate_e2e::masterdata();
     md["contract_lines"][0]["params"]["tiers"][1]["up_to"] = json!("50");
+    // Retroactive, so May 2025 is rated on the broken parameters.
     let r = tollgate_e2e::http()
-        .put(format!("{}/v1/masterdata", env.base))
+        .put(format!("{}/v1/masterdata?effective_from=2025-01-01T00:00:00Z", env.base))
         .bearer_auth(tollgate_e2e::API_KEY)
         .json(&md)
         .send()
@@ -123,9 +124,9 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
         "{msg}"
     );
     assert!(erp.invoices().await.unwrap().is_empty());
-    // Fixing the master data lets the same period close.
+    // Fixing the master data (retroactively again) lets the same period close.
     let r = tollgate_e2e::http()
-        .put(format!("{}/v1/masterdata", env.base))
+        .put(format!("{}/v1/masterdata?effective_from=2025-01-01T00:00:00Z", env.base))
         .bearer_auth(tollgate_e2e::API_KEY)
         .json(&tollgate_e2e::masterdata())
         .send()

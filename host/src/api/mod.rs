@@ -37,12 +37,15 @@
 //!   component (body: the `.wasm` bytes); validated, compiled, immutable
 //! - `POST /v1/activations`: `{contract_line, plugin, version, effective_from}`
 //! - `GET  /v1/activations/{contract_line}`: the activation history
-//! - `GET  /v1/masterdata`, `PUT /v1/masterdata`: the tenant's master data
+//! - `/v1/masterdata…`: effective-dated master data, "as of" reads and
+//!   history (see [`masterdata`])
 //! - `POST /v1/periods/{period}/close[?wait_ms=N]`: close a billing period
 //!   (`YYYY-MM`); with `wait_ms`, answer once every document is posted or
 //!   rejected, or after N ms
 //! - `GET  /v1/documents/{id}`: a posting document and its state
 //! - `GET  /v1/lineage/documents/{erp_document_number}[?target=T]`
+
+mod masterdata;
 
 use crate::auth::{self, Auth, Principal};
 use crate::config::ErpTargetConfig;
@@ -51,12 +54,11 @@ use crate::eventlog::query;
 use crate::ingest::{self, Ingestor, Outcome, cloudevents};
 use crate::lineage;
 use crate::lookup::{self, MasterDataCache};
-use crate::masterdata::{self, MasterData};
 use crate::metering::window::{self, WindowFilter};
 use crate::metering::{Meter, MeterSpec};
 use crate::posting::{self, CloseReport, Document, Poster, PostingStatus};
 use crate::rating::activation::{self, Activation, ActivationRequest};
-use crate::rating::registry::{Registry, RegistryRefs, is_valid_name};
+use crate::rating::registry::{Registry, is_valid_name};
 use crate::rating::runtime::{Kind, MAX_COMPONENT_BYTES};
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
@@ -106,14 +108,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/activations", post(activate))
         .route("/v1/activations/{contract_line}", get(activations))
-        .route("/v1/masterdata", get(get_masterdata).put(put_masterdata))
+        .route("/v1/masterdata", get(masterdata::get_masterdata).put(masterdata::put_masterdata))
+        .route("/v1/masterdata/{collection}/{id}", get(masterdata::get_entity))
+        .route(
+            "/v1/masterdata/{collection}/{id}/versions",
+            get(masterdata::entity_versions).post(masterdata::amend_entity),
+        )
         .route("/v1/periods/{period}/close", post(close_period))
         .route("/v1/documents/{id}", get(get_document))
         .route("/v1/lineage/documents/{number}", get(document_lineage))
         .with_state(state)
 }
 
-fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     state.auth.tenant(headers.get("authorization").and_then(|v| v.to_str().ok()))
 }
 
@@ -238,8 +245,8 @@ async fn activate(
 ) -> Result<(StatusCode, Json<Activation>), ApiError> {
     let t = tenant(&s, &h)?;
     let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
-    let md = masterdata::load(&s.store, &t)?;
-    let a = activation::activate(&s.store, &s.registry, &md, &t, req, chrono::Utc::now()).await?;
+    let md = s.masterdata.get(&s.store, &t)?;
+    let a = activation::activate(&s.store, &s.registry, &md.data, &t, req, chrono::Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(a)))
 }
 
@@ -250,30 +257,6 @@ async fn activations(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
     Ok(Json(serde_json::json!({ "activations": activation::history(&s.store, &t, &line)? })))
-}
-
-async fn get_masterdata(State(s): State<AppState>, h: HeaderMap) -> Result<Json<MasterData>, ApiError> {
-    let t = tenant(&s, &h)?;
-    Ok(Json(masterdata::load(&s.store, &t)?))
-}
-
-async fn put_masterdata(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    body: Result<Json<MasterData>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let t = tenant(&s, &h)?;
-    let Json(data) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
-    data.validate(&RegistryRefs {
-        tenant: &t,
-        registry: &s.registry,
-        targets: &s.targets,
-        meters: s.ingestor.log().meters(),
-    })?;
-    masterdata::save(&s.store, &t, &data).await?;
-    s.masterdata.set(&t, data.clone());
-    tracing::info!(tenant = %t, contract_lines = data.contract_lines.len(), "master data replaced");
-    Ok(Json(serde_json::json!({ "status": "stored", "contract_lines": data.contract_lines.len() })))
 }
 
 #[derive(Deserialize)]
@@ -471,8 +454,9 @@ async fn list_unmatched(
     let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
     let period = crate::enrich::Period::parse(&q.period)?;
     s.ingestor.log().sync().await?;
-    let md = masterdata::load(&s.store, &t)?;
-    let items = crate::enrich::unmatched::unmatched(&s.store, &md, &t, &period).map_err(ApiError::internal)?;
+    let history = s.masterdata.history(&s.store, &t)?;
+    let items = crate::enrich::unmatched::unmatched(&s.store, &history, &t, &period, chrono::Utc::now())
+        .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "period": period.id, "unmatched": items })))
 }
 

@@ -5,12 +5,13 @@
 //! as soon as the missing piece exists.
 
 use super::{EnrichError, Period};
-use crate::masterdata::MasterData;
+use crate::masterdata::history::History;
 use crate::metering::MeterState;
 use crate::metering::window::{self, WindowFilter};
 use crate::store::Store;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why usage cannot be billed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,15 +23,18 @@ pub enum Reason {
     UnknownCustomer,
     /// A known customer with usage on a meter none of its contract lines prices.
     NoContractLine,
+    /// A contract line's SKU has no ERP item yet.
+    SkuWithoutErpItem,
 }
 
 /// Who fixes it (`../shared/DESIGN.md`: product owns meters, finance owns
-/// customers and contracts).
+/// customers and contracts, the ERP team owns ERP item mappings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Owner {
     Product,
     Finance,
+    Erp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,15 +48,30 @@ pub struct Unmatched {
     pub meter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract_line: Option<String>,
     /// Events waiting (for `no-meter`: over the whole log).
     pub events: u64,
     /// Windows waiting in the period.
     pub windows: u64,
 }
 
-/// The usage of `period` that no contract line bills, and events no meter reads.
-pub fn unmatched(store: &Store, md: &MasterData, tenant: &str, period: &Period) -> Result<Vec<Unmatched>, EnrichError> {
+/// The usage of `period` (calendar month) that no contract line bills, and
+/// events no meter reads. A customer counts as known, and a meter as priced,
+/// when the master data says so at any time during the period.
+pub fn unmatched(
+    store: &Store,
+    history: &History,
+    tenant: &str,
+    period: &Period,
+    now: DateTime<Utc>,
+) -> Result<Vec<Unmatched>, EnrichError> {
     let index = &store.eventlog;
+    let segments = super::segments(history, period.start, period.end, now)?;
+    let known = |customer: &str| segments.iter().any(|s| s.data.customer(customer).is_some());
+    let priced = |customer: &str, meter: &str| {
+        segments.iter().any(|s| s.data.contract_lines.iter().any(|l| l.customer == customer && l.meter == meter))
+    };
     let mut out = Vec::new();
     for (event_type, events) in window::unmetered(index, tenant)? {
         out.push(Unmatched {
@@ -62,6 +81,7 @@ pub fn unmatched(store: &Store, md: &MasterData, tenant: &str, period: &Period) 
             customer: None,
             meter: None,
             event_type: Some(event_type),
+            contract_line: None,
             events,
             windows: 0,
         });
@@ -80,9 +100,9 @@ pub fn unmatched(store: &Store, md: &MasterData, tenant: &str, period: &Period) 
             }
         }
         for (customer, (events, windows)) in by_customer {
-            let (reason, message) = if md.customer(&customer).is_none() {
+            let (reason, message) = if !known(&customer) {
                 (Reason::UnknownCustomer, format!("customer {customer:?} is not in the master data"))
-            } else if !md.contract_lines.iter().any(|l| l.customer == customer && l.meter == meter.id) {
+            } else if !priced(&customer, &meter.id) {
                 (Reason::NoContractLine, format!("no contract line of {customer:?} prices meter {:?}", meter.id))
             } else {
                 continue;
@@ -94,8 +114,40 @@ pub fn unmatched(store: &Store, md: &MasterData, tenant: &str, period: &Period) 
                 customer: Some(customer),
                 meter: Some(meter.id.clone()),
                 event_type: Some(meter.event_type.clone()),
+                contract_line: None,
                 events,
                 windows,
+            });
+        }
+    }
+    // Priced usage whose SKU the ERP cannot take yet.
+    let mut seen = BTreeSet::new();
+    for segment in &segments {
+        for line in &segment.data.contract_lines {
+            let Some(sku) = segment.data.sku(&line.sku) else { continue };
+            if sku.erp_item.is_some() || !seen.insert(line.id.clone()) {
+                continue;
+            }
+            let Some(meter) = window::load_meter(index, tenant, &line.meter)? else { continue };
+            let filter = WindowFilter { customer: Some(line.customer.clone()), ..filter.clone() };
+            let rows: Vec<_> =
+                window::windows(index, tenant, &meter, &filter)?.into_iter().filter(|r| r.window.events > 0).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            out.push(Unmatched {
+                reason: Reason::SkuWithoutErpItem,
+                owner: Owner::Erp,
+                message: format!(
+                    "SKU {:?} of contract line {:?} has no ERP item; set skus[].erp_item",
+                    sku.id, line.id
+                ),
+                customer: Some(line.customer.clone()),
+                meter: Some(line.meter.clone()),
+                event_type: Some(meter.event_type.clone()),
+                contract_line: Some(line.id.clone()),
+                events: rows.iter().map(|r| r.window.events).sum(),
+                windows: rows.len() as u64,
             });
         }
     }

@@ -14,6 +14,11 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct ChargeLineage {
     pub contract_line: String,
+    /// The part of the line (an amendment or a legal-entity split).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub part: String,
+    /// The master-data version of the contract line that was rated.
+    pub contract_line_version: u64,
     pub meter: String,
     pub quantity: Decimal,
     pub rule: RuleRef,
@@ -79,10 +84,10 @@ pub fn by_erp_number(
     let mut contract_lines = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for line in &document.lines {
-        if !seen.insert(line.contract_line.clone()) {
+        if !seen.insert((line.contract_line.clone(), line.part.clone())) {
             continue;
         }
-        let record = rating::load_charge(store, tenant, &document.period.id, &line.contract_line)?
+        let record = rating::load_charge(store, tenant, &document.period.id, &line.contract_line, &line.part)?
             .ok_or_else(|| ApiError::internal(format!("charges of {} are missing", line.contract_line)))?;
         let event_ids = store.scan_suffixes(&store.charge_events, &{
             let mut p = record.key();
@@ -91,6 +96,8 @@ pub fn by_erp_number(
         })?;
         contract_lines.push(ChargeLineage {
             contract_line: line.contract_line.clone(),
+            part: line.part.clone(),
+            contract_line_version: record.usage.contract_line_version,
             meter: record.usage.meter.clone(),
             quantity: record.usage.quantity,
             rule: record.rule.clone(),
@@ -98,7 +105,12 @@ pub fn by_erp_number(
             output_digest: record.output_digest.clone(),
             charges: record.charges.clone(),
             related: record.related.clone(),
-            document_lines: document.lines.iter().filter(|l| l.contract_line == line.contract_line).cloned().collect(),
+            document_lines: document
+                .lines
+                .iter()
+                .filter(|l| l.contract_line == line.contract_line && l.part == line.part)
+                .cloned()
+                .collect(),
             windows: record.usage.lineage.windows.clone(),
             event_count: record.usage.lineage.event_count,
             event_ids_digest: record.usage.lineage.event_ids_digest.clone(),

@@ -7,7 +7,8 @@
 
 use crate::enrich::{self, Period};
 use crate::error::{ApiError, ErrorCode};
-use crate::masterdata::{self, ContractLine, Customer, Feature, LegalEntity, MasterData};
+use crate::masterdata::history::{self, History};
+use crate::masterdata::{ContractLine, Customer, Feature, LegalEntity, MasterData};
 use crate::rating::activation;
 use crate::rating::registry::Registry;
 use crate::store::{Store, StoreError};
@@ -66,39 +67,73 @@ impl Indexed {
     }
 }
 
-/// Every tenant's indexed master data, loaded on first use and replaced on
-/// every write ([`MasterDataCache::set`]).
+/// A tenant's history and its master data in effect now, indexed; the
+/// index holds until the next effective time (`valid_until`).
+#[derive(Debug)]
+struct Tenant {
+    history: Arc<History>,
+    current: Arc<Indexed>,
+    valid_until: Option<DateTime<Utc>>,
+}
+
+impl Tenant {
+    fn new(history: Arc<History>, now: DateTime<Utc>) -> Result<Tenant, StoreError> {
+        let data =
+            history.as_of(now, now).map_err(|source| StoreError::Decode { tree: "masterdata".into(), source })?;
+        Ok(Tenant { valid_until: history.next_change_after(now), current: Arc::new(Indexed::new(data)), history })
+    }
+}
+
+/// Every tenant's indexed master data, loaded on first use, replaced on
+/// every write ([`MasterDataCache::set`]) and re-indexed when a version
+/// dated in the future comes into effect.
 #[derive(Debug, Default)]
 pub struct MasterDataCache {
-    tenants: RwLock<HashMap<String, Arc<Indexed>>>,
+    tenants: RwLock<HashMap<String, Arc<Tenant>>>,
 }
 
 impl MasterDataCache {
-    pub fn get(&self, store: &Store, tenant: &str) -> Result<Arc<Indexed>, StoreError> {
-        if let Some(i) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
-            return Ok(i.clone());
+    fn tenant(&self, store: &Store, tenant: &str) -> Result<Arc<Tenant>, StoreError> {
+        let now = Utc::now();
+        if let Some(t) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant)
+            && t.valid_until.is_none_or(|until| now < until)
+        {
+            return Ok(t.clone());
         }
-        let indexed = Arc::new(Indexed::new(masterdata::load(store, tenant)?));
-        let mut all = self.tenants.write().unwrap_or_else(|p| p.into_inner());
-        Ok(all.entry(tenant.to_string()).or_insert(indexed).clone())
+        let history = match self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            Some(t) => t.history.clone(),
+            None => Arc::new(history::load(store, tenant)?),
+        };
+        let fresh = Arc::new(Tenant::new(history, now)?);
+        self.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The master data in effect now, indexed.
+    pub fn get(&self, store: &Store, tenant: &str) -> Result<Arc<Indexed>, StoreError> {
+        Ok(self.tenant(store, tenant)?.current.clone())
+    }
+
+    /// The tenant's whole history.
+    pub fn history(&self, store: &Store, tenant: &str) -> Result<Arc<History>, StoreError> {
+        Ok(self.tenant(store, tenant)?.history.clone())
     }
 
     /// Indexes every tenant's stored master data (at start-up, so the first
     /// look-ups do not pay for loading it).
     pub fn load_all(store: &Store) -> Result<MasterDataCache, StoreError> {
         let cache = MasterDataCache::default();
-        for (tenant, data) in store.scan::<MasterData>(&store.masterdata, b"")? {
-            cache.set(&String::from_utf8_lossy(&tenant), data);
+        for (tenant, history) in history::load_all(store)? {
+            cache.set(&tenant, Arc::new(history))?;
         }
         Ok(cache)
     }
 
-    /// Replaces a tenant's master data (after it is stored).
-    pub fn set(&self, tenant: &str, data: MasterData) {
-        self.tenants
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant.to_string(), Arc::new(Indexed::new(data)));
+    /// Replaces a tenant's history (after it is stored).
+    pub fn set(&self, tenant: &str, history: Arc<History>) -> Result<(), StoreError> {
+        let t = Arc::new(Tenant::new(history, Utc::now())?);
+        self.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), t);
+        Ok(())
     }
 }
 
@@ -112,6 +147,10 @@ pub struct Account {
     pub id: String,
     pub name: String,
     pub erp_account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crm_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     pub legal_entity: LegalEntity,
     pub contract_lines: Vec<String>,
 }
@@ -125,6 +164,8 @@ pub fn account(md: &Indexed, customer: &str) -> Result<Account, ApiError> {
         id: c.id.clone(),
         name: c.name.clone(),
         erp_account: c.erp_account.clone(),
+        crm_account: c.crm_account.clone(),
+        parent: c.parent.clone(),
         legal_entity: entity.clone(),
         contract_lines: md.lines_of(customer).map(|l| l.id.clone()).collect(),
     })
@@ -158,10 +199,10 @@ pub fn entitlement(
 ) -> Result<Entitlement, ApiError> {
     md.customer(customer).ok_or_else(|| not_found("id", format!("no customer {customer:?}")))?;
     let f = md.feature(feature).ok_or_else(|| not_found("feature", format!("no feature {feature:?}")))?;
-    let period = Period::containing(now);
     let line = md.lines_of(customer).find(|l| l.meter == f.meter);
+    let period = Period::containing(now, line.and_then(|l| l.billing_anchor_day));
     let used = match line {
-        Some(l) => enrich::period_total(store, tenant, l, &period).map_err(ApiError::internal)?,
+        Some(l) => enrich::usage_total(store, tenant, l, period.start, period.end).map_err(ApiError::internal)?,
         None => Decimal::ZERO,
     };
     let limit = line.and_then(|l| l.commitment);

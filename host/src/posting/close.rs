@@ -9,9 +9,10 @@ use super::document::{self, Document};
 use super::outbox::{OutboxEntry, StoredRequest};
 use super::{document_key, to_wit_document, to_wit_target};
 use crate::config::ErpTargetConfig;
-use crate::enrich::{self, Period};
+use crate::enrich::{self, CanonicalUsage, LinePart, Period};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
+use crate::masterdata::history::{self, History};
 use crate::rating::registry::Registry;
 use crate::rating::runtime::Kind;
 use crate::rating::{self, ChargeRecord, RelatedCharge};
@@ -21,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// The record of a closed period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,9 @@ pub struct CloseReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LateUsage {
     pub contract_line: String,
+    /// The part of the line ([`crate::enrich::CanonicalUsage::part`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub part: String,
     pub billed_quantity: rust_decimal::Decimal,
     pub current_quantity: rust_decimal::Decimal,
 }
@@ -74,25 +77,30 @@ pub async fn close_period(
     now: DateTime<Utc>,
 ) -> Result<CloseReport, ApiError> {
     let period = Period::parse(period_id)?;
-    let md = masterdata::load(store, tenant)?;
-    let unmatched = enrich::unmatched::unmatched(store, &md, tenant, &period).map_err(ApiError::internal)?;
+    let history = masterdata::history::load(store, tenant)?;
+    let unmatched = enrich::unmatched::unmatched(store, &history, tenant, &period, now).map_err(ApiError::internal)?;
     if !unmatched.is_empty() {
         tracing::warn!(tenant, period = period_id, items = unmatched.len(), "usage no contract line bills waits");
     }
     let with_unmatched = |r: CloseReport| CloseReport { unmatched: unmatched.clone(), ..r };
     if let Some(closed) = store.get::<PeriodClose>(&store.periods, &store::key(&[tenant, &period.id]))? {
-        let late = late_usage(store, &closed)?;
+        let late = late_usage(store, &history, &closed, now)?;
         return report(store, closed, true).map(|r| with_unmatched(CloseReport { late_usage: late, ..r }));
     }
     let (store2, registry2, targets2, tenant2) = (store.clone(), registry.clone(), targets.clone(), tenant.to_string());
-    let prepared = tokio::task::spawn_blocking(move || prepare(&store2, &registry2, &targets2, &tenant2, &period, now))
-        .await
-        .map_err(ApiError::internal)??;
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&store2, &registry2, &targets2, &tenant2, &history, &period, now))
+            .await
+            .map_err(ApiError::internal)??;
     let closed = PeriodClose {
         tenant: tenant.into(),
         period: period_id.into(),
         closed_at: now,
-        contract_lines: prepared.records.iter().map(|(r, _)| r.usage.contract_line.clone()).collect(),
+        contract_lines: {
+            let mut lines: Vec<String> = prepared.records.iter().map(|(r, _)| r.usage.contract_line.clone()).collect();
+            lines.dedup();
+            lines
+        },
         documents: prepared.documents.iter().map(|(d, _)| d.id.clone()).collect(),
     };
     match commit(store, &closed, &prepared) {
@@ -120,46 +128,91 @@ fn precondition(message: String) -> ApiError {
     ApiError::new(ErrorCode::FailedPrecondition, message)
 }
 
+/// Every part of every contract line in effect during the billing period
+/// `base` (each line's own period: `base` shifted to its anchor day), in
+/// the order lines first appeared, with the canonical usage of each.
+pub fn usages_of_period(
+    store: &Store,
+    history: &History,
+    tenant: &str,
+    base: &Period,
+    known_at: DateTime<Utc>,
+) -> Result<Vec<(LinePart, Period, Vec<(CanonicalUsage, Vec<String>)>)>, String> {
+    let mut anchors: Vec<u32> = history
+        .versions()
+        .iter()
+        .filter(|v| v.kind == history::Kind::ContractLine)
+        .filter_map(|v| v.value.as_ref()?.get("billing_anchor_day")?.as_u64())
+        .filter_map(|d| u32::try_from(d).ok())
+        .chain([1])
+        .collect();
+    anchors.sort_unstable();
+    anchors.dedup();
+    let mut out = Vec::new();
+    for anchor in anchors {
+        let period = base.anchored(Some(anchor));
+        let segments = enrich::segments(history, period.start, period.end, known_at).map_err(|e| e.to_string())?;
+        for part in enrich::line_parts(history, &segments) {
+            if part.line.billing_anchor_day.unwrap_or(1) != anchor {
+                continue;
+            }
+            let usages = enrich::canonical_usage(store, tenant, &part, &period)
+                .map_err(|e| format!("contract line {}: {e}", part.line.id))?;
+            out.push((part, period.clone(), usages));
+        }
+    }
+    Ok(out)
+}
+
 /// Rates every contract line and maps every document; any failure aborts
-/// the close with every problem listed, and nothing is written.
+/// the close with every problem listed, and nothing is written. Usage of a
+/// SKU the ERP team has not mapped yet is not billed; it waits in
+/// `GET /v1/unmatched`.
 fn prepare(
     store: &Store,
     registry: &Registry,
     targets: &BTreeMap<String, ErpTargetConfig>,
     tenant: &str,
+    history: &History,
     period: &Period,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    let md = masterdata::load(store, tenant)?;
-    if md.contract_lines.is_empty() {
+    let units = usages_of_period(store, history, tenant, period, now)
+        .map_err(|e| precondition(format!("period not closed: {e}")))?;
+    if units.is_empty() {
         return Err(precondition("no contract lines in the master data; nothing to close".into()));
     }
     let mut problems = Vec::new();
-    let mut records = Vec::new();
-    for line in &md.contract_lines {
-        let rated = (|| -> Result<(ChargeRecord, Vec<String>), String> {
-            let plugin: Arc<_> = rating::activation::rater_for(store, registry, tenant, line, period.end)
-                .map_err(|e| format!("rater: {e}"))?;
-            let (usage, events) =
-                enrich::canonical_usage(store, &md, tenant, line, period).map_err(|e| e.to_string())?;
+    let mut records: Vec<(ChargeRecord, Vec<String>)> = Vec::new();
+    for (part, _, usages) in units {
+        let line = &part.line;
+        let plugin = match rating::activation::rater_for(store, registry, tenant, line, part.to) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("contract line {}: rater: {e}", line.id));
+                continue;
+            }
+        };
+        for (usage, events) in usages {
+            if usage.erp_item.is_none() {
+                continue;
+            }
             // The charges already rated for this customer, in master-data order.
             let related = records
                 .iter()
-                .filter(|(r, _): &&(ChargeRecord, _)| r.usage.customer == line.customer)
+                .filter(|(r, _)| r.usage.customer == line.customer)
                 .flat_map(|(r, _)| RelatedCharge::of(r))
                 .collect();
-            let record =
-                rating::rate(registry, &plugin, usage, related, now).map_err(|e| format!("{}: {e}", e.code()))?;
-            Ok((record, events))
-        })();
-        match rated {
-            Ok(r) => records.push(r),
-            Err(e) => problems.push(format!("contract line {}: {e}", line.id)),
+            match rating::rate(registry, &plugin, usage, related, now) {
+                Ok(record) => records.push((record, events)),
+                Err(e) => problems.push(format!("contract line {}: {}: {e}", line.id, e.code())),
+            }
         }
     }
     if !problems.is_empty() {
         return Err(precondition(format!("period not closed; rating failed: {}", problems.join("; "))));
     }
+    let md = history.as_of(period.end - chrono::Duration::nanoseconds(1), now).map_err(ApiError::internal)?;
     let charge_records: Vec<ChargeRecord> = records.iter().map(|(r, _)| r.clone()).collect();
     let docs = document::build_documents(tenant, &md, period, REVISION, &charge_records)
         .map_err(|e| precondition(format!("period not closed: {e}")))?;
@@ -236,22 +289,36 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Opti
     serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(Some(e.to_string())))
 }
 
-/// Compares what each rated contract line billed with what is metered now.
-fn late_usage(store: &Store, closed: &PeriodClose) -> Result<Vec<LateUsage>, ApiError> {
+/// Compares what each part of each contract line billed with what the
+/// metering and the master data give now (late or corrected events,
+/// retroactive amendments).
+fn late_usage(
+    store: &Store,
+    history: &History,
+    closed: &PeriodClose,
+    now: DateTime<Utc>,
+) -> Result<Vec<LateUsage>, ApiError> {
     let period = Period::parse(&closed.period)?;
-    let mut late = Vec::new();
-    let md = masterdata::load(store, &closed.tenant)?;
-    for line in &closed.contract_lines {
-        let Some(record) = rating::load_charge(store, &closed.tenant, &closed.period, line)? else { continue };
-        let u = &record.usage;
-        let Some(contract_line) = md.contract_lines.iter().find(|l| l.id == *line) else { continue };
-        let now = enrich::period_total(store, &closed.tenant, contract_line, &period)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if now != u.quantity {
-            late.push(LateUsage { contract_line: line.clone(), billed_quantity: u.quantity, current_quantity: now });
+    let billed: BTreeMap<(String, String), rust_decimal::Decimal> =
+        rating::load_charges(store, &closed.tenant, &closed.period)?
+            .into_iter()
+            .map(|r| ((r.usage.contract_line, r.usage.part), r.usage.quantity))
+            .collect();
+    let mut current = BTreeMap::new();
+    for (_, _, usages) in usages_of_period(store, history, &closed.tenant, &period, now).map_err(ApiError::internal)? {
+        for (u, _) in usages {
+            current.insert((u.contract_line, u.part), u.quantity);
         }
     }
-    Ok(late)
+    let keys: std::collections::BTreeSet<_> = billed.keys().chain(current.keys()).cloned().collect();
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| {
+            let b = billed.get(&key).copied().unwrap_or_default();
+            let c = current.get(&key).copied().unwrap_or_default();
+            (b != c).then(|| LateUsage { contract_line: key.0, part: key.1, billed_quantity: b, current_quantity: c })
+        })
+        .collect())
 }
 
 /// The report of a closed period, with every document's current state.

@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 pub struct DocumentLine {
     /// The contract line and the index of the charge it came from (lineage).
     pub contract_line: String,
+    /// The part of the contract line (see [`crate::enrich::CanonicalUsage::part`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub part: String,
     pub charge_index: usize,
     pub sku: String,
     pub erp_item: String,
@@ -78,15 +81,16 @@ pub fn document_id(tenant: &str, legal_entity: &str, customer: &str, period: &st
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DocumentError {
-    #[error("customer {0} is not in the master data")]
-    UnknownCustomer(String),
-    #[error("legal entity {0} is not in the master data")]
-    UnknownLegalEntity(String),
+    #[error("contract line {line}: charge SKU {sku} has no ERP item")]
+    NoErpItem { line: String, sku: String },
     #[error("document total of customer {customer}: {source}")]
     Total { customer: String, source: DecimalError },
 }
 
-/// Groups charge records into documents. Records without charges make no
+/// Groups charge records into documents by (legal entity, customer); the
+/// ERP account, company and target come from each record's canonical usage,
+/// the ERP item of a charge from its SKU in `md` (the master data at the
+/// period's end) or else the usage's own. Records without charges make no
 /// line; a customer without lines gets no document.
 pub fn build_documents(
     tenant: &str,
@@ -95,16 +99,23 @@ pub fn build_documents(
     revision: u32,
     records: &[ChargeRecord],
 ) -> Result<Vec<Document>, DocumentError> {
-    let mut by_customer: BTreeMap<(&str, &str), Vec<DocumentLine>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str), (&ChargeRecord, Vec<DocumentLine>)> = BTreeMap::new();
     let mut sorted: Vec<&ChargeRecord> = records.iter().collect();
-    sorted.sort_by(|a, b| a.usage.contract_line.cmp(&b.usage.contract_line));
+    sorted.sort_by(|a, b| (&a.usage.contract_line, &a.usage.part).cmp(&(&b.usage.contract_line, &b.usage.part)));
     for r in sorted {
         for (i, c) in r.charges.iter().enumerate() {
-            by_customer.entry((&r.usage.legal_entity, &r.usage.customer)).or_default().push(DocumentLine {
+            let erp_item = md
+                .sku(&c.sku)
+                .and_then(|s| s.erp_item.clone())
+                .or_else(|| (c.sku == r.usage.sku).then(|| r.usage.erp_item.clone()).flatten())
+                .ok_or_else(|| DocumentError::NoErpItem { line: r.usage.contract_line.clone(), sku: c.sku.clone() })?;
+            let group = groups.entry((&r.usage.legal_entity, &r.usage.customer)).or_insert((r, Vec::new()));
+            group.1.push(DocumentLine {
                 contract_line: r.usage.contract_line.clone(),
+                part: r.usage.part.clone(),
                 charge_index: i,
                 sku: c.sku.clone(),
-                erp_item: md.sku(&c.sku).map(|s| s.erp_item.clone()).unwrap_or_else(|| r.usage.erp_item.clone()),
+                erp_item,
                 description: c.description.clone(),
                 quantity: c.quantity,
                 unit_price: c.unit_price,
@@ -112,24 +123,21 @@ pub fn build_documents(
             });
         }
     }
-    by_customer
+    groups
         .into_iter()
-        .map(|((entity_id, customer_id), lines)| {
-            let customer =
-                md.customer(customer_id).ok_or_else(|| DocumentError::UnknownCustomer(customer_id.into()))?;
-            let entity =
-                md.legal_entity(entity_id).ok_or_else(|| DocumentError::UnknownLegalEntity(entity_id.into()))?;
+        .map(|((entity_id, customer_id), (first, lines))| {
+            let u = &first.usage;
             let total = money::exact_sum(lines.iter().map(|l| l.amount))
                 .map_err(|source| DocumentError::Total { customer: customer_id.into(), source })?;
             Ok(Document {
                 id: document_id(tenant, entity_id, customer_id, &period.id, revision),
                 tenant: tenant.into(),
                 legal_entity: entity_id.into(),
-                erp_company: entity.erp_company.clone(),
-                erp_target: entity.erp_target.clone(),
+                erp_company: u.erp_company.clone(),
+                erp_target: u.erp_target.clone(),
                 customer: customer_id.into(),
-                erp_account: customer.erp_account.clone(),
-                currency: entity.currency.clone(),
+                erp_account: u.customer_erp_account.clone(),
+                currency: u.currency.clone(),
                 period: period.clone(),
                 issue_date: period.last_day(),
                 revision,

@@ -83,12 +83,13 @@ pub struct ChargeRecord {
 
 impl ChargeRecord {
     pub fn key(&self) -> Vec<u8> {
-        charge_key(&self.usage.tenant, &self.usage.period.id, &self.usage.contract_line)
+        charge_key(&self.usage.tenant, &self.usage.period.id, &self.usage.contract_line, &self.usage.part)
     }
 }
 
-pub fn charge_key(tenant: &str, period: &str, contract_line: &str) -> Vec<u8> {
-    store::key(&[tenant, period, contract_line])
+/// `tenant·period·contract line·part` (the part is empty for a whole period).
+pub fn charge_key(tenant: &str, period: &str, contract_line: &str, part: &str) -> Vec<u8> {
+    store::key(&[tenant, period, contract_line, part])
 }
 
 /// The rater's WIT input for a canonical usage and the related charges.
@@ -207,6 +208,12 @@ pub fn load_charge(
     tenant: &str,
     period: &str,
     contract_line: &str,
+    part: &str,
 ) -> Result<Option<ChargeRecord>, StoreError> {
-    store.get(&store.charges, &charge_key(tenant, period, contract_line))
+    store.get(&store.charges, &charge_key(tenant, period, contract_line, part))
+}
+
+/// Every charge record of a tenant's period.
+pub fn load_charges(store: &Store, tenant: &str, period: &str) -> Result<Vec<ChargeRecord>, StoreError> {
+    Ok(store.scan(&store.charges, &store::prefix(&[tenant, period]))?.into_iter().map(|(_, r)| r).collect())
 }

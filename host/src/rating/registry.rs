@@ -290,7 +290,7 @@ impl References for RegistryRefs<'_> {
     fn erp_target_exists(&self, name: &str) -> bool {
         self.targets.contains_key(name)
     }
-    fn meter_exists(&self, id: &str) -> bool {
-        self.meters.tenant(self.tenant).is_some_and(|t| t.by_id.contains_key(id))
+    fn meter(&self, id: &str) -> Option<std::sync::Arc<crate::metering::Meter>> {
+        self.meters.tenant(self.tenant).and_then(|t| t.by_id.get(id).cloned())
     }
 }
