@@ -2,6 +2,7 @@
 //! Wasm plugins) posting over real HTTP to the ERP simulator, driven only
 //! through public interfaces.
 
+mod amendments;
 mod eventlog;
 mod flow;
 mod ingest;

@@ -42,8 +42,9 @@ pub struct CloseReport {
     pub already_closed: bool,
     pub closed_at: DateTime<Utc>,
     pub documents: Vec<Document>,
-    /// On a repeated close: contract lines whose metered usage changed since
-    /// they were rated (late or corrected events). Nothing is re-posted;
+    /// On a repeated close: contract lines whose metered usage or terms
+    /// changed since they were rated (late or corrected events, retroactive
+    /// amendments). Nothing is re-posted;
     /// the usage is stored and waits for a correction run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub late_usage: Vec<LateUsage>,
@@ -63,6 +64,10 @@ pub struct LateUsage {
     pub part: String,
     pub billed_quantity: rust_decimal::Decimal,
     pub current_quantity: rust_decimal::Decimal,
+    /// The contract-line version rated, and the one in effect now (they
+    /// differ after a retroactive amendment); 0: none.
+    pub billed_version: u64,
+    pub current_version: u64,
 }
 
 const REVISION: u32 = 1;
@@ -299,15 +304,15 @@ fn late_usage(
     now: DateTime<Utc>,
 ) -> Result<Vec<LateUsage>, ApiError> {
     let period = Period::parse(&closed.period)?;
-    let billed: BTreeMap<(String, String), rust_decimal::Decimal> =
+    let billed: BTreeMap<(String, String), (rust_decimal::Decimal, u64)> =
         rating::load_charges(store, &closed.tenant, &closed.period)?
             .into_iter()
-            .map(|r| ((r.usage.contract_line, r.usage.part), r.usage.quantity))
+            .map(|r| ((r.usage.contract_line, r.usage.part), (r.usage.quantity, r.usage.contract_line_version)))
             .collect();
     let mut current = BTreeMap::new();
     for (_, _, usages) in usages_of_period(store, history, &closed.tenant, &period, now).map_err(ApiError::internal)? {
         for (u, _) in usages {
-            current.insert((u.contract_line, u.part), u.quantity);
+            current.insert((u.contract_line, u.part), (u.quantity, u.contract_line_version));
         }
     }
     let keys: std::collections::BTreeSet<_> = billed.keys().chain(current.keys()).cloned().collect();
@@ -316,7 +321,14 @@ fn late_usage(
         .filter_map(|key| {
             let b = billed.get(&key).copied().unwrap_or_default();
             let c = current.get(&key).copied().unwrap_or_default();
-            (b != c).then(|| LateUsage { contract_line: key.0, part: key.1, billed_quantity: b, current_quantity: c })
+            (b != c).then(|| LateUsage {
+                contract_line: key.0,
+                part: key.1,
+                billed_quantity: b.0,
+                current_quantity: c.0,
+                billed_version: b.1,
+                current_version: c.1,
+            })
         })
         .collect())
 }
