@@ -32,7 +32,10 @@ async fn closing_the_same_period_twice_posts_one_invoice_per_customer() {
     assert_eq!(third["already_closed"], true);
     assert_eq!(
         third["late_usage"],
-        json!([{ "contract_line": "globex-api", "billed_quantity": "150", "current_quantity": "160.5" }])
+        json!([{
+            "contract_line": "globex-api", "billed_quantity": "150", "current_quantity": "160.5",
+            "billed_version": third["late_usage"][0]["current_version"], "current_version": 5
+        }])
     );
 
     let invoices = erp.invoices().await.unwrap();
