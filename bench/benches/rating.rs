@@ -48,6 +48,7 @@ fn usage(i: usize) -> CanonicalUsage {
         gl_account: None,
         feature: None,
         meter: "api_calls".into(),
+        pricing_plan: None,
         currency: "EUR".into(),
         from: period.start,
         to: period.end,

@@ -131,6 +131,9 @@ pub struct CanonicalUsage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
     pub meter: String,
+    /// The rule that rates this usage (set when it is rated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing_plan: Option<crate::rating::RuleRef>,
     pub currency: String,
     /// The billing period.
     pub period: Period,
@@ -332,6 +335,7 @@ pub fn canonical_usage(
             gl_account: sku.gl_account.clone(),
             feature: md.features.iter().find(|f| f.meter == line.meter).map(|f| f.code.clone()),
             meter: line.meter.clone(),
+            pricing_plan: None,
             currency: line.currency.clone(),
             period: period.clone(),
             from: part.from,
@@ -420,6 +424,83 @@ fn window_with_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema in the repository describes exactly the fields the object
+    /// serialises, says which are always there, and names each one's owner.
+    #[test]
+    fn the_canonical_usage_schema_matches_the_object_and_names_owners() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/canonical-usage.schema.json")).unwrap();
+        let period = Period::parse("2026-11").unwrap();
+        let full = CanonicalUsage {
+            tenant: "t".into(),
+            customer: "c".into(),
+            customer_erp_account: "A".into(),
+            customer_parent: Some("p".into()),
+            subscription: Some("s".into()),
+            legal_entity: "e".into(),
+            erp_company: "1000".into(),
+            erp_target: "erp".into(),
+            tax_context: Some("DE-VAT-19".into()),
+            contract_line: "l".into(),
+            contract_line_version: 3,
+            part: "2026-11-15T00:00:00Z".into(),
+            sku: "S".into(),
+            erp_item: Some("I".into()),
+            revenue_category: Some("usage".into()),
+            gl_account: Some("4000".into()),
+            feature: Some("f".into()),
+            meter: "m".into(),
+            pricing_plan: Some(crate::rating::RuleRef {
+                plugin: "p".into(),
+                version: "1.0.0".into(),
+                sha256: "0".repeat(64),
+            }),
+            currency: "EUR".into(),
+            from: period.start,
+            to: period.end,
+            period,
+            quantity: Decimal::new(15, 1),
+            dimensions: BTreeMap::from([("region".into(), "nl".into())]),
+            params: serde_json::json!({}),
+            lineage: UsageLineage {
+                windows: Vec::new(),
+                event_count: 0,
+                event_ids_digest: "0".repeat(64),
+                transformation_version: TRANSFORMATION_VERSION,
+            },
+        };
+        let keys = |v: serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let properties = schema["properties"].as_object().unwrap();
+        let mut documented: Vec<String> = properties.keys().cloned().collect();
+        documented.sort();
+        assert_eq!(keys(serde_json::to_value(&full).unwrap()), documented, "schema properties = serialised fields");
+        let minimal = CanonicalUsage {
+            customer_parent: None,
+            subscription: None,
+            tax_context: None,
+            part: String::new(),
+            erp_item: None,
+            revenue_category: None,
+            gl_account: None,
+            feature: None,
+            pricing_plan: None,
+            ..full
+        };
+        let mut required: Vec<String> =
+            schema["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+        required.sort();
+        assert_eq!(keys(serde_json::to_value(&minimal).unwrap()), required, "required = always serialised");
+        for (name, p) in properties {
+            let owner = p["x-owner"].as_str().unwrap_or_else(|| panic!("{name} has no x-owner"));
+            assert!(["gateway", "finance", "erp", "product"].contains(&owner), "{name}: owner {owner}");
+            assert!(p["description"].as_str().is_some_and(|d| !d.is_empty()), "{name} has no description");
+        }
+    }
 
     #[test]
     fn periods_are_calendar_months() {

@@ -191,6 +191,7 @@ pub fn rate_with(
 ) -> Result<ChargeRecord, PluginError> {
     let input = rater_input(&usage, &related);
     let charges = rater(&input)?;
+    let usage = CanonicalUsage { pricing_plan: Some(rule.clone()), ..usage };
     Ok(ChargeRecord {
         rule,
         input_digest: digest_input(&input),
