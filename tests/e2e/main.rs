@@ -9,5 +9,6 @@ mod ingest;
 mod lookups;
 mod masterdata;
 mod metering;
+mod openapi;
 mod plugins;
 mod posting;

@@ -8,7 +8,10 @@
 //!   the test components of `tests/components/` (one per listed variant) go
 //!   to `target/test-components/`.
 //! - `demo`: builds the plugins, then runs `tollgate demo`.
-//! - `test`: builds the plugins, then runs the whole test suite.
+//! - `test`: builds the plugins, then runs the whole test suite, and
+//!   validates `host/src/api/openapi.json` with the reference OpenAPI
+//!   validator (`openapi-spec-validator` from PyPI, in a virtualenv under
+//!   `target/`).
 //! - `bench`: builds the plugins, then runs the benchmarks (`bench/`).
 
 use anyhow::{Context, Result, bail};
@@ -23,6 +26,7 @@ fn main() -> Result<()> {
     let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
     match task {
         "build-plugins" => build_plugins().map(|_| ()),
+        "validate-openapi" => validate_openapi(),
         "demo" => {
             let dir = build_plugins()?;
             cargo(
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("tests failed ({status})");
             }
+            validate_openapi()?;
             // The benchmarks are not run here (timings are not tests), but
             // they must keep compiling.
             let status = Command::new(cargo_bin())
@@ -69,10 +74,46 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins | demo | test | bench> [args...]");
+            eprintln!("usage: cargo xtask <build-plugins | demo | test | bench | validate-openapi> [args...]");
             Ok(())
         }
     }
+}
+
+/// The validator's version, pinned.
+const OPENAPI_VALIDATOR: &str = "openapi-spec-validator==0.7.1";
+
+/// Validates the admin API's OpenAPI document with the reference validator.
+fn validate_openapi() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join("target/py-tools");
+    let python = venv.join("bin/python");
+    let run = |cmd: &mut Command, what: &str| -> Result<()> {
+        let status = cmd.status().with_context(|| format!("{what} (is python3 installed?)"))?;
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(())
+    };
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating a Python virtualenv")?;
+    }
+    run(
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            OPENAPI_VALIDATOR,
+        ]),
+        "installing the OpenAPI validator",
+    )?;
+    let doc = root.join("host/src/api/openapi.json");
+    run(
+        Command::new(&python).args(["-m", "openapi_spec_validator"]).arg(&doc),
+        "validating host/src/api/openapi.json as OpenAPI 3",
+    )
 }
 
 fn cargo_bin() -> String {

@@ -1,6 +1,9 @@
 //! The HTTP admin API (JSON). Every route takes the tenant from
 //! `authorization: Bearer <api key>`.
 //!
+//! Described by OpenAPI 3 at `GET /openapi.json` (`api/openapi.json`),
+//! which a test keeps equal to [`endpoints`].
+//!
 //! - `GET  /healthz`
 //! - `POST /v1/events`: usage as CloudEvents 1.0, one
 //!   (`application/cloudevents+json`) or a batch
@@ -62,8 +65,10 @@ use crate::rating::registry::{Registry, is_valid_name};
 use crate::rating::runtime::{Kind, MAX_COMPONENT_BYTES};
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -83,41 +88,82 @@ pub struct AppState {
     pub masterdata: Arc<MasterDataCache>,
 }
 
+/// One route: a method, a path (axum syntax, which is also OpenAPI's) and
+/// its handler.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+fn ep<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or_else(|e| panic!("{method}: {e}"));
+    Endpoint { method, path, handler: on(filter, handler) }
+}
+
+impl Endpoint {
+    fn body_limit(self, bytes: usize) -> Endpoint {
+        Endpoint { handler: self.handler.layer(axum::extract::DefaultBodyLimit::max(bytes)), ..self }
+    }
+}
+
+/// Every endpoint of the admin API. The router is built from this list, and
+/// a test checks that `/openapi.json` describes exactly these.
+pub fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    vec![
+        ep(M::GET, "/healthz", || async { "ok" }),
+        ep(M::GET, "/openapi.json", openapi),
+        ep(M::POST, "/v1/events", post_events).body_limit(ingest::MAX_HTTP_BODY_BYTES),
+        ep(M::GET, "/v1/events", list_events),
+        ep(M::GET, "/v1/events/{id}", get_event),
+        ep(M::GET, "/v1/windows", list_windows),
+        ep(M::GET, "/v1/meters", list_meters),
+        ep(M::POST, "/v1/meters", create_meter),
+        ep(M::GET, "/v1/meters/{id}", get_meter),
+        ep(M::GET, "/v1/unmatched", list_unmatched),
+        ep(M::GET, "/v1/customers/{id}", customer_account),
+        ep(M::GET, "/v1/customers/{id}/entitlements/{feature}", customer_entitlement),
+        ep(M::GET, "/v1/contract-lines/{id}/pricing", contract_line_pricing),
+        ep(M::GET, "/v1/api-keys", list_api_keys),
+        ep(M::POST, "/v1/api-keys", create_api_key),
+        ep(M::DELETE, "/v1/api-keys/{id}", revoke_api_key),
+        ep(M::GET, "/v1/plugins", list_plugins),
+        ep(M::POST, "/v1/plugins", upload_plugin).body_limit(MAX_COMPONENT_BYTES + (1 << 20)),
+        ep(M::POST, "/v1/activations", activate),
+        ep(M::GET, "/v1/activations/{contract_line}", activations),
+        ep(M::GET, "/v1/masterdata", masterdata::get_masterdata),
+        ep(M::PUT, "/v1/masterdata", masterdata::put_masterdata),
+        ep(M::GET, "/v1/masterdata/{collection}/{id}", masterdata::get_entity),
+        ep(M::GET, "/v1/masterdata/{collection}/{id}/versions", masterdata::entity_versions),
+        ep(M::POST, "/v1/masterdata/{collection}/{id}/versions", masterdata::amend_entity),
+        ep(M::POST, "/v1/periods/{period}/close", close_period),
+        ep(M::GET, "/v1/documents/{id}", get_document),
+        ep(M::GET, "/v1/lineage/documents/{number}", document_lineage),
+    ]
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/v1/events",
-            post(post_events).get(list_events).layer(axum::extract::DefaultBodyLimit::max(ingest::MAX_HTTP_BODY_BYTES)),
-        )
-        .route("/v1/events/{id}", get(get_event))
-        .route("/v1/windows", get(list_windows))
-        .route("/v1/meters", get(list_meters).post(create_meter))
-        .route("/v1/meters/{id}", get(get_meter))
-        .route("/v1/unmatched", get(list_unmatched))
-        .route("/v1/customers/{id}", get(customer_account))
-        .route("/v1/customers/{id}/entitlements/{feature}", get(customer_entitlement))
-        .route("/v1/contract-lines/{id}/pricing", get(contract_line_pricing))
-        .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
-        .route("/v1/api-keys/{id}", axum::routing::delete(revoke_api_key))
-        .route(
-            "/v1/plugins",
-            get(list_plugins)
-                .post(upload_plugin)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20))),
-        )
-        .route("/v1/activations", post(activate))
-        .route("/v1/activations/{contract_line}", get(activations))
-        .route("/v1/masterdata", get(masterdata::get_masterdata).put(masterdata::put_masterdata))
-        .route("/v1/masterdata/{collection}/{id}", get(masterdata::get_entity))
-        .route(
-            "/v1/masterdata/{collection}/{id}/versions",
-            get(masterdata::entity_versions).post(masterdata::amend_entity),
-        )
-        .route("/v1/periods/{period}/close", post(close_period))
-        .route("/v1/documents/{id}", get(get_document))
-        .route("/v1/lineage/documents/{number}", get(document_lineage))
-        .with_state(state)
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for e in endpoints() {
+        let merged = match by_path.remove(e.path) {
+            Some(r) => r.merge(e.handler),
+            None => e.handler,
+        };
+        by_path.insert(e.path, merged);
+    }
+    by_path.into_iter().fold(Router::new(), |r, (path, handler)| r.route(path, handler)).with_state(state)
+}
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> ([(axum::http::header::HeaderName, &'static str); 1], &'static str) {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 pub(crate) fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -585,4 +631,66 @@ async fn revoke_api_key(
 ) -> Result<Json<auth::ApiKeyRecord>, ApiError> {
     let scope = key_scope(principal(&s, &h)?, None)?;
     Ok(Json(auth::revoke_key(&s.store, scope.as_deref(), &id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// `/openapi.json` is a valid OpenAPI 3 document (it parses into the
+    /// `openapiv3` model, every `$ref` resolves, every path parameter is
+    /// declared) and describes exactly the routes the router serves.
+    #[test]
+    fn openapi_describes_exactly_the_served_endpoints() {
+        let doc: openapiv3::OpenAPI = serde_json::from_str(OPENAPI).expect("a valid OpenAPI 3 document");
+        assert!(doc.openapi.starts_with("3."), "{}", doc.openapi);
+        let mut documented = BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            let item = item.as_item().expect("paths are inline");
+            for (method, operation) in item.iter() {
+                documented.insert((method.to_ascii_uppercase(), path.clone()));
+                assert!(operation.operation_id.is_some(), "{method} {path}: operationId");
+                assert!(!operation.responses.responses.is_empty(), "{method} {path}: responses");
+                let declared: BTreeSet<String> = operation
+                    .parameters
+                    .iter()
+                    .filter_map(|p| match p.as_item()? {
+                        openapiv3::Parameter::Path { parameter_data, .. } => Some(parameter_data.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let templated: BTreeSet<String> = path
+                    .split('/')
+                    .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                    .map(str::to_string)
+                    .collect();
+                assert_eq!(declared, templated, "{method} {path}: path parameters");
+            }
+        }
+        let served: BTreeSet<(String, String)> =
+            endpoints().iter().map(|e| (e.method.as_str().to_string(), e.path.to_string())).collect();
+        assert_eq!(documented, served, "documented = served");
+
+        // Every reference points at a schema that exists.
+        let raw: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut refs = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                        out.push(r.to_string());
+                    }
+                    m.values().for_each(|v| walk(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&raw, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            assert!(raw.pointer(r.trim_start_matches('#')).is_some(), "unresolved $ref {r}");
+        }
+    }
 }
