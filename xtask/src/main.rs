@@ -96,6 +96,11 @@ fn validate_openapi() -> Result<()> {
         Ok(())
     };
     if !python.exists() {
+        let has_python = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !has_python && std::env::var_os("CI").is_none() {
+            eprintln!("warning: python3 not found: the OpenAPI document was NOT validated (CI requires it)");
+            return Ok(());
+        }
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating a Python virtualenv")?;
     }
     run(
