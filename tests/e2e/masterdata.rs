@@ -25,10 +25,20 @@ async fn invalid_master_data_is_refused_with_the_field_and_the_old_data_stays() 
         ("/contract_lines/0/currency", json!("USD"), "contract_lines[0].currency", "differs from legal entity"),
         ("/legal_entities/0/erp_target", json!("nowhere"), "legal_entities[0].erp_target", "no ERP target"),
         ("/customers/1/id", json!("globex"), "customers[1].id", "appears twice"),
+        ("/customers/1/parent", json!("initech"), "customers[1].parent", "loops back"),
+        ("/customers/0/parent", json!("nobody"), "customers[0].parent", "unknown customer"),
+        ("/contract_lines/0/legal_entity", json!("nowhere"), "contract_lines[0].legal_entity", "unknown legal entity"),
+        ("/contract_lines/0/billing_anchor_day", json!(31), "contract_lines[0].billing_anchor_day", "1..=28"),
+        ("/contract_lines/0/subscription", json!("sub-9"), "contract_lines[0].subscription", "unknown subscription"),
+        ("/legal_entities/0/country", json!("Germany"), "legal_entities[0].country", "ISO 3166"),
     ];
     for (pointer, value, field, message) in cases {
         let mut md = masterdata();
-        *md.pointer_mut(pointer).unwrap() = value;
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        match md.pointer_mut(parent).unwrap() {
+            serde_json::Value::Object(o) => o.insert(key.to_string(), value),
+            other => panic!("{parent}: {other}"),
+        };
         let (status, body) = put(&env, &md).await;
         assert_eq!(status, 400, "{pointer}: {body}");
         assert_eq!(body["error"]["field"], field, "{body}");

@@ -248,8 +248,10 @@ pub fn line_parts(history: &History, segments: &[Segment]) -> Vec<LinePart> {
 /// What a line is rated and billed on, compared between segments.
 fn terms_of(md: &MasterData, line: &ContractLine) -> String {
     let customer = md.customer(&line.customer);
-    let entities: Vec<_> = customer
-        .map(|c| c.legal_entity.as_str())
+    let entities: Vec<_> = line
+        .legal_entity
+        .as_deref()
+        .or(customer.map(|c| c.legal_entity.as_str()))
         .into_iter()
         .chain(line.legal_entity_split.iter().flat_map(|s| s.entities.values().map(String::as_str)))
         .map(|id| md.legal_entity(id))
@@ -272,8 +274,9 @@ pub fn canonical_usage(
     let sku = md.sku(&line.sku).ok_or_else(|| md_err(format!("unknown sku {}", line.sku)))?;
     let meter = meter_of(store, tenant, line)?;
     // Windows by the legal entity that bills them (by window start).
+    let own_entity = line.legal_entity.as_ref().unwrap_or(&customer.legal_entity);
     let mut by_entity: BTreeMap<String, Vec<WindowRow>> = BTreeMap::new();
-    by_entity.insert(customer.legal_entity.clone(), Vec::new());
+    by_entity.insert(own_entity.clone(), Vec::new());
     for row in period_windows(store, tenant, &line.customer, &meter, part.from, part.to)? {
         if row.window.events == 0 {
             continue;
@@ -282,7 +285,7 @@ pub fn canonical_usage(
             .legal_entity_split
             .as_ref()
             .and_then(|split| row.dimensions.get(&split.dimension).and_then(|v| split.entities.get(v)))
-            .unwrap_or(&customer.legal_entity);
+            .unwrap_or(own_entity);
         by_entity.entry(entity.clone()).or_default().push(row);
     }
     let whole = part.from == period.start && part.to == period.end;

@@ -82,10 +82,11 @@ pub struct Change {
     pub reason: Option<String>,
 }
 
-/// A tenant's versions, in recording order.
+/// A tenant's versions, in recording order, indexed by entity.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     versions: Vec<Version>,
+    by_entity: HashMap<(Kind, String), Vec<usize>>,
 }
 
 /// The version of an entity in effect at `at`, among those recorded by `known_at`.
@@ -96,7 +97,11 @@ fn wins(v: &Version, at: DateTime<Utc>, known_at: DateTime<Utc>) -> bool {
 impl History {
     pub fn from_versions(mut versions: Vec<Version>) -> History {
         versions.sort_by_key(|v| v.seq);
-        History { versions }
+        let mut by_entity: HashMap<(Kind, String), Vec<usize>> = HashMap::new();
+        for (i, v) in versions.iter().enumerate() {
+            by_entity.entry((v.kind, v.id.clone())).or_default().push(i);
+        }
+        History { versions, by_entity }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,7 +114,7 @@ impl History {
 
     /// Every version of one entity, in recording order.
     pub fn of(&self, kind: Kind, id: &str) -> Vec<&Version> {
-        self.versions.iter().filter(|v| v.kind == kind && v.id == id).collect()
+        self.by_entity.get(&(kind, id.to_string())).into_iter().flatten().map(|i| &self.versions[*i]).collect()
     }
 
     /// The value of one entity in effect at `at`, as known at `known_at`.
@@ -120,9 +125,9 @@ impl History {
         at: DateTime<Utc>,
         known_at: DateTime<Utc>,
     ) -> Option<&serde_json::Value> {
-        self.versions
-            .iter()
-            .filter(|v| v.kind == kind && v.id == id && wins(v, at, known_at))
+        self.of(kind, id)
+            .into_iter()
+            .filter(|v| wins(v, at, known_at))
             .max_by_key(|v| (v.effective_from, v.seq))
             .and_then(|v| v.value.as_ref())
     }
@@ -192,7 +197,7 @@ impl History {
         let mut changes = Vec::new();
         for (key, value) in &wanted {
             if current.get(key) != Some(value) {
-                let known = self.versions.iter().any(|v| v.kind == key.0 && v.id == key.1);
+                let known = self.by_entity.contains_key(key);
                 changes.push(Change {
                     kind: key.0,
                     id: key.1.clone(),
@@ -234,7 +239,7 @@ impl History {
             .collect();
         let mut versions = self.versions.clone();
         versions.extend(added.iter().cloned());
-        (History { versions }, added)
+        (History::from_versions(versions), added)
     }
 }
 

@@ -117,6 +117,9 @@ pub struct ContractLine {
     pub customer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// The legal entity that bills this line; default: the customer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_entity: Option<String>,
     pub meter: String,
     pub sku: String,
     pub rater: PluginRef,
@@ -137,7 +140,7 @@ pub struct ContractLine {
     pub billing_anchor_day: Option<u32>,
     /// Bills the usage of each value of a group-by dimension of the meter
     /// to a legal entity of its own (e.g. by region); values it does not
-    /// list stay with the customer's legal entity.
+    /// list stay with the line's legal entity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legal_entity_split: Option<LegalEntitySplit>,
 }
@@ -313,13 +316,14 @@ impl MasterData {
         };
         check_currency("currency".into(), &l.currency).map_err(|e| ("currency".to_string(), e.message))?;
         let entity_currency = |id: &str| self.legal_entity(id).map(|e| e.currency.as_str());
-        if let Some(c) = entity_currency(&customer.legal_entity)
+        let entity = l.legal_entity.as_ref().unwrap_or(&customer.legal_entity);
+        if entity_currency(entity).is_none() {
+            return err("legal_entity", format!("unknown legal entity {entity:?}"));
+        }
+        if let Some(c) = entity_currency(entity)
             && c != l.currency
         {
-            return err(
-                "currency",
-                format!("{} differs from legal entity {}'s currency {c}", l.currency, customer.legal_entity),
-            );
+            return err("currency", format!("{} differs from legal entity {entity}'s currency {c}", l.currency));
         }
         if !l.params.is_object() {
             return err("params", "must be a JSON object".into());
