@@ -133,6 +133,10 @@ fn precondition(message: String) -> ApiError {
     ApiError::new(ErrorCode::FailedPrecondition, message)
 }
 
+/// A contract line's part, its period, and its canonical usages (one per
+/// legal entity) with their source event ids.
+pub type PeriodUsage = (LinePart, Period, Vec<(CanonicalUsage, Vec<String>)>);
+
 /// Every part of every contract line in effect during the billing period
 /// `base` (each line's own period: `base` shifted to its anchor day), in
 /// the order lines first appeared, with the canonical usage of each.
@@ -142,7 +146,7 @@ pub fn usages_of_period(
     tenant: &str,
     base: &Period,
     known_at: DateTime<Utc>,
-) -> Result<Vec<(LinePart, Period, Vec<(CanonicalUsage, Vec<String>)>)>, String> {
+) -> Result<Vec<PeriodUsage>, String> {
     let mut anchors: Vec<u32> = history
         .versions()
         .iter()
@@ -321,7 +325,7 @@ fn late_usage(
         .filter_map(|key| {
             let b = billed.get(&key).copied().unwrap_or_default();
             let c = current.get(&key).copied().unwrap_or_default();
-            (b != c).then(|| LateUsage {
+            (b != c).then_some(LateUsage {
                 contract_line: key.0,
                 part: key.1,
                 billed_quantity: b.0,
