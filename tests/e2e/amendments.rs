@@ -125,6 +125,23 @@ async fn a_retroactive_amendment_rates_usage_before_it_on_the_old_terms_and_afte
     assert_eq!(late[0]["part"], "2025-05-01T00:00:00Z");
     assert_ne!(late[0]["billed_version"], late[0]["current_version"], "{again}");
     assert_eq!(erp.invoices().await.unwrap().len(), invoices.len(), "nothing is posted twice");
+
+    // Ending the line: a value is required (null ends), and it is gone from then on.
+    let (status, body) = env.post(versions, &json!({ "effective_from": "2025-07-01T00:00:00Z" })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("body")), "{body}");
+    let (status, body) = env
+        .post(
+            versions,
+            &json!({ "effective_from": "2025-06-01T00:00:00Z", "value": line("0.4"), "effective_to": "2025-07-01T00:00:00Z" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["versions"].as_array().unwrap().len(), 2, "the version and the line's end: {body}");
+    assert_eq!(price_as_of("as_of=2025-06-30T23:00:00Z".into()).await, "0.4");
+    let (status, _) = env.get("/v1/masterdata/contract_lines/globex-api?as_of=2025-07-01T00:00:00Z").await.unwrap();
+    assert_eq!(status, 404);
+    let (_, body) = env.get(versions).await.unwrap();
+    assert_eq!(body["versions"].as_array().unwrap().len(), 5, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

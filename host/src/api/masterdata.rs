@@ -148,8 +148,9 @@ pub(super) async fn entity_versions(
 #[serde(deny_unknown_fields)]
 pub(super) struct Amendment {
     effective_from: DateTime<Utc>,
-    /// The entity from `effective_from` on; null ends it.
-    value: Option<serde_json::Value>,
+    /// The entity from `effective_from` on; null ends it (required, so a
+    /// forgotten value never ends an entity by accident).
+    value: serde_json::Value,
     /// When the amended version ends (the entity's end, unless a later
     /// version follows).
     #[serde(default)]
@@ -167,7 +168,8 @@ pub(super) async fn amend_entity(
     let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
     let Json(a) = body.map_err(|e| bad("body", e.body_text()))?;
-    if let Some(value) = &a.value {
+    let value = (!a.value.is_null()).then_some(a.value);
+    if let Some(value) = &value {
         let id_field = if kind == Kind::Feature { "code" } else { "id" };
         if value.get(id_field).and_then(|v| v.as_str()) != Some(id.as_str()) {
             return Err(bad(&format!("value.{id_field}"), format!("must be {id:?}, the id in the path")));
@@ -186,7 +188,7 @@ pub(super) async fn amend_entity(
         kind,
         id: id.clone(),
         effective_from: a.effective_from,
-        value: a.value.clone(),
+        value: value.clone(),
         reason: a.reason.clone(),
     }];
     if let Some(to) = a.effective_to {
@@ -194,7 +196,7 @@ pub(super) async fn amend_entity(
     }
     let now = Utc::now();
     let written = masterdata::write(&s.store, &t, &refs(&s, &t), now, |history| {
-        if a.value.is_none() && history.of(kind, &id).is_empty() {
+        if value.is_none() && history.of(kind, &id).is_empty() {
             return Err(ApiError::field(ErrorCode::NotFound, "id", format!("no {} {id:?} to end", kind.collection())));
         }
         Ok(changes)

@@ -257,7 +257,8 @@ fn terms_of(md: &MasterData, line: &ContractLine) -> String {
         .map(|id| md.legal_entity(id))
         .collect();
     let subscription = line.subscription.as_ref().and_then(|s| md.subscriptions.iter().find(|x| x.id == *s));
-    serde_json::json!([line, customer, subscription, md.sku(&line.sku), entities, md.features]).to_string()
+    let features: Vec<_> = md.features.iter().filter(|f| f.meter == line.meter).collect();
+    serde_json::json!([line, customer, subscription, md.sku(&line.sku), entities, features]).to_string()
 }
 
 /// Builds the canonical usage of one part of a contract line — one per

@@ -104,9 +104,21 @@ impl MasterDataCache {
             Some(t) => t.history.clone(),
             None => Arc::new(history::load(store, tenant)?),
         };
-        let fresh = Arc::new(Tenant::new(history, now)?);
-        self.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), fresh.clone());
-        Ok(fresh)
+        Ok(self.insert_if_newer(tenant, Tenant::new(history, now)?))
+    }
+
+    /// Keeps the newer of the cached and the given history (two writes, or a
+    /// write and a first load, may finish in either order).
+    fn insert_if_newer(&self, tenant: &str, t: Tenant) -> Arc<Tenant> {
+        let mut all = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        match all.get(tenant) {
+            Some(old) if old.history.last_seq() > t.history.last_seq() => old.clone(),
+            _ => {
+                let t = Arc::new(t);
+                all.insert(tenant.to_string(), t.clone());
+                t
+            }
+        }
     }
 
     /// The master data in effect now, indexed.
@@ -129,10 +141,10 @@ impl MasterDataCache {
         Ok(cache)
     }
 
-    /// Replaces a tenant's history (after it is stored).
+    /// Replaces a tenant's history (after it is stored) unless a newer one
+    /// is already here.
     pub fn set(&self, tenant: &str, history: Arc<History>) -> Result<(), StoreError> {
-        let t = Arc::new(Tenant::new(history, Utc::now())?);
-        self.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string(), t);
+        self.insert_if_newer(tenant, Tenant::new(history, Utc::now())?);
         Ok(())
     }
 }

@@ -108,6 +108,11 @@ impl History {
         self.versions.is_empty()
     }
 
+    /// The newest version's number (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.versions.last().map_or(0, |v| v.seq)
+    }
+
     pub fn versions(&self) -> &[Version] {
         &self.versions
     }
@@ -221,7 +226,7 @@ impl History {
 
     /// The history with `changes` recorded at `now` (not stored).
     pub fn with(&self, changes: &[Change], now: DateTime<Utc>) -> (History, Vec<Version>) {
-        let mut seq = self.versions.last().map_or(0, |v| v.seq);
+        let mut seq = self.last_seq();
         let added: Vec<Version> = changes
             .iter()
             .map(|c| {

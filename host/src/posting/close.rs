@@ -102,9 +102,9 @@ pub async fn close_period(
         period: period_id.into(),
         closed_at: now,
         contract_lines: {
-            let mut lines: Vec<String> = prepared.records.iter().map(|(r, _)| r.usage.contract_line.clone()).collect();
-            lines.dedup();
-            lines
+            let mut seen = std::collections::BTreeSet::new();
+            let lines = prepared.records.iter().map(|(r, _)| &r.usage.contract_line);
+            lines.filter(|l| seen.insert(*l)).cloned().collect()
         },
         documents: prepared.documents.iter().map(|(d, _)| d.id.clone()).collect(),
     };
