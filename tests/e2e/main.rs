@@ -4,6 +4,7 @@
 
 mod amendments;
 mod eventlog;
+mod exceptions;
 mod flow;
 mod ingest;
 mod lookups;

@@ -47,6 +47,14 @@
 //!   rejected, or after N ms
 //! - `GET  /v1/documents/{id}`: a posting document and its state
 //! - `GET  /v1/lineage/documents/{erp_document_number}[?target=T]`
+//! - `GET  /v1/lineage/events/{id}`: the charges an event counts in and the
+//!   documents (per ERP target) and ERP numbers that bill them
+//! - `GET  /v1/exceptions[?all=true]`: documents an ERP rejected for a
+//!   business reason, with the reason, owner and suggested action (with
+//!   `all`, also those an action resolved)
+//! - `POST /v1/exceptions/{document_id}/actions` `{"action": "retry"}` |
+//!   `{"action": "reroute", "period"?: "YYYY-MM"}` | `{"action": "cancel",
+//!   "reason": ".."}`
 
 mod masterdata;
 
@@ -144,6 +152,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         ep(M::POST, "/v1/periods/{period}/close", close_period),
         ep(M::GET, "/v1/documents/{id}", get_document),
         ep(M::GET, "/v1/lineage/documents/{number}", document_lineage),
+        ep(M::GET, "/v1/lineage/events/{id}", event_lineage),
+        ep(M::GET, "/v1/exceptions", list_exceptions),
+        ep(M::POST, "/v1/exceptions/{document_id}/actions", act_on_exception),
     ]
 }
 
@@ -371,6 +382,48 @@ async fn document_lineage(
 ) -> Result<Json<lineage::DocumentLineage>, ApiError> {
     let t = tenant(&s, &h)?;
     Ok(Json(lineage::by_erp_number(&s.store, &t, &number, q.target.as_deref())?))
+}
+
+async fn event_lineage(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<lineage::EventLineage>, ApiError> {
+    let t = tenant(&s, &h)?;
+    Ok(Json(lineage::by_event(&s.store, &t, &id)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_exceptions(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    q: Result<Query<ExceptionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
+    Ok(Json(serde_json::json!({ "exceptions": posting::exceptions::list(&s.store, &t, q.all)? })))
+}
+
+async fn act_on_exception(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<posting::exceptions::Action>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Document>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let Json(action) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let md = s.masterdata.get(&s.store, &t)?;
+    let doc =
+        posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action, chrono::Utc::now())
+            .await?;
+    s.poster.wake();
+    Ok(Json(doc))
 }
 
 /// Most events one page of `GET /v1/events` returns.

@@ -1,6 +1,6 @@
 //! Lineage: from an ERP document number back to the document, its charge
 //! lines, the rule version that rated them, the metering windows and the
-//! source events.
+//! source events, and from an event forwards to the ERP document numbers.
 
 use crate::enrich::WindowRef;
 use crate::error::{ApiError, ErrorCode};
@@ -118,4 +118,79 @@ pub fn by_erp_number(
         });
     }
     Ok(DocumentLineage { erp_document_number: number.to_string(), erp_target, document, contract_lines })
+}
+
+/// Where one event went: each charge it counts in, and each document (per
+/// ERP target) that bills that charge, with its ERP document number.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventLineage {
+    pub event_id: String,
+    pub charges: Vec<EventCharge>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventCharge {
+    pub period: String,
+    pub contract_line: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub part: String,
+    pub contract_line_version: u64,
+    pub rule: RuleRef,
+    pub quantity: Decimal,
+    pub charges: Vec<Charge>,
+    pub documents: Vec<EventDocument>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDocument {
+    pub document_id: String,
+    pub erp_target: String,
+    pub status: crate::posting::PostingStatus,
+    pub erp_document_number: Option<String>,
+}
+
+/// Lineage of event `event_id` forwards: event → charge → document → ERP number.
+pub fn by_event(store: &Store, tenant: &str, event_id: &str) -> Result<EventLineage, ApiError> {
+    let prefix = store::prefix(&[tenant, event_id]);
+    let mut charges = Vec::new();
+    for key in store.event_charges.scan_prefix(&prefix).keys() {
+        let key = key.map_err(crate::store::StoreError::from)?;
+        let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let mut parts = rest.splitn(3, '\0');
+        let (period, line, part) =
+            (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let record = rating::load_charge(store, tenant, period, line, part)?
+            .ok_or_else(|| ApiError::internal(format!("charges of {line} in {period} are missing")))?;
+        let closed: Option<crate::posting::PeriodClose> = store.get(&store.periods, &store::key(&[tenant, period]))?;
+        let mut documents = Vec::new();
+        for id in closed.map(|c| c.documents).unwrap_or_default() {
+            let Some(d) = store.get::<Document>(&store.documents, &document_key(tenant, &id))? else { continue };
+            if d.lines.iter().any(|l| l.contract_line == line && l.part == part) {
+                documents.push(EventDocument {
+                    document_id: d.id,
+                    erp_target: d.erp_target,
+                    status: d.state.status,
+                    erp_document_number: d.state.erp_document_number,
+                });
+            }
+        }
+        charges.push(EventCharge {
+            period: period.to_string(),
+            contract_line: line.to_string(),
+            part: part.to_string(),
+            contract_line_version: record.usage.contract_line_version,
+            rule: record.rule,
+            quantity: record.usage.quantity,
+            charges: record.charges,
+            documents,
+        });
+    }
+    if charges.is_empty() {
+        return Err(ApiError::field(
+            ErrorCode::NotFound,
+            "id",
+            format!("event {event_id:?} is in no rated charge (not stored, not yet rated, or its usage is unmatched)"),
+        ));
+    }
+    Ok(EventLineage { event_id: event_id.to_string(), charges })
 }

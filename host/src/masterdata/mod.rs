@@ -57,6 +57,11 @@ pub struct LegalEntity {
     pub erp_company: String,
     /// Name of the ERP target (gateway config `erp_targets`).
     pub erp_target: String,
+    /// Further targets every document of the entity is also posted to
+    /// (coexistence: e.g. a billing engine and a legacy ERP for revenue);
+    /// each is posted exactly once and tracked on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coexisting_targets: Vec<String>,
     /// ISO 3166-1 alpha-2, e.g. "DE".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
@@ -227,6 +232,14 @@ impl MasterData {
                     format!("legal_entities[{i}].erp_target"),
                     format!("no ERP target {:?} is configured", e.erp_target),
                 ));
+            }
+            for (j, t) in e.coexisting_targets.iter().enumerate() {
+                if !refs.erp_target_exists(t) {
+                    return Err(bad(
+                        format!("legal_entities[{i}].coexisting_targets[{j}]"),
+                        format!("no ERP target {t:?} is configured"),
+                    ));
+                }
             }
             if let Some(c) = &e.country
                 && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))

@@ -6,15 +6,14 @@
 //! nothing twice.
 
 use super::document::{self, Document};
-use super::outbox::{OutboxEntry, StoredRequest};
-use super::{document_key, to_wit_document, to_wit_target};
+use super::document_key;
+use super::outbox::OutboxEntry;
 use crate::config::ErpTargetConfig;
 use crate::enrich::{self, CanonicalUsage, LinePart, Period};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
 use crate::masterdata::history::{self, History};
 use crate::rating::registry::Registry;
-use crate::rating::runtime::Kind;
 use crate::rating::{self, ChargeRecord, RelatedCharge};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -227,31 +226,7 @@ fn prepare(
         .map_err(|e| precondition(format!("period not closed: {e}")))?;
     let mut documents = Vec::new();
     for doc in docs {
-        let target = targets.get(&doc.erp_target).ok_or_else(|| {
-            precondition(format!("document {}: no ERP target {:?} is configured", doc.id, doc.erp_target))
-        })?;
-        let mapper = registry
-            .find(tenant, &target.mapper, None, Kind::ErpMapper)
-            .map_err(|e| precondition(format!("ERP target {}: mapper: {e}", doc.erp_target)))?;
-        let request = registry
-            .runtime()
-            .map_document(&mapper, &to_wit_document(&doc), &to_wit_target(&doc.erp_target, target))
-            .map_err(|e| precondition(format!("document {}: mapper {}: {}: {e}", doc.id, mapper.name, e.code())))?;
-        let entry = OutboxEntry {
-            tenant: tenant.into(),
-            document_id: doc.id.clone(),
-            target: doc.erp_target.clone(),
-            request: StoredRequest {
-                method: request.method,
-                path: request.path,
-                headers: request.headers,
-                body: request.body,
-            },
-            attempts: 0,
-            next_attempt_at: now,
-            ambiguous: false,
-            last_error: None,
-        };
+        let entry = super::outbox_entry(registry, targets, &doc, now).map_err(precondition)?;
         documents.push((doc, entry));
     }
     Ok(Prepared { records, documents })
@@ -263,8 +238,9 @@ enum CommitError {
 }
 
 fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), CommitError> {
-    let trees = (&store.periods, &store.charges, &store.charge_events, &store.documents, &store.outbox);
-    let result = trees.transaction(|(periods, charges, charge_events, documents, outbox)| {
+    let trees =
+        (&store.periods, &store.charges, &store.charge_events, &store.event_charges, &store.documents, &store.outbox);
+    let result = trees.transaction(|(periods, charges, charge_events, event_charges, documents, outbox)| {
         let pk = store::key(&[&closed.tenant, &closed.period]);
         if periods.get(&pk)?.is_some() {
             return Err(ConflictableTransactionError::Abort(None));
@@ -272,11 +248,13 @@ fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), Commi
         for (record, events) in &p.records {
             let ck = record.key();
             charges.insert(ck.clone(), enc(record)?)?;
+            let u = &record.usage;
             for id in events {
                 let mut k = ck.clone();
                 k.push(0);
                 k.extend_from_slice(id.as_bytes());
                 charge_events.insert(k, &[])?;
+                event_charges.insert(store::key(&[&u.tenant, id, &u.period.id, &u.contract_line, &u.part]), &[])?;
             }
         }
         for (doc, entry) in &p.documents {

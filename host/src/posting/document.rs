@@ -1,7 +1,9 @@
 //! Posting documents, built purely from charge records and master data: one
-//! document per (tenant, legal entity, customer, period, revision), with an
-//! id derived from exactly those keys, so building twice gives the same
-//! documents and the same ids.
+//! document per (tenant, legal entity, customer, ERP target, period,
+//! revision), with an id derived from exactly those keys, so building twice
+//! gives the same documents and the same ids. A legal entity that posts to
+//! a second target beside its own (coexistence, e.g. a legacy ERP kept for
+//! revenue) gets one document per target, each posted and tracked on its own.
 
 use crate::enrich::Period;
 use crate::masterdata::MasterData;
@@ -36,8 +38,70 @@ pub enum PostingStatus {
     Pending,
     /// The ERP holds it; `erp_document_number` is set.
     Posted,
-    /// The ERP refused it for a business reason; see `last_error`.
+    /// The ERP refused it for a business reason: an exception for finance
+    /// (`GET /v1/exceptions`); see `rejection`.
     Rejected,
+    /// Finance cancelled it after a rejection; nothing was posted.
+    Cancelled,
+}
+
+/// A business rejection as the ERP gave it, classified for the exception queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The mapper's stable code (e.g. `period-closed`, `unknown-item`).
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The ERP's own message.
+    pub message: String,
+    /// What it means, for finance.
+    pub reason: String,
+    /// Who can fix it: `finance`, `master-data` or `erp`.
+    pub owner: String,
+    /// The action that usually resolves it: `retry` (after a fix), `reroute`
+    /// (to the next open period) or `cancel`.
+    pub suggested_action: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Rejection {
+    pub fn classify(code: &str, field: Option<String>, message: String, at: DateTime<Utc>) -> Rejection {
+        let (reason, owner, action) = match code {
+            "period-closed" | "closed-period" => {
+                ("the ERP's accounting period for the invoice date is closed", "finance", "reroute")
+            }
+            "unknown-item" => ("the ERP does not know an item of the document", "master-data", "retry"),
+            "unknown-account" | "unknown-customer" => {
+                ("the ERP does not know the customer's account", "master-data", "retry")
+            }
+            "missing-dimension" => ("the ERP requires a dimension the document lacks", "erp", "retry"),
+            _ => ("the ERP refused the document", "erp", "retry"),
+        };
+        Rejection {
+            code: code.to_string(),
+            field,
+            message,
+            reason: reason.to_string(),
+            owner: owner.to_string(),
+            suggested_action: action.to_string(),
+            at,
+        }
+    }
+}
+
+/// What finance did about an exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionAction {
+    /// `retry`, `reroute` or `cancel`.
+    pub action: String,
+    pub at: DateTime<Utc>,
+    /// The rejection it answered.
+    pub rejection: Rejection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a re-route: the period the document now posts into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posting_period: Option<String>,
 }
 
 /// Where a document stands with its ERP.
@@ -48,6 +112,12 @@ pub struct PostingState {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub posted_at: Option<DateTime<Utc>>,
+    /// The open business rejection (status `rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    /// Every exception action taken on the document, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ExceptionAction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +131,13 @@ pub struct Document {
     pub erp_account: String,
     pub currency: String,
     pub period: Period,
+    /// The invoice date: the period's last day, or the first day of the
+    /// period a rejected document was re-routed to.
     pub issue_date: String,
+    /// The period the document posts into when finance re-routed it (the
+    /// ERP had closed the usage period); absent: its own period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posting_period: Option<String>,
     pub revision: u32,
     pub lines: Vec<DocumentLine>,
     pub total: Decimal,
@@ -69,10 +145,17 @@ pub struct Document {
 }
 
 /// The deterministic document id: `TG-` and 24 hex digits of
-/// SHA-256(tenant, legal entity, customer, period, revision).
-pub fn document_id(tenant: &str, legal_entity: &str, customer: &str, period: &str, revision: u32) -> String {
+/// SHA-256(tenant, legal entity, customer, ERP target, period, revision).
+pub fn document_id(
+    tenant: &str,
+    legal_entity: &str,
+    customer: &str,
+    target: &str,
+    period: &str,
+    revision: u32,
+) -> String {
     let mut h = Sha256::new();
-    for part in [tenant, legal_entity, customer, period, &revision.to_string()] {
+    for part in [tenant, legal_entity, customer, target, period, &revision.to_string()] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -123,25 +206,27 @@ pub fn build_documents(
             });
         }
     }
-    groups
-        .into_iter()
-        .map(|((entity_id, customer_id), (first, lines))| {
-            let u = &first.usage;
-            let total = money::exact_sum(lines.iter().map(|l| l.amount))
-                .map_err(|source| DocumentError::Total { customer: customer_id.into(), source })?;
-            Ok(Document {
-                id: document_id(tenant, entity_id, customer_id, &period.id, revision),
+    let mut documents = Vec::new();
+    for ((entity_id, customer_id), (first, lines)) in groups {
+        let u = &first.usage;
+        let total = money::exact_sum(lines.iter().map(|l| l.amount))
+            .map_err(|source| DocumentError::Total { customer: customer_id.into(), source })?;
+        let coexisting = md.legal_entity(entity_id).map(|e| e.coexisting_targets.clone()).unwrap_or_default();
+        for target in std::iter::once(&u.erp_target).chain(coexisting.iter().filter(|t| **t != u.erp_target)) {
+            documents.push(Document {
+                id: document_id(tenant, entity_id, customer_id, target, &period.id, revision),
                 tenant: tenant.into(),
                 legal_entity: entity_id.into(),
                 erp_company: u.erp_company.clone(),
-                erp_target: u.erp_target.clone(),
+                erp_target: target.clone(),
                 customer: customer_id.into(),
                 erp_account: u.customer_erp_account.clone(),
                 currency: u.currency.clone(),
                 period: period.clone(),
                 issue_date: period.last_day(),
+                posting_period: None,
                 revision,
-                lines,
+                lines: lines.clone(),
                 total,
                 state: PostingState {
                     status: PostingStatus::Pending,
@@ -149,10 +234,13 @@ pub fn build_documents(
                     attempts: 0,
                     last_error: None,
                     posted_at: None,
+                    rejection: None,
+                    actions: Vec::new(),
                 },
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(documents)
 }
 
 #[cfg(test)]
@@ -161,12 +249,13 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_key_sensitive() {
-        let a = document_id("acme", "acme-eu", "c1", "2026-11", 1);
-        assert_eq!(a, document_id("acme", "acme-eu", "c1", "2026-11", 1));
-        assert_ne!(a, document_id("acme", "acme-eu", "c1", "2026-11", 2));
-        assert_ne!(a, document_id("acme", "acme-eu", "c2", "2026-11", 1));
+        let a = document_id("acme", "acme-eu", "c1", "erp", "2026-11", 1);
+        assert_eq!(a, document_id("acme", "acme-eu", "c1", "erp", "2026-11", 1));
+        assert_ne!(a, document_id("acme", "acme-eu", "c1", "erp", "2026-11", 2));
+        assert_ne!(a, document_id("acme", "acme-eu", "c2", "erp", "2026-11", 1));
+        assert_ne!(a, document_id("acme", "acme-eu", "c1", "legacy", "2026-11", 1));
         // No ambiguity from concatenation.
-        assert_ne!(document_id("ab", "c", "x", "p", 1), document_id("a", "bc", "x", "p", 1));
+        assert_ne!(document_id("ab", "c", "x", "t", "p", 1), document_id("a", "bc", "x", "t", "p", 1));
         assert_eq!(a.len(), 27);
     }
 }

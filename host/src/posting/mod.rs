@@ -7,9 +7,12 @@
 //! - `outbox`: the worker that sends outbox entries to their ERP with the
 //!   document id as idempotency key, retries transient failures with
 //!   backoff, and records the ERP document number.
+//! - `exceptions`: business rejections as a queue finance acts on (retry
+//!   after a fix, re-route to the next open period, cancel with a reason).
 
 pub mod close;
 pub mod document;
+pub mod exceptions;
 pub mod outbox;
 
 pub use close::{CloseReport, PeriodClose, close_period};
@@ -17,7 +20,46 @@ pub use document::{Document, DocumentLine, PostingState, PostingStatus};
 pub use outbox::{OutboxEntry, Poster, StoredRequest};
 
 use crate::config::ErpTargetConfig;
-use crate::rating::runtime::{bindings::types as wit, to_wit};
+use crate::rating::registry::Registry;
+use crate::rating::runtime::{Kind, bindings::types as wit, to_wit};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// Maps a document to its ERP request with its target's mapper plugin: the
+/// outbox entry that will post it. `Err` says which document, target or
+/// mapper failed.
+pub fn outbox_entry(
+    registry: &Registry,
+    targets: &BTreeMap<String, ErpTargetConfig>,
+    doc: &Document,
+    now: DateTime<Utc>,
+) -> Result<OutboxEntry, String> {
+    let target = targets
+        .get(&doc.erp_target)
+        .ok_or_else(|| format!("document {}: no ERP target {:?} is configured", doc.id, doc.erp_target))?;
+    let mapper = registry
+        .find(&doc.tenant, &target.mapper, None, Kind::ErpMapper)
+        .map_err(|e| format!("ERP target {}: mapper: {e}", doc.erp_target))?;
+    let request = registry
+        .runtime()
+        .map_document(&mapper, &to_wit_document(doc), &to_wit_target(&doc.erp_target, target))
+        .map_err(|e| format!("document {}: mapper {}: {}: {e}", doc.id, mapper.name, e.code()))?;
+    Ok(OutboxEntry {
+        tenant: doc.tenant.clone(),
+        document_id: doc.id.clone(),
+        target: doc.erp_target.clone(),
+        request: StoredRequest {
+            method: request.method,
+            path: request.path,
+            headers: request.headers,
+            body: request.body,
+        },
+        attempts: 0,
+        next_attempt_at: now,
+        ambiguous: false,
+        last_error: None,
+    })
+}
 
 /// A document as the mapper plugin sees it.
 pub fn to_wit_document(d: &Document) -> wit::PostingDocument {

@@ -9,9 +9,10 @@
 //!
 //! Transient failures (connection errors, timeouts, 5xx, 429) are retried
 //! with exponential backoff and jitter, honouring `Retry-After`; business
-//! rejections mark the document rejected with the ERP's message.
+//! rejections mark the document rejected with the ERP's message, classified
+//! for the exception queue ([`super::exceptions`]).
 
-use super::document::{Document, PostingStatus};
+use super::document::{Document, PostingStatus, Rejection};
 use super::{document_key, to_wit_document, to_wit_target};
 use crate::config::{ErpTargetConfig, PostingConfig};
 use crate::rating::registry::Registry;
@@ -53,7 +54,7 @@ pub struct OutboxEntry {
 /// What one attempt came to.
 enum Attempt {
     Posted(String),
-    Rejected(String),
+    Rejected { code: String, field: Option<String>, message: String },
     Retry { error: String, ambiguous: bool, retry_after: Option<Duration> },
 }
 
@@ -140,7 +141,9 @@ impl Poster {
         }
         let method = match parse_method(&entry.request) {
             Ok(m) => m,
-            Err(e) => return Attempt::Rejected(e),
+            Err(message) => {
+                return Attempt::Rejected { code: "invalid-output".into(), field: Some("method".into()), message };
+            }
         };
         let response = match self.send(target, method, &entry.request).await {
             Ok(r) => r,
@@ -158,8 +161,7 @@ impl Poster {
         match read {
             Ok(Ok(wit::PostingOutcome::Posted(number))) => Attempt::Posted(number),
             Ok(Ok(wit::PostingOutcome::Rejected(e))) => {
-                let field = e.field.map(|f| format!(" at {f}")).unwrap_or_default();
-                Attempt::Rejected(format!("{}{field}: {}", e.code, e.message))
+                Attempt::Rejected { code: e.code, field: e.field, message: e.message }
             }
             Ok(Ok(wit::PostingOutcome::Transient(msg))) => {
                 Attempt::Retry { error: msg, ambiguous: status >= 500, retry_after }
@@ -239,9 +241,12 @@ impl Poster {
                 tracing::info!(tenant = %entry.tenant, document = %entry.document_id, erp_number = %number, "posted");
                 self.finish(key, &entry, PostingStatus::Posted, Some(number), None, now)?;
             }
-            Attempt::Rejected(error) => {
+            Attempt::Rejected { code, field, message } => {
+                let at = field.as_ref().map(|f| format!(" at {f}")).unwrap_or_default();
+                let error = format!("{code}{at}: {message}");
                 tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, %error, "rejected by the ERP");
-                self.finish(key, &entry, PostingStatus::Rejected, None, Some(error), now)?;
+                let rejection = Rejection::classify(&code, field, message, now);
+                self.finish(key, &entry, PostingStatus::Rejected, None, Some((error, rejection)), now)?;
             }
             Attempt::Retry { error, ambiguous, retry_after } => {
                 let wait = retry_after.unwrap_or_else(|| self.backoff(entry.attempts, &entry.document_id));
@@ -274,7 +279,7 @@ impl Poster {
         entry: &OutboxEntry,
         status: PostingStatus,
         number: Option<String>,
-        error: Option<String>,
+        rejected: Option<(String, Rejection)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let s = &self.store;
@@ -285,7 +290,8 @@ impl Poster {
             let mut doc: Document = serde_json::from_slice(&bytes).map_err(|e| abort(e.to_string()))?;
             doc.state.status = status;
             doc.state.attempts = entry.attempts;
-            doc.state.last_error = error.clone();
+            doc.state.last_error = rejected.as_ref().map(|(e, _)| e.clone());
+            doc.state.rejection = rejected.as_ref().map(|(_, r)| r.clone());
             if let Some(n) = &number {
                 doc.state.erp_document_number = Some(n.clone());
                 doc.state.posted_at = Some(now);

@@ -8,9 +8,10 @@
 //! is fsynced, see [`crate::eventlog`]).
 //!
 //! Trees:
-//! - `masterdata`     tenant → [`crate::masterdata::MasterData`]
-//! - `charges`        tenant·period·contract line → [`crate::rating::ChargeRecord`]
-//! - `charge_events`  tenant·period·contract line·event id → ()
+//! - `masterdata`     tenant·seq → [`crate::masterdata::history::Version`]
+//! - `charges`        tenant·period·contract line·part → [`crate::rating::ChargeRecord`]
+//! - `charge_events`  tenant·period·contract line·part·event id → ()
+//! - `event_charges`  tenant·event id·period·contract line·part → () (the reverse)
 //! - `documents`      tenant·document id → [`crate::posting::Document`]
 //! - `periods`        tenant·period → [`crate::posting::PeriodClose`]
 //! - `outbox`         document key → [`crate::posting::OutboxEntry`]
@@ -48,6 +49,7 @@ pub struct Store {
     pub masterdata: sled::Tree,
     pub charges: sled::Tree,
     pub charge_events: sled::Tree,
+    pub event_charges: sled::Tree,
     pub documents: sled::Tree,
     pub periods: sled::Tree,
     pub outbox: sled::Tree,
@@ -66,6 +68,7 @@ impl Store {
             masterdata: db.open_tree("masterdata")?,
             charges: db.open_tree("charges")?,
             charge_events: db.open_tree("charge_events")?,
+            event_charges: db.open_tree("event_charges")?,
             documents: db.open_tree("documents")?,
             periods: db.open_tree("periods")?,
             outbox: db.open_tree("outbox")?,
