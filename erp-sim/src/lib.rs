@@ -16,7 +16,13 @@
 //!   `{"kind": "status", "status": 503, "retry_after": 1}` (fails before
 //!   committing), `{"kind": "error_after_commit", "status": 503}` (commits,
 //!   then fails: the ambiguous case), `{"kind": "delay", "ms": 2000}`
-//!   (answers late), `{"kind": "reject", "code": "period-closed", "message": ".."}`.
+//!   (answers late), `{"kind": "timeout_after_commit", "ms": 3000}` (commits,
+//!   then answers only after `ms`: past the client's timeout, the other
+//!   ambiguous case), `{"kind": "reject", "code": "period-closed", "message": ".."}`.
+//! - `PUT /_sim/closed-periods` `["2025-05", ...]`: accounting periods
+//!   (`YYYY-MM` of the invoice's `issue_date`) the ERP refuses to post into,
+//!   with 422 `period-closed` "Posting period … is not open", as a real ERP
+//!   does after its period close.
 //! - `GET /_sim/stats`: `{requests, invoices, faults_pending}`.
 
 use axum::extract::State;
@@ -75,6 +81,9 @@ pub enum Fault {
         code: String,
         message: String,
     },
+    TimeoutAfterCommit {
+        ms: u64,
+    },
 }
 
 #[derive(Default)]
@@ -83,6 +92,7 @@ struct SimState {
     bodies: HashMap<String, (usize, serde_json::Value)>,
     faults: VecDeque<Fault>,
     requests: u64,
+    closed_periods: std::collections::BTreeSet<String>,
 }
 
 /// The simulator's state; cheap to clone.
@@ -100,6 +110,7 @@ impl Sim {
         Router::new()
             .route("/generic/invoices", post(create_invoice).get(list_invoices))
             .route("/_sim/faults", post(add_faults))
+            .route("/_sim/closed-periods", axum::routing::put(set_closed_periods))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -218,39 +229,56 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-json", None, e.to_string()),
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut s = sim.lock();
-    if let Some(k) = &key
-        && let Some((index, original)) = s.bodies.get(k)
-    {
-        if *original != json {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                Some("Idempotency-Key"),
-                format!("key {k} was used with a different body"),
-            );
-        }
-        let invoice = s.invoices[*index].clone();
-        return (StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response();
-    }
-    let number = format!("INV-{:06}", s.invoices.len() + 1);
-    let invoice = match parse_invoice(&json, number, key.clone()) {
-        Ok(i) => i,
-        Err(e) => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "validation", Some(&e.field), e.message);
-        }
+    let invoice = match commit(&sim, json, key) {
+        Ok(invoice) => invoice,
+        Err(answer) => return answer,
     };
-    s.invoices.push(invoice.clone());
-    if let Some(k) = key {
-        let index = s.invoices.len() - 1;
-        s.bodies.insert(k, (index, json));
+    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    drop(s);
     if let Some(Fault::ErrorAfterCommit { status }) = fault {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return error(code, "injected", None, format!("injected HTTP {status} after committing {}", invoice.number));
     }
     (StatusCode::CREATED, Json(invoice)).into_response()
+}
+
+/// Stores the invoice unless the key replays an earlier one or the ERP
+/// refuses it; `Err` is the answer to give.
+fn commit(sim: &Sim, json: serde_json::Value, key: Option<String>) -> Result<Invoice, Response> {
+    let mut s = sim.lock();
+    if let Some(k) = &key
+        && let Some((index, original)) = s.bodies.get(k)
+    {
+        if *original != json {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                Some("Idempotency-Key"),
+                format!("key {k} was used with a different body"),
+            ));
+        }
+        let invoice = s.invoices[*index].clone();
+        return Err((StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response());
+    }
+    let number = format!("INV-{:06}", s.invoices.len() + 1);
+    let invoice = parse_invoice(&json, number, key.clone())
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "validation", Some(&e.field), e.message))?;
+    let period = invoice.issue_date.get(..7).unwrap_or_default();
+    if s.closed_periods.contains(period) {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "period-closed",
+            Some("issue_date"),
+            format!("Posting period {period} is not open"),
+        ));
+    }
+    s.invoices.push(invoice.clone());
+    if let Some(k) = key {
+        let index = s.invoices.len() - 1;
+        s.bodies.insert(k, (index, json));
+    }
+    Ok(invoice)
 }
 
 async fn list_invoices(State(sim): State<Sim>) -> Json<serde_json::Value> {
@@ -263,6 +291,12 @@ async fn add_faults(State(sim): State<Sim>, Json(faults): Json<Vec<Fault>>) -> J
         sim.push_fault(f);
     }
     Json(json!({ "queued": n }))
+}
+
+async fn set_closed_periods(State(sim): State<Sim>, Json(periods): Json<Vec<String>>) -> Json<serde_json::Value> {
+    let mut s = sim.lock();
+    s.closed_periods = periods.into_iter().collect();
+    Json(json!({ "closed_periods": s.closed_periods }))
 }
 
 async fn stats(State(sim): State<Sim>) -> Json<serde_json::Value> {

@@ -38,12 +38,11 @@ async fn rejected_documents_wait_in_the_exception_queue_until_finance_acts() {
     ])
     .await
     .unwrap();
-    erp.inject(json!([
-        { "kind": "reject", "code": "period-closed", "message": "period 2025-05 is closed" },
-        { "kind": "reject", "code": "unknown-item", "message": "item ITEM-API does not exist" }
-    ]))
-    .await
-    .unwrap();
+    // The ERP has closed May; the first request also meets an unknown item.
+    erp.close_periods(&["2025-05"]).await.unwrap();
+    erp.inject(json!([{ "kind": "reject", "code": "unknown-item", "message": "item ITEM-API does not exist" }]))
+        .await
+        .unwrap();
     let closed = env.close("2025-05").await.unwrap();
     assert!(closed["documents"].as_array().unwrap().iter().all(|d| d["state"]["status"] == "rejected"), "{closed}");
 
@@ -53,7 +52,8 @@ async fn rejected_documents_wait_in_the_exception_queue_until_finance_acts() {
     let (closed_period, unknown_item) = (by_code("period-closed"), by_code("unknown-item"));
     assert_eq!(closed_period["rejection"]["owner"], "finance");
     assert_eq!(closed_period["rejection"]["suggested_action"], "reroute");
-    assert_eq!(closed_period["rejection"]["message"], "period 2025-05 is closed");
+    assert_eq!(closed_period["rejection"]["message"], "Posting period 2025-05 is not open");
+    assert_eq!(closed_period["rejection"]["field"], "issue_date");
     assert_eq!(unknown_item["rejection"]["owner"], "master-data");
     assert_eq!(unknown_item["rejection"]["suggested_action"], "retry");
 
@@ -69,7 +69,8 @@ async fn rejected_documents_wait_in_the_exception_queue_until_finance_acts() {
     assert_eq!(invoice["issue_date"], "2025-06-01", "{invoice}");
     assert_eq!(invoice["period_start"], "2025-05-01T00:00:00Z", "the usage period stays");
 
-    // Retry after the master-data team maps the item anew.
+    // Retry after the master-data team maps the item anew (and the ERP reopened May).
+    erp.close_periods(&[]).await.unwrap();
     let (status, body) = env
         .post(
             "/v1/masterdata/skus/API/versions",

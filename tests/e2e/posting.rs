@@ -79,6 +79,28 @@ async fn an_erp_failure_after_commit_does_not_create_a_second_invoice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_the_erp_committed_does_not_create_a_second_invoice() {
+    let erp = Erp::start().await.unwrap();
+    // The gateway gives up on an answer after 300 ms; the ERP commits, then
+    // answers after 1 s.
+    let env = Env::start_configured(&erp, |c| {
+        c.erp_targets.get_mut("sim").unwrap().timeout_ms = 300;
+    })
+    .await
+    .unwrap();
+    env.ingest(vec![event("a1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150")]).await.unwrap();
+    erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 1000 }])).await.unwrap();
+    let close = env.close("2025-05").await.unwrap();
+    let doc = close["documents"].as_array().unwrap().iter().find(|d| d["customer"] == "globex").unwrap().clone();
+    assert_eq!(doc["state"]["status"], "posted", "{close:#}");
+    let invoices = erp.invoices().await.unwrap();
+    let globex: Vec<_> = invoices.iter().filter(|i| i["document_id"] == doc["id"]).collect();
+    assert_eq!(globex.len(), 1, "{invoices:#?}");
+    assert_eq!(globex[0]["number"], doc["state"]["erp_document_number"], "the committed invoice's number is kept");
+    assert!(doc["state"]["attempts"].as_u64().unwrap() >= 2, "{doc:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_rejection_marks_the_document_rejected_with_the_erp_message() {
     let erp = Erp::start().await.unwrap();
     let env = Env::start(&erp).await.unwrap();

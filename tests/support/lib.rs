@@ -77,6 +77,12 @@ impl Erp {
         Ok(())
     }
 
+    /// Closes accounting periods (`YYYY-MM`) in the ERP.
+    pub async fn close_periods(&self, periods: &[&str]) -> Result<()> {
+        http().put(format!("{}/_sim/closed-periods", self.base)).json(&periods).send().await?.error_for_status()?;
+        Ok(())
+    }
+
     pub async fn stats(&self) -> Result<serde_json::Value> {
         Ok(http().get(format!("{}/_sim/stats", self.base)).send().await?.json().await?)
     }
