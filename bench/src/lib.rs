@@ -39,12 +39,7 @@ pub fn gateway_config(
         }],
         erp_targets: BTreeMap::from([(
             "none".to_string(),
-            ErpTargetConfig {
-                base_url: "http://127.0.0.1:9".into(),
-                mapper: "generic-json".into(),
-                timeout_ms: 1000,
-                settings: BTreeMap::new(),
-            },
+            ErpTargetConfig { timeout_ms: 1000, ..ErpTargetConfig::new("http://127.0.0.1:9".into(), "generic-json") },
         )]),
     }
 }

@@ -171,10 +171,45 @@ pub struct ErpTargetConfig {
     /// Settings handed to the mapper (company ids, paths, ...).
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// Most requests in flight to this target at once (ERPs limit
+    /// concurrency per account).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Consecutive transient failures that open the target's circuit
+    /// breaker: no request is sent until `breaker_cooldown_ms` has passed,
+    /// then one probe decides whether it closes again.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+}
+
+impl ErpTargetConfig {
+    /// A target with the default timeout, concurrency and breaker.
+    pub fn new(base_url: impl Into<String>, mapper: impl Into<String>) -> ErpTargetConfig {
+        ErpTargetConfig {
+            base_url: base_url.into(),
+            mapper: mapper.into(),
+            timeout_ms: default_timeout(),
+            settings: BTreeMap::new(),
+            max_concurrency: default_max_concurrency(),
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown_ms: default_breaker_cooldown(),
+        }
+    }
 }
 
 fn default_timeout() -> u64 {
     10_000
+}
+fn default_max_concurrency() -> usize {
+    4
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    30_000
 }
 
 /// A configuration problem, naming the key.
@@ -296,6 +331,12 @@ impl Config {
             }
             if t.timeout_ms == 0 {
                 return Err(invalid(format!("erp_targets.{name}.timeout_ms"), "must be greater than 0"));
+            }
+            if t.max_concurrency == 0 {
+                return Err(invalid(format!("erp_targets.{name}.max_concurrency"), "must be greater than 0"));
+            }
+            if t.breaker_failures == 0 {
+                return Err(invalid(format!("erp_targets.{name}.breaker_failures"), "must be greater than 0"));
             }
         }
         Ok(())

@@ -57,12 +57,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         }],
         erp_targets: BTreeMap::from([(
             "erp-sim".to_string(),
-            ErpTargetConfig {
-                base_url: format!("http://{erp_addr}"),
-                mapper: "generic-json".into(),
-                timeout_ms: 5_000,
-                settings: BTreeMap::new(),
-            },
+            ErpTargetConfig { timeout_ms: 5_000, ..ErpTargetConfig::new(format!("http://{erp_addr}"), "generic-json") },
         )]),
     };
     config.validate()?;

@@ -138,12 +138,7 @@ async fn a_legal_entity_posting_to_two_targets_posts_each_document_once_to_each(
     let env = Env::start_configured(&erp, move |c| {
         c.erp_targets.insert(
             "legacy".into(),
-            ErpTargetConfig {
-                base_url: legacy_url,
-                mapper: "generic-json".into(),
-                timeout_ms: 2_000,
-                settings: BTreeMap::new(),
-            },
+            ErpTargetConfig { timeout_ms: 2_000, ..ErpTargetConfig::new(legacy_url, "generic-json") },
         );
     })
     .await
@@ -206,4 +201,74 @@ async fn a_legal_entity_posting_to_two_targets_posts_each_document_once_to_each(
     assert!(primary.iter().any(|i| i["number"] == sim_doc["erp_document_number"]), "{lineage}");
     let (status, _) = env.get("/v1/lineage/events/never-sent").await.unwrap();
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_keeps_failing_opens_its_breaker_until_a_probe_succeeds() {
+    // The target's address has nothing listening yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unused = Erp::start().await.unwrap();
+    let env = Env::start_configured(&unused, move |c| {
+        let t = c.erp_targets.get_mut("sim").unwrap();
+        t.base_url = format!("http://{addr}");
+        t.breaker_failures = 3;
+        t.breaker_cooldown_ms = 1_500;
+    })
+    .await
+    .unwrap();
+    env.ingest(vec![
+        event("g1", "globex", "api_calls", "2025-05-03T08:00:00Z", "10"),
+        event("i1", "initech", "api_calls", "2025-05-04T09:00:00Z", "3"),
+    ])
+    .await
+    .unwrap();
+    let r = tollgate_e2e::http()
+        .post(format!("{}/v1/periods/2025-05/close", env.base))
+        .bearer_auth(tollgate_e2e::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let closed: serde_json::Value = r.json().await.unwrap();
+    let ids: Vec<String> =
+        closed["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+
+    let breaker = |env: &Env| {
+        let env = env.base.clone();
+        async move {
+            let r = tollgate_e2e::http().get(format!("{env}/v1/targets")).bearer_auth(tollgate_e2e::API_KEY).send();
+            let body: serde_json::Value = r.await.unwrap().json().await.unwrap();
+            body["targets"].as_array().unwrap().iter().find(|t| t["name"] == "sim").unwrap().clone()
+        }
+    };
+    let mut open = false;
+    for _ in 0..250 {
+        let t = breaker(&env).await;
+        if t["breaker"]["state"] == "open" {
+            assert_eq!(t["waiting"], 2, "{t}");
+            open = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(open, "the breaker never opened");
+    // While it is open nothing is sent: the attempts stay where the breaker
+    // stopped them (backoff alone would have tried about ten times by now).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut attempts = 0;
+    for id in &ids {
+        let (_, doc) = env.get(&format!("/v1/documents/{id}")).await.unwrap();
+        assert_eq!(doc["state"]["status"], "pending");
+        attempts += doc["state"]["attempts"].as_u64().unwrap();
+    }
+    assert!((3..=4).contains(&attempts), "{attempts} attempts");
+
+    // The ERP comes up; after the cool-down one probe succeeds and the rest follows.
+    let erp = Erp::start_at(addr).await.unwrap();
+    for id in &ids {
+        wait_status(&env, id, "posted").await;
+    }
+    assert_eq!(erp.invoices().await.unwrap().len(), 2);
+    let t = breaker(&env).await;
+    assert_eq!((t["breaker"]["state"].as_str(), t["waiting"].as_u64()), (Some("closed"), Some(0)), "{t}");
 }

@@ -59,7 +59,12 @@ pub struct Erp {
 
 impl Erp {
     pub async fn start() -> Result<Erp> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at("127.0.0.1:0".parse()?).await
+    }
+
+    /// On a given address (e.g. one a target already points at).
+    pub async fn start_at(addr: std::net::SocketAddr) -> Result<Erp> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let base = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
             let _ = tollgate_erp_sim::Sim::new().serve(listener).await;
@@ -186,12 +191,7 @@ impl Env {
             ],
             erp_targets: BTreeMap::from([(
                 "sim".to_string(),
-                ErpTargetConfig {
-                    base_url: erp.base.clone(),
-                    mapper: "generic-json".into(),
-                    timeout_ms: 2_000,
-                    settings: BTreeMap::new(),
-                },
+                ErpTargetConfig { timeout_ms: 2_000, ..ErpTargetConfig::new(erp.base.clone(), "generic-json") },
             )]),
         };
         let mut config = config;

@@ -49,6 +49,8 @@
 //! - `GET  /v1/lineage/documents/{erp_document_number}[?target=T]`
 //! - `GET  /v1/lineage/events/{id}`: the charges an event counts in and the
 //!   documents (per ERP target) and ERP numbers that bill them
+//! - `GET  /v1/targets`: the ERP targets, each with its circuit breaker and
+//!   the tenant's documents waiting in its outbox
 //! - `GET  /v1/exceptions[?all=true]`: documents an ERP rejected for a
 //!   business reason, with the reason, owner and suggested action (with
 //!   `all`, also those an action resolved)
@@ -154,6 +156,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         ep(M::GET, "/v1/lineage/documents/{number}", document_lineage),
         ep(M::GET, "/v1/lineage/events/{id}", event_lineage),
         ep(M::GET, "/v1/exceptions", list_exceptions),
+        ep(M::GET, "/v1/targets", list_targets),
         ep(M::POST, "/v1/exceptions/{document_id}/actions", act_on_exception),
     ]
 }
@@ -424,6 +427,32 @@ async fn act_on_exception(
             .await?;
     s.poster.wake();
     Ok(Json(doc))
+}
+
+/// The ERP targets: where each posts, its circuit breaker, and how many of
+/// the tenant's documents wait in its outbox.
+async fn list_targets(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, e) in s.store.scan::<posting::OutboxEntry>(&s.store.outbox, &crate::store::prefix(&[&t]))? {
+        *waiting.entry(e.target).or_default() += 1;
+    }
+    let breakers = s.poster.breakers(chrono::Utc::now());
+    let targets: Vec<_> = s
+        .targets
+        .iter()
+        .map(|(name, c)| {
+            serde_json::json!({
+                "name": name,
+                "base_url": c.base_url,
+                "mapper": c.mapper,
+                "max_concurrency": c.max_concurrency,
+                "breaker": breakers.get(name),
+                "waiting": waiting.get(name).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "targets": targets })))
 }
 
 /// Most events one page of `GET /v1/events` returns.

@@ -7,6 +7,10 @@
 //! finds the original instead of creating a second invoice; and for ERPs
 //! without idempotency the mapper's look-up request runs before any resend.
 //!
+//! Targets are posted to in parallel, each with at most its
+//! `max_concurrency` requests in flight, behind a circuit breaker per
+//! target (after `breaker_failures` consecutive transient failures nothing
+//! is sent for `breaker_cooldown_ms`, then one probe decides).
 //! Transient failures (connection errors, timeouts, 5xx, 429) are retried
 //! with exponential backoff and jitter, honouring `Retry-After`; business
 //! rejections mark the document rejected with the ERP's message, classified
@@ -58,6 +62,23 @@ enum Attempt {
     Retry { error: String, ambiguous: bool, retry_after: Option<Duration> },
 }
 
+/// A target's circuit breaker, as `GET /v1/targets` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Breaker {
+    /// `closed` (sending), `open` (not sending until `open_until`) or
+    /// `half_open` (the cool-down is over: the next attempt is a probe).
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    pub open_until: Option<DateTime<Utc>>,
+}
+
+/// How many of a target's due entries a pass may attempt.
+enum Allowance {
+    All,
+    Probe,
+    None,
+}
+
 #[derive(Clone)]
 pub struct Poster {
     store: Store,
@@ -66,6 +87,7 @@ pub struct Poster {
     config: PostingConfig,
     http: reqwest::Client,
     wake: Arc<Notify>,
+    breakers: Arc<std::sync::Mutex<BTreeMap<String, Breaker>>>,
 }
 
 impl Poster {
@@ -82,6 +104,54 @@ impl Poster {
             config,
             http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
             wake: Arc::new(Notify::new()),
+            breakers: Arc::default(),
+        }
+    }
+
+    /// Every configured target's breaker.
+    pub fn breakers(&self, now: DateTime<Utc>) -> BTreeMap<String, Breaker> {
+        let all = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        self.targets
+            .keys()
+            .map(|name| {
+                let mut b = all.get(name).cloned().unwrap_or_default();
+                b.state = match b.open_until {
+                    Some(until) if now < until => "open",
+                    Some(_) => "half_open",
+                    None => "closed",
+                };
+                (name.clone(), b)
+            })
+            .collect()
+    }
+
+    fn allowance(&self, target: &str, now: DateTime<Utc>) -> Allowance {
+        let all = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        match all.get(target).and_then(|b| b.open_until) {
+            Some(until) if now < until => Allowance::None,
+            Some(_) => Allowance::Probe,
+            None => Allowance::All,
+        }
+    }
+
+    /// Counts an attempt's outcome against its target's breaker: an answer
+    /// the ERP gave (posted or rejected) closes it; a transient failure
+    /// counts, and opens it at the target's threshold (again at once after
+    /// a failed probe).
+    fn count(&self, target: &str, transient: bool, now: DateTime<Utc>) {
+        let mut all = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = all.entry(target.to_string()).or_default();
+        if !transient {
+            *b = Breaker::default();
+            return;
+        }
+        b.consecutive_failures += 1;
+        let Some(t) = self.targets.get(target) else { return };
+        if b.consecutive_failures >= t.breaker_failures {
+            if b.open_until.is_none() {
+                tracing::warn!(target, failures = b.consecutive_failures, "circuit breaker opened");
+            }
+            b.open_until = Some(now + chrono::Duration::milliseconds(t.breaker_cooldown_ms as i64));
         }
     }
 
@@ -107,20 +177,45 @@ impl Poster {
         }
     }
 
-    /// Attempts every entry due at `now`; returns how many were attempted.
+    /// Attempts the entries due at `now`, targets in parallel, each target
+    /// with at most its `max_concurrency` requests in flight and only what
+    /// its circuit breaker allows; returns how many were attempted.
     pub async fn run_due(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let due: Vec<(Vec<u8>, OutboxEntry)> = self
-            .store
-            .scan::<OutboxEntry>(&self.store.outbox, b"")?
-            .into_iter()
-            .filter(|(_, e)| e.next_attempt_at <= now)
-            .collect();
-        let n = due.len();
-        for (key, entry) in due {
-            let outcome = self.attempt(&entry).await;
-            self.record(&key, entry, outcome).await?;
+        let mut by_target: BTreeMap<String, Vec<(Vec<u8>, OutboxEntry)>> = BTreeMap::new();
+        for (key, entry) in self.store.scan::<OutboxEntry>(&self.store.outbox, b"")? {
+            if entry.next_attempt_at <= now {
+                by_target.entry(entry.target.clone()).or_default().push((key, entry));
+            }
         }
-        Ok(n)
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut n = 0;
+        for (target, mut entries) in by_target {
+            match self.allowance(&target, now) {
+                Allowance::All => {}
+                Allowance::Probe => entries.truncate(1),
+                Allowance::None => continue,
+            }
+            let limit = self.targets.get(&target).map_or(1, |t| t.max_concurrency.max(1));
+            let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+            for (key, entry) in entries {
+                n += 1;
+                let (this, permits) = (self.clone(), permits.clone());
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let outcome = this.attempt(&entry).await;
+                    this.count(&entry.target, matches!(outcome, Attempt::Retry { .. }), Utc::now());
+                    this.record(&key, entry, outcome).await
+                });
+            }
+        }
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            let result = done.map_err(|e| StoreError::Aborted(format!("posting task: {e}"))).and_then(|r| r);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(n), Err)
     }
 
     async fn attempt(&self, entry: &OutboxEntry) -> Attempt {

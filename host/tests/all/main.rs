@@ -51,12 +51,7 @@ pub fn test_config(dir: &Path, erp_base: String) -> Config {
         }],
         erp_targets: BTreeMap::from([(
             "erp-sim".into(),
-            ErpTargetConfig {
-                base_url: erp_base,
-                mapper: "generic-json".into(),
-                timeout_ms: 2000,
-                settings: BTreeMap::new(),
-            },
+            ErpTargetConfig { timeout_ms: 2000, ..ErpTargetConfig::new(erp_base, "generic-json") },
         )]),
     }
 }
