@@ -23,7 +23,10 @@
 //!   (`YYYY-MM` of the invoice's `issue_date`) the ERP refuses to post into,
 //!   with 422 `period-closed` "Posting period … is not open", as a real ERP
 //!   does after its period close.
-//! - `GET /_sim/stats`: `{requests, invoices, faults_pending}`.
+//! - `POST /_sim/chaos` `{"rate_percent": 30, "seed": 7, "faults": [..]}`:
+//!   from then on a share of requests meets a fault drawn from the list.
+//! - `GET /_sim/stats`: `{requests, invoices, faults_pending,
+//!   faults_injected: {kind: n}, rejected_documents: {document id: code}}`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -86,6 +89,20 @@ pub enum Fault {
     },
 }
 
+/// Random faults on a share of requests (`POST /_sim/chaos`), drawn from a
+/// seeded generator so a run can be repeated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chaos {
+    /// Share of invoice requests that meet a fault, in percent.
+    pub rate_percent: u64,
+    pub seed: u64,
+    /// The faults to draw from, uniformly. A business rejection is only
+    /// drawn for a document the ERP does not hold yet (a real ERP does not
+    /// refuse its own invoice on a resend).
+    pub faults: Vec<Fault>,
+}
+
 #[derive(Default)]
 struct SimState {
     invoices: Vec<Invoice>,
@@ -93,6 +110,34 @@ struct SimState {
     faults: VecDeque<Fault>,
     requests: u64,
     closed_periods: std::collections::BTreeSet<String>,
+    chaos: Option<(Chaos, u64)>,
+    injected: std::collections::BTreeMap<String, u64>,
+    /// Documents refused with a business rejection, and the code.
+    rejected: std::collections::BTreeMap<String, String>,
+}
+
+impl SimState {
+    /// The fault for the next request: a queued one, else perhaps a drawn one.
+    fn next_fault(&mut self, key: Option<&str>) -> Option<Fault> {
+        let fault = self.faults.pop_front().or_else(|| {
+            let (chaos, state) = self.chaos.as_mut()?;
+            let mut draw = || {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                *state
+            };
+            if chaos.faults.is_empty() || draw() % 100 >= chaos.rate_percent {
+                return None;
+            }
+            let f = chaos.faults[(draw() % chaos.faults.len() as u64) as usize].clone();
+            let committed = key.is_some_and(|k| self.bodies.contains_key(k));
+            (!(committed && matches!(f, Fault::Reject { .. }))).then_some(f)
+        })?;
+        let kind = serde_json::to_value(&fault).ok().and_then(|v| v["kind"].as_str().map(str::to_string));
+        *self.injected.entry(kind.unwrap_or_default()).or_default() += 1;
+        Some(fault)
+    }
 }
 
 /// The simulator's state; cheap to clone.
@@ -111,6 +156,7 @@ impl Sim {
             .route("/generic/invoices", post(create_invoice).get(list_invoices))
             .route("/_sim/faults", post(add_faults))
             .route("/_sim/closed-periods", axum::routing::put(set_closed_periods))
+            .route("/_sim/chaos", post(set_chaos))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -204,10 +250,11 @@ fn parse_invoice(body: &serde_json::Value, number: String, key: Option<String>) 
 }
 
 async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String) -> Response {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let fault = {
         let mut s = sim.lock();
         s.requests += 1;
-        s.faults.pop_front()
+        s.next_fault(key.as_deref())
     };
     match &fault {
         Some(Fault::Status { status, retry_after }) => {
@@ -220,6 +267,10 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         }
         Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
         Some(Fault::Reject { code, message }) => {
+            let document = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["document_id"].as_str().map(str::to_string));
+            sim.lock().rejected.insert(document.unwrap_or_default(), code.clone());
             return error(StatusCode::UNPROCESSABLE_ENTITY, code, None, message.clone());
         }
         _ => {}
@@ -228,7 +279,6 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-json", None, e.to_string()),
     };
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let invoice = match commit(&sim, json, key) {
         Ok(invoice) => invoice,
         Err(answer) => return answer,
@@ -299,7 +349,19 @@ async fn set_closed_periods(State(sim): State<Sim>, Json(periods): Json<Vec<Stri
     Json(json!({ "closed_periods": s.closed_periods }))
 }
 
+async fn set_chaos(State(sim): State<Sim>, Json(chaos): Json<Chaos>) -> Json<serde_json::Value> {
+    let seed = chaos.seed.max(1);
+    sim.lock().chaos = Some((chaos, seed));
+    Json(json!({ "chaos": true }))
+}
+
 async fn stats(State(sim): State<Sim>) -> Json<serde_json::Value> {
     let s = sim.lock();
-    Json(json!({ "requests": s.requests, "invoices": s.invoices.len(), "faults_pending": s.faults.len() }))
+    Json(json!({
+        "requests": s.requests,
+        "invoices": s.invoices.len(),
+        "faults_pending": s.faults.len(),
+        "faults_injected": s.injected,
+        "rejected_documents": s.rejected,
+    }))
 }

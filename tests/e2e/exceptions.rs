@@ -5,7 +5,6 @@
 //! leads to the ERP numbers of both.
 
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tollgate::config::ErpTargetConfig;
 use tollgate_e2e::{Env, Erp, event, masterdata};

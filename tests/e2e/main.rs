@@ -5,6 +5,7 @@
 mod amendments;
 mod eventlog;
 mod exceptions;
+mod faults;
 mod flow;
 mod ingest;
 mod lookups;

@@ -147,7 +147,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         ep(M::POST, "/v1/activations", activate),
         ep(M::GET, "/v1/activations/{contract_line}", activations),
         ep(M::GET, "/v1/masterdata", masterdata::get_masterdata),
-        ep(M::PUT, "/v1/masterdata", masterdata::put_masterdata),
+        ep(M::PUT, "/v1/masterdata", masterdata::put_masterdata).body_limit(MAX_MASTERDATA_BYTES),
         ep(M::GET, "/v1/masterdata/{collection}/{id}", masterdata::get_entity),
         ep(M::GET, "/v1/masterdata/{collection}/{id}/versions", masterdata::entity_versions),
         ep(M::POST, "/v1/masterdata/{collection}/{id}/versions", masterdata::amend_entity),
@@ -172,6 +172,10 @@ pub fn router(state: AppState) -> Router {
     }
     by_path.into_iter().fold(Router::new(), |r, (path, handler)| r.route(path, handler)).with_state(state)
 }
+
+/// Largest master data document `PUT /v1/masterdata` takes (tens of
+/// thousands of customers and contract lines).
+pub const MAX_MASTERDATA_BYTES: usize = 64 << 20;
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -82,8 +82,15 @@ impl Store {
     }
 
     /// Writes every pending change to disk and fsyncs. Acknowledge only after.
+    ///
+    /// sled's blocking `flush` runs on the blocking pool: its `flush_async`
+    /// can leave concurrent callers waiting forever (sled issues #1241,
+    /// #1308), which the parallel posting worker ran into.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Aborted(format!("flush task: {e}")))??;
         Ok(())
     }
 
