@@ -39,7 +39,7 @@ pub fn gateway_config(
         }],
         erp_targets: BTreeMap::from([(
             "none".to_string(),
-            ErpTargetConfig { timeout_ms: 1000, ..ErpTargetConfig::new("http://127.0.0.1:9".into(), "generic-json") },
+            ErpTargetConfig { timeout_ms: 1000, ..ErpTargetConfig::new("http://127.0.0.1:9", "generic-json") },
         )]),
     }
 }

@@ -281,7 +281,7 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
     };
     let invoice = match commit(&sim, json, key) {
         Ok(invoice) => invoice,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -295,33 +295,33 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
 
 /// Stores the invoice unless the key replays an earlier one or the ERP
 /// refuses it; `Err` is the answer to give.
-fn commit(sim: &Sim, json: serde_json::Value, key: Option<String>) -> Result<Invoice, Response> {
+fn commit(sim: &Sim, json: serde_json::Value, key: Option<String>) -> Result<Invoice, Box<Response>> {
     let mut s = sim.lock();
     if let Some(k) = &key
         && let Some((index, original)) = s.bodies.get(k)
     {
         if *original != json {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
                 Some("Idempotency-Key"),
                 format!("key {k} was used with a different body"),
-            ));
+            )));
         }
         let invoice = s.invoices[*index].clone();
-        return Err((StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response());
+        return Err(Box::new((StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response()));
     }
     let number = format!("INV-{:06}", s.invoices.len() + 1);
     let invoice = parse_invoice(&json, number, key.clone())
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "validation", Some(&e.field), e.message))?;
+        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, "validation", Some(&e.field), e.message)))?;
     let period = invoice.issue_date.get(..7).unwrap_or_default();
     if s.closed_periods.contains(period) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "period-closed",
             Some("issue_date"),
             format!("Posting period {period} is not open"),
-        ));
+        )));
     }
     s.invoices.push(invoice.clone());
     if let Some(k) = key {

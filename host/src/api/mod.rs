@@ -426,9 +426,7 @@ async fn act_on_exception(
     let t = tenant(&s, &h)?;
     let Json(action) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
     let md = s.masterdata.get(&s.store, &t)?;
-    let doc =
-        posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action, chrono::Utc::now())
-            .await?;
+    let doc = posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action).await?;
     s.poster.wake();
     Ok(Json(doc))
 }
