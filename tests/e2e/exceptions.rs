@@ -221,14 +221,8 @@ async fn a_target_that_keeps_failing_opens_its_breaker_until_a_probe_succeeds() 
     ])
     .await
     .unwrap();
-    let r = tollgate_e2e::http()
-        .post(format!("{}/v1/periods/2025-05/close", env.base))
-        .bearer_auth(tollgate_e2e::API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let closed: serde_json::Value = r.json().await.unwrap();
+    let (status, closed) = env.close_nowait("2025-05").await;
+    assert_eq!(status, 200, "{closed}");
     let ids: Vec<String> =
         closed["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
 

@@ -70,14 +70,8 @@ async fn documents_are_posted_exactly_once_under_thirty_percent_faults() {
     assert!(r.status().is_success());
 
     let started = Instant::now();
-    let r = http()
-        .post(format!("{}/v1/periods/2025-05/close", env.base))
-        .bearer_auth(tollgate_e2e::API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let closed: serde_json::Value = r.json().await.unwrap();
+    let (status, closed) = env.close_nowait("2025-05").await;
+    assert_eq!(status, 200, "{closed}");
     let docs = closed["documents"].as_array().unwrap().clone();
     assert_eq!(docs.len(), n);
     let close_s = started.elapsed().as_secs_f64();

@@ -135,14 +135,8 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
         .unwrap();
     assert_eq!(r.status(), 200);
     env.ingest(usage()).await.unwrap();
-    let r = tollgate_e2e::http()
-        .post(format!("{}/v1/periods/2025-05/close", env.base))
-        .bearer_auth(tollgate_e2e::API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (status, body) = env.close_nowait("2025-05").await;
+    assert_eq!(status, 422, "{body}");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("contract line globex-api: plugin-error: plugin error invalid-params at params.tiers[1]"),

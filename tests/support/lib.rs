@@ -261,6 +261,11 @@ impl Env {
         Ok(body)
     }
 
+    /// `POST /v1/periods/{period}/close` without waiting for the postings.
+    pub async fn close_nowait(&self, period: &str) -> (u16, serde_json::Value) {
+        self.post(&format!("/v1/periods/{period}/close"), &serde_json::Value::Null).await
+    }
+
     pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
         let r = http().get(format!("{}{path}", self.base)).bearer_auth(API_KEY).send().await?;
         Ok((r.status().as_u16(), r.json().await?))
