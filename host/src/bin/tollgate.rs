@@ -168,8 +168,11 @@ fn plugin_test(
     };
     let runtime = Runtime::new(limits, None)?;
     let bytes = std::fs::read(plugin).with_context(|| format!("reading {}", plugin.display()))?;
+    // A rater, or else an ERP mapper: the component's world decides.
+    let version = semver::Version::new(0, 0, 0);
     let loaded = runtime
-        .load("under-test", semver::Version::new(0, 0, 0), Kind::Rater, &bytes)
+        .load("under-test", version.clone(), Kind::Rater, &bytes)
+        .or_else(|rater_err| runtime.load("under-test", version, Kind::ErpMapper, &bytes).map_err(|_| rater_err))
         .map_err(|e| anyhow::anyhow!("{}: {}: {e}", plugin.display(), e.code()))?;
     let reports = fixtures::run(&runtime, &loaded, fixtures, bless)?;
     let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);

@@ -20,9 +20,28 @@
 //! message}}`. Decimals (`quantity`, `unit_price`, `amount`) compare by exact
 //! value, everything else by equality. Blessing rewrites the expected files
 //! from what the plugin produced.
+//!
+//! For an ERP mapper, the input is a posting document (defaults for what a
+//! case does not care about), the target's settings and, optionally, ERP
+//! answers to read:
+//!
+//! ```json
+//! { "document": { "id": "TG-1", "erp_account": "C-1", "period": "2026-10",
+//!                 "lines": [ { "sku": "API", "erp_item": "86", "quantity": "10",
+//!                              "unit_price": "0.5", "amount": "5.00" } ] },
+//!   "target": { "name": "netsuite", "settings": { "subsidiary": "1" } },
+//!   "response": { "status": 422, "body": "{...}" },
+//!   "lookup_response": { "status": 200, "body": "{...}" } }
+//! ```
+//!
+//! and the expected output `{"request": {method, path, headers, body},
+//! "lookup_request": .. | null, "outcome": {"posted": n} | {"rejected":
+//! {code, field, message}} | {"transient": ..}, "lookup": n | null}` — a
+//! JSON request body is compared as JSON (decimals by value), any other
+//! as text.
 
 use super::Charge;
-use super::runtime::{Plugin, PluginError, Runtime, bindings::rating as wit, to_wit};
+use super::runtime::{Kind, Plugin, PluginError, Runtime, bindings::rating as wit, bindings::types as mwit, to_wit};
 use crate::enrich::Period;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -195,6 +214,183 @@ fn read_json(path: &Path) -> Result<Value, FixtureError> {
     serde_json::from_slice(&text).map_err(|e| FixtureError::Input { path: path.into(), message: e.to_string() })
 }
 
+/// A mapper fixture's posting document, with defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureDocument {
+    #[serde(default = "d_doc_id")]
+    pub id: String,
+    #[serde(default = "d_name")]
+    pub tenant: String,
+    #[serde(default = "d_name")]
+    pub legal_entity: String,
+    #[serde(default = "d_company")]
+    pub erp_company: String,
+    #[serde(default = "d_name")]
+    pub customer: String,
+    pub erp_account: String,
+    #[serde(default = "d_currency")]
+    pub currency: String,
+    #[serde(default = "d_period")]
+    pub period: String,
+    /// Default: the period's last day.
+    #[serde(default)]
+    pub issue_date: Option<String>,
+    pub lines: Vec<FixtureLine>,
+    /// Default: the sum of the line amounts.
+    #[serde(default)]
+    pub total: Option<Decimal>,
+}
+
+fn d_doc_id() -> String {
+    "TG-000000000000000000000001".into()
+}
+fn d_company() -> String {
+    "1000".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureLine {
+    #[serde(default = "d_sku")]
+    pub sku: String,
+    pub erp_item: String,
+    #[serde(default)]
+    pub description: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureTarget {
+    #[serde(default = "d_name")]
+    pub name: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+impl From<&FixtureResponse> for mwit::ErpResponse {
+    fn from(r: &FixtureResponse) -> mwit::ErpResponse {
+        mwit::ErpResponse {
+            status: r.status,
+            headers: r.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            body: r.body.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapperFixture {
+    pub document: FixtureDocument,
+    #[serde(default)]
+    pub target: FixtureTarget,
+    #[serde(default)]
+    pub response: Option<FixtureResponse>,
+    #[serde(default)]
+    pub lookup_response: Option<FixtureResponse>,
+}
+
+impl FixtureDocument {
+    fn to_wit(&self) -> Result<mwit::PostingDocument, String> {
+        let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
+        let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let total = match self.total {
+            Some(t) => t,
+            None => crate::money::exact_sum(self.lines.iter().map(|l| l.amount)).map_err(|e| format!("total: {e}"))?,
+        };
+        Ok(mwit::PostingDocument {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            legal_entity: self.legal_entity.clone(),
+            erp_company: self.erp_company.clone(),
+            customer: self.customer.clone(),
+            erp_account: self.erp_account.clone(),
+            currency: self.currency.clone(),
+            period_start: ts(period.start),
+            period_end: ts(period.end),
+            issue_date: self.issue_date.clone().unwrap_or_else(|| period.last_day()),
+            lines: self
+                .lines
+                .iter()
+                .map(|l| mwit::DocumentLine {
+                    sku: l.sku.clone(),
+                    erp_item: l.erp_item.clone(),
+                    description: l.description.clone(),
+                    quantity: to_wit(l.quantity),
+                    unit_price: to_wit(l.unit_price),
+                    amount: to_wit(l.amount),
+                })
+                .collect(),
+            total: to_wit(total),
+        })
+    }
+}
+
+fn request_json(r: &mwit::ErpRequest) -> Value {
+    let body = match serde_json::from_str::<Value>(&r.body) {
+        Ok(v) if v.is_object() || v.is_array() => json!({ "json": v }),
+        _ => json!({ "text": r.body }),
+    };
+    json!({ "method": r.method, "path": r.path, "headers": r.headers, "body": body })
+}
+
+fn error_json(e: &PluginError) -> Value {
+    match e {
+        PluginError::Plugin { code, field, message } => {
+            json!({ "error": { "code": "plugin-error", "plugin_code": code, "field": field, "message": message } })
+        }
+        e => json!({ "error": { "code": e.code(), "message": e.to_string() } }),
+    }
+}
+
+/// What a mapper makes of a fixture, as expected files hold it, and the
+/// fuel `map-document` used.
+fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Result<(Value, u64), String> {
+    let doc = case.document.to_wit()?;
+    let target = mwit::TargetConfig {
+        name: case.target.name.clone(),
+        settings: case.target.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    let (request, fuel) = runtime.map_document_metered(plugin, &doc, &target);
+    let mut out = json!({
+        "request": request.as_ref().map_or_else(error_json, request_json),
+        "lookup_request": match runtime.lookup_request(plugin, &doc, &target) {
+            Ok(r) => r.as_ref().map_or(Value::Null, request_json),
+            Err(e) => error_json(&e),
+        },
+    });
+    if let Some(r) = &case.response {
+        out["outcome"] = match runtime.read_response(plugin, &r.into()) {
+            Ok(mwit::PostingOutcome::Posted(n)) => json!({ "posted": n }),
+            Ok(mwit::PostingOutcome::Rejected(e)) => {
+                json!({ "rejected": { "code": e.code, "field": e.field, "message": e.message } })
+            }
+            Ok(mwit::PostingOutcome::Transient(m)) => json!({ "transient": m }),
+            Err(e) => error_json(&e),
+        };
+    }
+    if let Some(r) = &case.lookup_response {
+        out["lookup"] = match runtime.read_lookup(plugin, &r.into()) {
+            Ok(n) => json!(n),
+            Err(e) => error_json(&e),
+        };
+    }
+    Ok((out, fuel))
+}
+
 /// Runs every case in `dir`; with `bless`, rewrites the expected files.
 pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Result<Vec<CaseReport>, FixtureError> {
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -210,11 +406,21 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
     for input_path in inputs {
         let file = input_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let name = file.trim_end_matches(".input.json").to_string();
-        let input: FixtureInput = serde_json::from_value(read_json(&input_path)?)
-            .map_err(|e| FixtureError::Input { path: input_path.clone(), message: e.to_string() })?;
-        let usage = input.to_usage().map_err(|message| FixtureError::Input { path: input_path.clone(), message })?;
-        let (result, fuel_used) = runtime.rate_metered(plugin, &usage);
-        let actual = result_json(&result);
+        let bad = |message: String| FixtureError::Input { path: input_path.clone(), message };
+        let (actual, fuel_used) = match plugin.kind {
+            Kind::Rater => {
+                let input: FixtureInput =
+                    serde_json::from_value(read_json(&input_path)?).map_err(|e| bad(e.to_string()))?;
+                let usage = input.to_usage().map_err(bad)?;
+                let (result, fuel_used) = runtime.rate_metered(plugin, &usage);
+                (result_json(&result), fuel_used)
+            }
+            Kind::ErpMapper => {
+                let case: MapperFixture =
+                    serde_json::from_value(read_json(&input_path)?).map_err(|e| bad(e.to_string()))?;
+                mapper_json(runtime, plugin, &case).map_err(bad)?
+            }
+        };
         let expected_path = dir.join(format!("{name}.expected.json"));
         let outcome = if bless {
             let mut text = serde_json::to_string_pretty(&actual).unwrap_or_default();

@@ -600,10 +600,26 @@ impl Runtime {
         plugin: &Plugin,
         f: impl FnOnce(&ErpMapper, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        self.with_mapper_metered(plugin, f).0
+    }
+
+    /// [`Runtime::with_mapper`], also telling how much fuel the call used.
+    fn with_mapper_metered<R>(
+        &self,
+        plugin: &Plugin,
+        f: impl FnOnce(&ErpMapper, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> (Result<R, PluginError>, u64) {
         let _slot = self.slots.acquire();
-        let mut store = self.store()?;
-        let instance = self.mapper(plugin)?.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        f(&instance, &mut store).map_err(|e| self.classify(e))
+        let mut store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return (Err(e), 0),
+        };
+        let result = match self.mapper(plugin) {
+            Ok(pre) => pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store)),
+            Err(e) => return (Err(e), 0),
+        };
+        let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        (result.map_err(|e| self.classify(e)), fuel_used)
     }
 
     /// Maps a posting document to the ERP's request.
@@ -613,12 +629,25 @@ impl Runtime {
         doc: &wit::PostingDocument,
         target: &wit::TargetConfig,
     ) -> Result<wit::ErpRequest, PluginError> {
-        let req = self.with_mapper(plugin, |m, s| m.call_map_document(s, doc, target))??;
-        self.check_output(
-            req.body.len() + req.path.len() + req.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
-        )?;
-        check_request(&req)?;
-        Ok(req)
+        self.map_document_metered(plugin, doc, target).0
+    }
+
+    /// [`Runtime::map_document`], also telling how much fuel the call used.
+    pub fn map_document_metered(
+        &self,
+        plugin: &Plugin,
+        doc: &wit::PostingDocument,
+        target: &wit::TargetConfig,
+    ) -> (Result<wit::ErpRequest, PluginError>, u64) {
+        let (result, fuel) = self.with_mapper_metered(plugin, |m, s| m.call_map_document(s, doc, target));
+        let checked = result.and_then(|r| r.map_err(PluginError::from)).and_then(|req| {
+            self.check_output(
+                req.body.len() + req.path.len() + req.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+            )?;
+            check_request(&req)?;
+            Ok(req)
+        });
+        (checked, fuel)
     }
 
     /// The request that finds an earlier posting, if the ERP needs one.
