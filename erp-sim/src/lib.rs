@@ -11,6 +11,14 @@
 //!   the sum of the line amounts; errors are 422 `{error: {code, field, message}}`.
 //! - `GET /generic/invoices`: every stored invoice.
 //!
+//! NetSuite (SuiteTalk REST record API, what the `netsuite` mapper speaks):
+//! - `PUT /services/rest/record/v1/invoice/eid:{externalId}`: upsert by
+//!   external id; 204 with `Location: /services/rest/record/v1/invoice/{id}`;
+//!   the same external id again updates the same record. `quantity`, `rate`
+//!   and `amount` are JSON numbers, read exactly. Errors are 400
+//!   `{"o:errorDetails": [{detail, o:errorCode, o:errorPath}]}`; a closed
+//!   period (of `tranDate`) is `USER_ERROR` "The accounting period … is closed".
+//!
 //! Control API:
 //! - `POST /_sim/faults`: queue faults, consumed one per invoice request:
 //!   `{"kind": "status", "status": 503, "retry_after": 1}` (fails before
@@ -157,6 +165,7 @@ impl Sim {
             .route("/_sim/faults", post(add_faults))
             .route("/_sim/closed-periods", axum::routing::put(set_closed_periods))
             .route("/_sim/chaos", post(set_chaos))
+            .route("/services/rest/record/v1/invoice/{eid}", axum::routing::put(netsuite_upsert))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -347,6 +356,157 @@ async fn set_closed_periods(State(sim): State<Sim>, Json(periods): Json<Vec<Stri
     let mut s = sim.lock();
     s.closed_periods = periods.into_iter().collect();
     Json(json!({ "closed_periods": s.closed_periods }))
+}
+
+fn netsuite_error(status: StatusCode, code: &str, path: Option<&str>, detail: impl Into<String>) -> Response {
+    let detail = json!({ "detail": detail.into(), "o:errorCode": code, "o:errorPath": path });
+    (status, Json(json!({ "status": status.as_u16(), "o:errorDetails": [detail] }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct NsRef {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct NsLine {
+    item: NsRef,
+    #[serde(default)]
+    description: String,
+    quantity: Box<serde_json::value::RawValue>,
+    rate: Box<serde_json::value::RawValue>,
+    amount: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct NsItems {
+    items: Vec<NsLine>,
+}
+
+#[derive(Deserialize)]
+struct NsCurrency {
+    #[serde(rename = "refName")]
+    ref_name: String,
+}
+
+#[derive(Deserialize)]
+struct NsInvoice {
+    #[serde(rename = "externalId")]
+    external_id: String,
+    entity: NsRef,
+    subsidiary: NsRef,
+    #[serde(rename = "tranDate")]
+    tran_date: String,
+    currency: NsCurrency,
+    item: NsItems,
+}
+
+/// A NetSuite body as an invoice (numbers read exactly), or the error answer.
+fn netsuite_invoice(body: &str, external_id: &str) -> Result<Invoice, Response> {
+    let bad =
+        |path: &str, detail: String| netsuite_error(StatusCode::BAD_REQUEST, "INVALID_FLD_VALUE", Some(path), detail);
+    let ns: NsInvoice = serde_json::from_str(body).map_err(|e| bad("", format!("Invalid request body: {e}")))?;
+    if ns.external_id != external_id {
+        return Err(bad("externalId", format!("{} differs from eid:{external_id}", ns.external_id)));
+    }
+    let exact = |raw: &serde_json::value::RawValue, path: String| {
+        Decimal::from_str_exact(raw.get()).map_err(|e| bad(&path, format!("{}: {e}", raw.get())))
+    };
+    let mut lines = Vec::new();
+    for (i, l) in ns.item.items.iter().enumerate() {
+        lines.push(InvoiceLine {
+            sku: l.item.id.clone(),
+            item: l.item.id.clone(),
+            description: l.description.clone(),
+            quantity: exact(&l.quantity, format!("item.items[{i}].quantity"))?,
+            unit_price: exact(&l.rate, format!("item.items[{i}].rate"))?,
+            amount: exact(&l.amount, format!("item.items[{i}].amount"))?,
+        });
+    }
+    if lines.is_empty() {
+        return Err(bad("item.items", "at least one line is required".into()));
+    }
+    Ok(Invoice {
+        number: String::new(),
+        idempotency_key: Some(format!("eid:{external_id}")),
+        document_id: ns.external_id,
+        company: ns.subsidiary.id,
+        customer: ns.entity.id.clone(),
+        account: ns.entity.id,
+        currency: ns.currency.ref_name,
+        period_start: String::new(),
+        period_end: String::new(),
+        issue_date: ns.tran_date,
+        total: lines.iter().map(|l| l.amount).sum(),
+        lines,
+    })
+}
+
+async fn netsuite_upsert(
+    State(sim): State<Sim>,
+    axum::extract::Path(eid): axum::extract::Path<String>,
+    body: String,
+) -> Response {
+    let Some(external_id) = eid.strip_prefix("eid:").map(str::to_string) else {
+        return netsuite_error(StatusCode::NOT_FOUND, "NONEXISTENT_ID", None, format!("no record {eid}"));
+    };
+    let key = format!("eid:{external_id}");
+    let fault = {
+        let mut s = sim.lock();
+        s.requests += 1;
+        s.next_fault(Some(&key))
+    };
+    match &fault {
+        Some(Fault::Status { status, retry_after }) => {
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut r = netsuite_error(code, "UNEXPECTED_ERROR", None, format!("injected HTTP {status}"));
+            if let Some(s) = retry_after {
+                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
+            }
+            return r;
+        }
+        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
+        Some(Fault::Reject { code, message }) => {
+            sim.lock().rejected.insert(external_id, code.clone());
+            return netsuite_error(StatusCode::BAD_REQUEST, "USER_ERROR", None, message.clone());
+        }
+        _ => {}
+    }
+    let mut invoice = match netsuite_invoice(&body, &external_id) {
+        Ok(i) => i,
+        Err(answer) => return answer,
+    };
+    {
+        let mut s = sim.lock();
+        let period = invoice.issue_date.get(..7).unwrap_or_default().to_string();
+        if s.closed_periods.contains(&period) {
+            let detail = format!("The accounting period {period} is closed.");
+            return netsuite_error(StatusCode::BAD_REQUEST, "USER_ERROR", Some("tranDate"), detail);
+        }
+        let value = serde_json::Value::String(body.clone());
+        match s.bodies.get(&key).map(|(index, _)| *index) {
+            Some(index) => {
+                invoice.number = s.invoices[index].number.clone();
+                s.invoices[index] = invoice.clone();
+                s.bodies.insert(key, (index, value));
+            }
+            None => {
+                invoice.number = format!("{}", 1000 + s.invoices.len() + 1);
+                s.invoices.push(invoice.clone());
+                let index = s.invoices.len() - 1;
+                s.bodies.insert(key, (index, value));
+            }
+        }
+    }
+    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(Fault::ErrorAfterCommit { status }) = fault {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return netsuite_error(code, "UNEXPECTED_ERROR", None, format!("injected HTTP {status} after committing"));
+    }
+    let location = format!("/services/rest/record/v1/invoice/{}", invoice.number);
+    (StatusCode::NO_CONTENT, [("location", location)]).into_response()
 }
 
 async fn set_chaos(State(sim): State<Sim>, Json(chaos): Json<Chaos>) -> Json<serde_json::Value> {

@@ -206,3 +206,53 @@ async fn a_percentage_fee_line_is_priced_on_the_same_customers_other_charges() {
 fn d(s: &str) -> rust_decimal::Decimal {
     s.parse().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netsuite_invoices_are_upserted_by_external_id_so_a_resend_never_duplicates() {
+    use tollgate::config::ErpTargetConfig;
+    let erp = Erp::start().await.unwrap();
+    let base = erp.base.clone();
+    let env = Env::start_configured(&erp, move |c| {
+        let mut target = ErpTargetConfig::new(base, "netsuite");
+        target.settings.insert("subsidiary".into(), "3".into());
+        c.erp_targets.insert("netsuite".into(), target);
+    })
+    .await
+    .unwrap();
+    let mut md = tollgate_e2e::masterdata();
+    md["legal_entities"][0]["erp_target"] = json!("netsuite");
+    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+    assert_eq!(status, 200, "{body}");
+    env.ingest(vec![
+        event("a1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150"),
+        event("a2", "initech", "api_calls", "2025-05-04T09:30:00Z", "3"),
+        event("b1", "globex", "api_calls", "2025-06-03T08:00:00Z", "1"),
+    ])
+    .await
+    .unwrap();
+    // The first upsert commits and then fails; the resend updates the same record.
+    erp.inject(json!([{ "kind": "error_after_commit", "status": 502 }])).await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    let docs = closed["documents"].as_array().unwrap();
+    assert!(docs.iter().all(|d| d["state"]["status"] == "posted" && d["erp_target"] == "netsuite"), "{closed:#}");
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(invoices.len(), 2, "{invoices:#?}");
+    let globex = docs.iter().find(|d| d["customer"] == "globex").unwrap();
+    let invoice = invoices.iter().find(|i| i["document_id"] == globex["id"]).unwrap();
+    assert_eq!(invoice["number"], globex["state"]["erp_document_number"], "the internal id from Location");
+    assert_eq!((invoice["company"].as_str(), invoice["account"].as_str()), (Some("3"), Some("C-1")));
+    // 100 × 0.10 + 50 × 0.0125 (rounded to 0.63 by the rule), exact through JSON numbers.
+    assert_eq!(dec(&invoice["total"]), rust_decimal::Decimal::new(1063, 2), "{invoice}");
+    assert_eq!(dec(&invoice["total"]), dec(&globex["total"]));
+    assert_eq!(dec(&invoice["lines"][1]["unit_price"]), rust_decimal::Decimal::new(125, 4));
+
+    // NetSuite's closed period lands in the exception queue, owned by finance.
+    erp.close_periods(&["2025-06"]).await.unwrap();
+    let june = env.close("2025-06").await.unwrap();
+    let doc = june["documents"].as_array().unwrap().iter().find(|d| d["customer"] == "globex").unwrap().clone();
+    assert_eq!(doc["state"]["status"], "rejected", "{june:#}");
+    assert_eq!(doc["state"]["rejection"]["code"], "period-closed");
+    assert_eq!(doc["state"]["rejection"]["owner"], "finance");
+    assert_eq!(doc["state"]["rejection"]["field"], "tranDate");
+    assert_eq!(erp.invoices().await.unwrap().len(), 2);
+}
