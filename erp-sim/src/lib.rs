@@ -401,10 +401,10 @@ struct NsInvoice {
     item: NsItems,
 }
 
-/// A NetSuite body as an invoice (numbers read exactly), or the error answer.
-fn netsuite_invoice(body: &str, external_id: &str) -> Result<Invoice, Response> {
-    let bad =
-        |path: &str, detail: String| netsuite_error(StatusCode::BAD_REQUEST, "INVALID_FLD_VALUE", Some(path), detail);
+/// A NetSuite body as an invoice (numbers read exactly), or the invalid
+/// field's path and why (answered as 400 `INVALID_FLD_VALUE`).
+fn netsuite_invoice(body: &str, external_id: &str) -> Result<Invoice, (String, String)> {
+    let bad = |path: &str, detail: String| (path.to_string(), detail);
     let ns: NsInvoice = serde_json::from_str(body).map_err(|e| bad("", format!("Invalid request body: {e}")))?;
     if ns.external_id != external_id {
         return Err(bad("externalId", format!("{} differs from eid:{external_id}", ns.external_id)));
@@ -474,7 +474,9 @@ async fn netsuite_upsert(
     }
     let mut invoice = match netsuite_invoice(&body, &external_id) {
         Ok(i) => i,
-        Err(answer) => return answer,
+        Err((path, detail)) => {
+            return netsuite_error(StatusCode::BAD_REQUEST, "INVALID_FLD_VALUE", Some(&path), detail);
+        }
     };
     {
         let mut s = sim.lock();
