@@ -19,6 +19,16 @@
 //!   `{"o:errorDetails": [{detail, o:errorCode, o:errorPath}]}`; a closed
 //!   period (of `tranDate`) is `USER_ERROR` "The accounting period … is closed".
 //!
+//! Business Central (API v2.0, what the `business-central` mapper speaks):
+//! - `POST /api/v2.0/companies({id})/salesInvoices` with `salesInvoiceLines`
+//!   (deep insert): 201 `{id, number, externalDocumentNumber}`. Like the real
+//!   one it has no idempotency: every POST creates an invoice. Line amounts
+//!   are quantity × unit price, rounded to cents. Errors are `{"error":
+//!   {code, message}}`; a closed period (of `invoiceDate`) is "The Posting
+//!   Date is not within your range of allowed posting dates."
+//! - `GET /api/v2.0/companies({id})/salesInvoices?$filter=externalDocumentNumber eq '…'`:
+//!   `{"value": [...]}`, how a client finds an earlier posting.
+//!
 //! Control API:
 //! - `POST /_sim/faults`: queue faults, consumed one per invoice request:
 //!   `{"kind": "status", "status": 503, "retry_after": 1}` (fails before
@@ -166,6 +176,7 @@ impl Sim {
             .route("/_sim/closed-periods", axum::routing::put(set_closed_periods))
             .route("/_sim/chaos", post(set_chaos))
             .route("/services/rest/record/v1/invoice/{eid}", axum::routing::put(netsuite_upsert))
+            .route("/api/v2.0/{company}/salesInvoices", post(bc_create).get(bc_find))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -509,6 +520,167 @@ async fn netsuite_upsert(
     }
     let location = format!("/services/rest/record/v1/invoice/{}", invoice.number);
     (StatusCode::NO_CONTENT, [("location", location)]).into_response()
+}
+
+fn bc_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": { "code": code, "message": message.into() } }))).into_response()
+}
+
+/// `companies(1000)` → `1000`.
+fn bc_company(segment: &str) -> Option<String> {
+    segment.strip_prefix("companies(")?.strip_suffix(')').map(str::to_string)
+}
+
+#[derive(Deserialize)]
+struct BcLine {
+    #[serde(rename = "lineObjectNumber")]
+    item: String,
+    #[serde(default)]
+    description: String,
+    quantity: Box<serde_json::value::RawValue>,
+    #[serde(rename = "unitPrice")]
+    unit_price: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct BcInvoice {
+    #[serde(rename = "externalDocumentNumber")]
+    external: String,
+    #[serde(rename = "customerNumber")]
+    customer: String,
+    #[serde(rename = "invoiceDate")]
+    date: String,
+    #[serde(rename = "currencyCode")]
+    currency: String,
+    #[serde(rename = "salesInvoiceLines")]
+    lines: Vec<BcLine>,
+}
+
+fn bc_invoice(body: &str, company: String) -> Result<Invoice, String> {
+    let bc: BcInvoice = serde_json::from_str(body).map_err(|e| format!("Invalid request body: {e}"))?;
+    let mut lines = Vec::new();
+    for (i, l) in bc.lines.iter().enumerate() {
+        let exact = |raw: &serde_json::value::RawValue, name: &str| {
+            Decimal::from_str_exact(raw.get()).map_err(|e| format!("salesInvoiceLines[{i}].{name}: {e}"))
+        };
+        let (quantity, unit_price) = (exact(&l.quantity, "quantity")?, exact(&l.unit_price, "unitPrice")?);
+        let amount = quantity
+            .checked_mul(unit_price)
+            .ok_or_else(|| format!("salesInvoiceLines[{i}]: amount overflows"))?
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        lines.push(InvoiceLine {
+            sku: l.item.clone(),
+            item: l.item.clone(),
+            description: l.description.clone(),
+            quantity,
+            unit_price,
+            amount,
+        });
+    }
+    if lines.is_empty() {
+        return Err("salesInvoiceLines: at least one line is required".into());
+    }
+    Ok(Invoice {
+        number: String::new(),
+        idempotency_key: None,
+        document_id: bc.external,
+        company,
+        customer: bc.customer.clone(),
+        account: bc.customer,
+        currency: bc.currency,
+        period_start: String::new(),
+        period_end: String::new(),
+        issue_date: bc.date,
+        total: lines.iter().map(|l| l.amount).sum(),
+        lines,
+    })
+}
+
+async fn bc_create(
+    State(sim): State<Sim>,
+    axum::extract::Path(segment): axum::extract::Path<String>,
+    body: String,
+) -> Response {
+    let Some(company) = bc_company(&segment) else {
+        return bc_error(StatusCode::NOT_FOUND, "BadRequest_NotFound", format!("no {segment}"));
+    };
+    let fault = {
+        let mut s = sim.lock();
+        s.requests += 1;
+        s.next_fault(None)
+    };
+    match &fault {
+        Some(Fault::Status { status, retry_after }) => {
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut r = bc_error(code, "Internal_ServerError", format!("injected HTTP {status}"));
+            if let Some(s) = retry_after {
+                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
+            }
+            return r;
+        }
+        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
+        Some(Fault::Reject { code, message }) => {
+            let external = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["externalDocumentNumber"].as_str().map(str::to_string));
+            sim.lock().rejected.insert(external.unwrap_or_default(), code.clone());
+            return bc_error(StatusCode::BAD_REQUEST, "Application_DialogException", message.clone());
+        }
+        _ => {}
+    }
+    let mut invoice = match bc_invoice(&body, company) {
+        Ok(i) => i,
+        Err(message) => return bc_error(StatusCode::BAD_REQUEST, "BadRequest_InvalidBody", message),
+    };
+    {
+        let mut s = sim.lock();
+        let period = invoice.issue_date.get(..7).unwrap_or_default().to_string();
+        if s.closed_periods.contains(&period) {
+            let message = "The Posting Date is not within your range of allowed posting dates.";
+            return bc_error(StatusCode::BAD_REQUEST, "Application_DialogException", message);
+        }
+        invoice.number = format!("S-INV-{}", 1000 + s.invoices.len() + 1);
+        s.invoices.push(invoice.clone());
+    }
+    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(Fault::ErrorAfterCommit { status }) = fault {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return bc_error(code, "Internal_ServerError", format!("injected HTTP {status} after committing"));
+    }
+    let answer = json!({
+        "id": format!("00000000-0000-0000-0000-{:012}", invoice.number.trim_start_matches("S-INV-")),
+        "number": invoice.number,
+        "externalDocumentNumber": invoice.document_id,
+    });
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+async fn bc_find(
+    State(sim): State<Sim>,
+    axum::extract::Path(segment): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let Some(company) = bc_company(&segment) else {
+        return bc_error(StatusCode::NOT_FOUND, "BadRequest_NotFound", format!("no {segment}"));
+    };
+    let filter = q.get("$filter").map(String::as_str).unwrap_or_default();
+    let Some(wanted) = filter
+        .strip_prefix("externalDocumentNumber eq '")
+        .and_then(|r| r.strip_suffix('\''))
+        .map(|v| v.replace("''", "'"))
+    else {
+        return bc_error(StatusCode::BAD_REQUEST, "BadRequest_InvalidFilter", format!("unsupported filter {filter:?}"));
+    };
+    let s = sim.lock();
+    let value: Vec<_> = s
+        .invoices
+        .iter()
+        .filter(|i| i.company == company && i.document_id == wanted && i.number.starts_with("S-INV-"))
+        .map(|i| json!({ "number": i.number, "externalDocumentNumber": i.document_id, "totalAmountIncludingTax": i.total }))
+        .collect();
+    Json(json!({ "value": value })).into_response()
 }
 
 async fn set_chaos(State(sim): State<Sim>, Json(chaos): Json<Chaos>) -> Json<serde_json::Value> {

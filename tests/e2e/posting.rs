@@ -256,3 +256,39 @@ async fn netsuite_invoices_are_upserted_by_external_id_so_a_resend_never_duplica
     assert_eq!(doc["state"]["rejection"]["field"], "tranDate");
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_central_is_searched_by_external_document_number_before_any_resend() {
+    use tollgate::config::ErpTargetConfig;
+    let erp = Erp::start().await.unwrap();
+    let base = erp.base.clone();
+    let env = Env::start_configured(&erp, move |c| {
+        c.erp_targets.insert("bc".into(), ErpTargetConfig::new(base, "business-central"));
+    })
+    .await
+    .unwrap();
+    let mut md = tollgate_e2e::masterdata();
+    md["legal_entities"][0]["erp_target"] = json!("bc");
+    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+    assert_eq!(status, 200, "{body}");
+    env.ingest(usage()).await.unwrap();
+    // Business Central has no idempotency: the first invoice commits and the
+    // answer is lost; only the look-up keeps the resend from duplicating it.
+    erp.inject(json!([{ "kind": "error_after_commit", "status": 503 }])).await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    let docs = closed["documents"].as_array().unwrap();
+    assert!(docs.iter().all(|d| d["state"]["status"] == "posted"), "{closed:#}");
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(invoices.len(), 2, "{invoices:#?}");
+    for d in docs {
+        let found: Vec<_> = invoices.iter().filter(|i| i["document_id"] == d["id"]).collect();
+        assert_eq!(found.len(), 1, "{d}");
+        assert_eq!(found[0]["number"], d["state"]["erp_document_number"]);
+        assert_eq!(found[0]["company"], "1000");
+        // The ERP computes line amounts itself; its total is still the document's.
+        assert_eq!(dec(&found[0]["total"]), dec(&d["total"]), "{}", found[0]);
+    }
+    // Two creates (one answered 503 after committing); the look-up found
+    // that one, so there was no third.
+    assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
+}
