@@ -29,6 +29,15 @@
 //! - `GET /api/v2.0/companies({id})/salesInvoices?$filter=externalDocumentNumber eq '…'`:
 //!   `{"value": [...]}`, how a client finds an earlier posting.
 //!
+//! Odoo (JSON-2 API, what the `odoo` mapper speaks; `Authorization:
+//! bearer` and `X-Odoo-Database` required, else 401):
+//! - `POST /json/2/account.move/create` `{"vals_list": [{move_type, partner_id,
+//!   ref, invoice_date, invoice_line_ids: [[0, 0, {product_id, name, quantity,
+//!   price_unit}]]}]}`: `[id]`; no idempotency (`ref` is not unique). Closed
+//!   periods answer 422 `UserError` "You cannot add/modify entries prior to
+//!   and inclusive of the lock date …".
+//! - `POST /json/2/account.move/search_read` `{"domain": [["ref", "=", X], ...]}`.
+//!
 //! Control API:
 //! - `POST /_sim/faults`: queue faults, consumed one per invoice request:
 //!   `{"kind": "status", "status": 503, "retry_after": 1}` (fails before
@@ -177,6 +186,8 @@ impl Sim {
             .route("/_sim/chaos", post(set_chaos))
             .route("/services/rest/record/v1/invoice/{eid}", axum::routing::put(netsuite_upsert))
             .route("/api/v2.0/{company}/salesInvoices", post(bc_create).get(bc_find))
+            .route("/json/2/account.move/create", post(odoo_create))
+            .route("/json/2/account.move/search_read", post(odoo_search))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -681,6 +692,170 @@ async fn bc_find(
         .map(|i| json!({ "number": i.number, "externalDocumentNumber": i.document_id, "totalAmountIncludingTax": i.total }))
         .collect();
     Json(json!({ "value": value })).into_response()
+}
+
+fn odoo_error(status: StatusCode, name: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "name": name, "message": message.into(), "arguments": [], "context": {} }))).into_response()
+}
+
+fn odoo_authorized(headers: &HeaderMap) -> bool {
+    let has = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+    has("x-odoo-database")
+        && headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("bearer "))
+}
+
+#[derive(Deserialize)]
+struct OdooLine {
+    product_id: u64,
+    #[serde(default)]
+    name: String,
+    quantity: Box<serde_json::value::RawValue>,
+    price_unit: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct OdooMove {
+    move_type: String,
+    partner_id: u64,
+    #[serde(rename = "ref")]
+    reference: String,
+    invoice_date: String,
+    invoice_line_ids: Vec<(u8, u8, OdooLine)>,
+}
+
+#[derive(Deserialize)]
+struct OdooCreate {
+    vals_list: Vec<OdooMove>,
+}
+
+fn odoo_invoice(body: &str) -> Result<Invoice, String> {
+    let create: OdooCreate = serde_json::from_str(body).map_err(|e| format!("invalid body: {e}"))?;
+    let [m] = <[OdooMove; 1]>::try_from(create.vals_list).map_err(|_| "one invoice per call".to_string())?;
+    if m.move_type != "out_invoice" {
+        return Err(format!("move_type {:?}: only out_invoice here", m.move_type));
+    }
+    let mut lines = Vec::new();
+    for (i, (_, _, l)) in m.invoice_line_ids.iter().enumerate() {
+        let exact = |raw: &serde_json::value::RawValue, name: &str| {
+            Decimal::from_str_exact(raw.get()).map_err(|e| format!("invoice_line_ids[{i}].{name}: {e}"))
+        };
+        let (quantity, unit_price) = (exact(&l.quantity, "quantity")?, exact(&l.price_unit, "price_unit")?);
+        let amount = quantity
+            .checked_mul(unit_price)
+            .ok_or_else(|| format!("invoice_line_ids[{i}]: subtotal overflows"))?
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        let item = l.product_id.to_string();
+        lines.push(InvoiceLine { sku: item.clone(), item, description: l.name.clone(), quantity, unit_price, amount });
+    }
+    if lines.is_empty() {
+        return Err("invoice_line_ids: at least one line".into());
+    }
+    Ok(Invoice {
+        number: String::new(),
+        idempotency_key: None,
+        document_id: m.reference,
+        company: String::new(),
+        customer: m.partner_id.to_string(),
+        account: m.partner_id.to_string(),
+        currency: String::new(),
+        period_start: String::new(),
+        period_end: String::new(),
+        issue_date: m.invoice_date,
+        total: lines.iter().map(|l| l.amount).sum(),
+        lines,
+    })
+}
+
+async fn odoo_create(State(sim): State<Sim>, headers: HeaderMap, body: String) -> Response {
+    if !odoo_authorized(&headers) {
+        return odoo_error(
+            StatusCode::UNAUTHORIZED,
+            "werkzeug.exceptions.Unauthorized",
+            "bearer key and database required",
+        );
+    }
+    let fault = {
+        let mut s = sim.lock();
+        s.requests += 1;
+        s.next_fault(None)
+    };
+    match &fault {
+        Some(Fault::Status { status, retry_after }) => {
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut r = odoo_error(code, "werkzeug.exceptions.ServiceUnavailable", format!("injected HTTP {status}"));
+            if let Some(s) = retry_after {
+                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
+            }
+            return r;
+        }
+        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
+        Some(Fault::Reject { code, message }) => {
+            let reference = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["vals_list"][0]["ref"].as_str().map(str::to_string));
+            sim.lock().rejected.insert(reference.unwrap_or_default(), code.clone());
+            return odoo_error(StatusCode::UNPROCESSABLE_ENTITY, "odoo.exceptions.UserError", message.clone());
+        }
+        _ => {}
+    }
+    let mut invoice = match odoo_invoice(&body) {
+        Ok(i) => i,
+        Err(message) => {
+            return odoo_error(StatusCode::UNPROCESSABLE_ENTITY, "odoo.exceptions.ValidationError", message);
+        }
+    };
+    let id = {
+        let mut s = sim.lock();
+        let period = invoice.issue_date.get(..7).unwrap_or_default().to_string();
+        if s.closed_periods.contains(&period) {
+            let message = format!(
+                "You cannot add/modify entries prior to and inclusive of the lock date {period} (closed period)."
+            );
+            return odoo_error(StatusCode::UNPROCESSABLE_ENTITY, "odoo.exceptions.UserError", message);
+        }
+        let id = 100 + s.invoices.len() + 1;
+        invoice.number = id.to_string();
+        s.invoices.push(invoice);
+        id
+    };
+    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(Fault::ErrorAfterCommit { status }) = fault {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return odoo_error(code, "werkzeug.exceptions.InternalServerError", format!("injected HTTP {status}"));
+    }
+    Json(json!([id])).into_response()
+}
+
+async fn odoo_search(State(sim): State<Sim>, headers: HeaderMap, Json(q): Json<serde_json::Value>) -> Response {
+    if !odoo_authorized(&headers) {
+        return odoo_error(
+            StatusCode::UNAUTHORIZED,
+            "werkzeug.exceptions.Unauthorized",
+            "bearer key and database required",
+        );
+    }
+    let reference = q["domain"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c[0] == "ref" && c[1] == "=")
+        .and_then(|c| c[2].as_str().map(str::to_string));
+    let Some(reference) = reference else {
+        return odoo_error(StatusCode::UNPROCESSABLE_ENTITY, "odoo.exceptions.ValidationError", "domain needs ref =");
+    };
+    let s = sim.lock();
+    let found: Vec<_> = s
+        .invoices
+        .iter()
+        .filter(|i| i.document_id == reference && i.company.is_empty() && i.number.parse::<u64>().is_ok())
+        .map(|i| json!({ "id": i.number.parse::<u64>().unwrap_or_default(), "name": "/", "state": "draft" }))
+        .collect();
+    Json(json!(found)).into_response()
 }
 
 async fn set_chaos(State(sim): State<Sim>, Json(chaos): Json<Chaos>) -> Json<serde_json::Value> {

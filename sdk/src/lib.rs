@@ -160,6 +160,56 @@ pub mod mapper {
     crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
     crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
     pub use tollgate::plugin::types::Decimal as WitDecimal;
+    use tollgate::plugin::types::DocumentLine;
+
+    /// A target setting from the gateway's configuration.
+    pub fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
+        target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A response header, by name in any case.
+    pub fn header<'a>(response: &'a ErpResponse, name: &str) -> Option<&'a str> {
+        response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// An exact decimal of the document, or an error naming `field`.
+    pub fn exact(d: &WitDecimal, field: &str) -> Result<crate::Decimal, PluginError> {
+        d.to_decimal().ok_or_else(|| PluginError::new("invalid-input", Some(field), "decimal scale above 28"))
+    }
+
+    /// An exact decimal as a JSON number token (for ERPs that take numbers),
+    /// written from its digits, never through a float.
+    pub fn json_number(d: crate::Decimal) -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string(d.to_string()).expect("a decimal's digits are a JSON number")
+    }
+
+    /// A line for an ERP that computes line amounts itself (quantity × unit
+    /// price): `(quantity, unit price, description)`. A line whose amount is
+    /// exactly that goes as it is; a line whose rule rounded becomes one unit
+    /// at its amount, the real quantity and price in the description, so the
+    /// ERP's total equals the document's to the cent.
+    pub fn priced_line(
+        line: &DocumentLine,
+        index: usize,
+    ) -> Result<(crate::Decimal, crate::Decimal, String), PluginError> {
+        let field = |name: &str| format!("lines[{index}].{name}");
+        let q = exact(&line.quantity, &field("quantity"))?;
+        let p = exact(&line.unit_price, &field("unit_price"))?;
+        let a = exact(&line.amount, &field("amount"))?;
+        Ok(match q.checked_mul(p) {
+            Some(x) if x == a => (q, p, line.description.clone()),
+            _ => (crate::Decimal::ONE, a, format!("{} ({q} × {p})", line.description)),
+        })
+    }
+
+    /// The usual reading of a status the ERP may recover from (408, 425,
+    /// 429, 5xx): transient, with the `Retry-After` hint in the message.
+    pub fn transient_status(response: &ErpResponse) -> Option<PostingOutcome> {
+        matches!(response.status, 408 | 425 | 429 | 500..=599).then(|| {
+            let wait = header(response, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
+            PostingOutcome::Transient(format!("HTTP {}{wait}", response.status))
+        })
+    }
 }
 
 /// Parses a plugin's JSON parameters into `T`, with an error naming the

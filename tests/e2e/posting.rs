@@ -292,3 +292,48 @@ async fn business_central_is_searched_by_external_document_number_before_any_res
     // that one, so there was no third.
     assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice() {
+    use tollgate::config::ErpTargetConfig;
+    let erp = Erp::start().await.unwrap();
+    let base = erp.base.clone();
+    let env = Env::start_configured(&erp, move |c| {
+        let mut target = ErpTargetConfig::new(base, "odoo");
+        target.timeout_ms = 300;
+        target.settings.insert("database".into(), "acme".into());
+        target.settings.insert("api_key".into(), "k3y".into());
+        c.erp_targets.insert("odoo".into(), target);
+    })
+    .await
+    .unwrap();
+    let mut md = tollgate_e2e::masterdata();
+    md["legal_entities"][0]["erp_target"] = json!("odoo");
+    // Odoo's ids are integers: a non-numeric account stops the close, naming it.
+    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+    assert_eq!(status, 200, "{body}");
+    env.ingest(usage()).await.unwrap();
+    let (status, body) = env.close_nowait("2025-05").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("is not an Odoo id"), "{body}");
+    md["customers"][0]["erp_account"] = json!("7");
+    md["customers"][1]["erp_account"] = json!("8");
+    md["skus"][0]["erp_item"] = json!("42");
+    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The first create commits and answers too late; the look-up by ref finds it.
+    erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 800 }])).await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    let docs = closed["documents"].as_array().unwrap();
+    assert!(docs.iter().all(|d| d["state"]["status"] == "posted"), "{closed:#}");
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(invoices.len(), 2, "{invoices:#?}");
+    for d in docs {
+        let found: Vec<_> = invoices.iter().filter(|i| i["document_id"] == d["id"]).collect();
+        assert_eq!(found.len(), 1, "{d}");
+        assert_eq!(found[0]["number"], d["state"]["erp_document_number"], "the record id");
+        assert_eq!(dec(&found[0]["total"]), dec(&d["total"]));
+    }
+    assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
+}

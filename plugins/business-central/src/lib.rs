@@ -25,30 +25,12 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
-use tollgate_sdk::Decimal;
 use tollgate_sdk::mapper::{
-    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, WitDecimal,
+    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, json_number,
+    priced_line, setting, transient_status,
 };
 
 pub struct BusinessCentral;
-
-fn exact(d: &WitDecimal, field: &str) -> Result<Decimal, PluginError> {
-    d.to_decimal().ok_or_else(|| PluginError::new("invalid-input", Some(field), "decimal scale above 28"))
-}
-
-/// An exact decimal as a JSON number token.
-fn number(d: Decimal, field: &str) -> Result<Box<RawValue>, PluginError> {
-    RawValue::from_string(d.to_string()).map_err(|e| PluginError::new("invalid-input", Some(field), e.to_string()))
-}
-
-fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
-    target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn header<'a>(r: &'a ErpResponse, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
 
 fn collection(doc: &PostingDocument, target: &TargetConfig) -> String {
     let base = setting(target, "base_path").unwrap_or("/api/v2.0").trim_end_matches('/');
@@ -105,22 +87,13 @@ impl Guest for BusinessCentral {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let field = |name: &str| format!("lines[{i}].{name}");
-                let (q, p, a) = (
-                    exact(&l.quantity, &field("quantity"))?,
-                    exact(&l.unit_price, &field("unit_price"))?,
-                    exact(&l.amount, &field("amount"))?,
-                );
-                let (quantity, price, description) = match q.checked_mul(p) {
-                    Some(x) if x == a => (q, p, l.description.clone()),
-                    _ => (Decimal::ONE, a, format!("{} ({q} × {p})", l.description)),
-                };
+                let (quantity, price, description) = priced_line(l, i)?;
                 Ok(json!({
                     "lineType": "Item",
                     "lineObjectNumber": l.erp_item,
                     "description": description,
-                    "quantity": number(quantity, &field("quantity"))?,
-                    "unitPrice": number(price, &field("unit_price"))?,
+                    "quantity": json_number(quantity),
+                    "unitPrice": json_number(price),
                 }))
             })
             .collect::<Result<Vec<_>, PluginError>>()?;
@@ -167,15 +140,14 @@ impl Guest for BusinessCentral {
     }
 
     fn read_response(r: ErpResponse) -> PostingOutcome {
+        if let Some(t) = transient_status(&r) {
+            return t;
+        }
         match r.status {
             200 | 201 => match serde_json::from_str::<Invoice>(&r.body).ok().and_then(|i| i.number) {
                 Some(n) if !n.is_empty() => PostingOutcome::Posted(n),
                 _ => PostingOutcome::Transient(format!("HTTP {} without an invoice number", r.status)),
             },
-            408 | 429 | 500..=599 => {
-                let wait = header(&r, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
-                PostingOutcome::Transient(format!("HTTP {}{wait}", r.status))
-            }
             status => PostingOutcome::Rejected(rejection(status, &r.body)),
         }
     }

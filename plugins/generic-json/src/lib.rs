@@ -11,19 +11,14 @@
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_sdk::mapper::{
-    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, WitDecimal,
+    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, WitDecimal, exact,
+    setting, transient_status,
 };
 
 pub struct GenericJson;
 
 fn dec(d: &WitDecimal, field: &str) -> Result<String, PluginError> {
-    d.to_decimal()
-        .map(|d| d.to_string())
-        .ok_or_else(|| PluginError::new("invalid-input", Some(field), "decimal scale above 28"))
-}
-
-fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
-    target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    exact(d, field).map(|d| d.to_string())
 }
 
 #[derive(Deserialize)]
@@ -37,10 +32,6 @@ struct ErrorBody {
     code: String,
     field: Option<String>,
     message: String,
-}
-
-fn header<'a>(r: &'a ErpResponse, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 impl Guest for GenericJson {
@@ -95,16 +86,15 @@ impl Guest for GenericJson {
     }
 
     fn read_response(r: ErpResponse) -> PostingOutcome {
+        if let Some(t) = transient_status(&r) {
+            return t;
+        }
         let answer: Option<Answer> = serde_json::from_str(&r.body).ok();
         match r.status {
             200..=299 => match answer.and_then(|a| a.number) {
                 Some(n) if !n.is_empty() => PostingOutcome::Posted(n),
                 _ => PostingOutcome::Transient(format!("HTTP {} without an invoice number", r.status)),
             },
-            408 | 425 | 429 | 500..=599 => {
-                let wait = header(&r, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
-                PostingOutcome::Transient(format!("HTTP {}{wait}", r.status))
-            }
             status => {
                 let err = answer.and_then(|a| a.error);
                 PostingOutcome::Rejected(match err {

@@ -20,29 +20,12 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 use tollgate_sdk::mapper::{
-    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, WitDecimal,
+    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, exact, header,
+    json_number, setting, transient_status,
 };
 
 pub struct NetSuite;
-
-/// An exact decimal as a JSON number token.
-fn number(d: &WitDecimal, field: &str) -> Result<Box<RawValue>, PluginError> {
-    let text = d
-        .to_decimal()
-        .map(|d| d.to_string())
-        .ok_or_else(|| PluginError::new("invalid-input", Some(field), "decimal scale above 28"))?;
-    RawValue::from_string(text).map_err(|e| PluginError::new("invalid-input", Some(field), e.to_string()))
-}
-
-fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
-    target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn header<'a>(r: &'a ErpResponse, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
 
 #[derive(Deserialize)]
 struct ErrorAnswer {
@@ -90,9 +73,9 @@ impl Guest for NetSuite {
                 Ok(json!({
                     "item": { "id": l.erp_item },
                     "description": l.description,
-                    "quantity": number(&l.quantity, &format!("lines[{i}].quantity"))?,
-                    "rate": number(&l.unit_price, &format!("lines[{i}].unit_price"))?,
-                    "amount": number(&l.amount, &format!("lines[{i}].amount"))?,
+                    "quantity": json_number(exact(&l.quantity, &format!("lines[{i}].quantity"))?),
+                    "rate": json_number(exact(&l.unit_price, &format!("lines[{i}].unit_price"))?),
+                    "amount": json_number(exact(&l.amount, &format!("lines[{i}].amount"))?),
                 }))
             })
             .collect::<Result<Vec<_>, PluginError>>()?;
@@ -125,16 +108,15 @@ impl Guest for NetSuite {
     }
 
     fn read_response(r: ErpResponse) -> PostingOutcome {
+        if let Some(t) = transient_status(&r) {
+            return t;
+        }
         match r.status {
             200 | 201 | 204 => {
                 match header(&r, "location").and_then(|l| l.rsplit('/').next()).filter(|id| !id.is_empty()) {
                     Some(id) => PostingOutcome::Posted(id.to_string()),
                     None => PostingOutcome::Transient(format!("HTTP {} without a Location", r.status)),
                 }
-            }
-            408 | 429 | 500..=599 => {
-                let wait = header(&r, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
-                PostingOutcome::Transient(format!("HTTP {}{wait}", r.status))
             }
             status => PostingOutcome::Rejected(rejection(status, &r.body)),
         }
