@@ -280,31 +280,79 @@ fn parse_invoice(body: &serde_json::Value, number: String, key: Option<String>) 
     })
 }
 
+/// How one ERP's API words its errors.
+struct Shape {
+    /// A passing failure (injected 5xx / 429).
+    transient: fn(StatusCode, String) -> Response,
+    /// A business rejection with its code.
+    business: fn(&str, String) -> Response,
+}
+
+impl Sim {
+    /// Counts a request and takes its fault, if any.
+    fn take_fault(&self, key: Option<&str>) -> Option<Fault> {
+        let mut s = self.lock();
+        s.requests += 1;
+        s.next_fault(key)
+    }
+
+    /// The part of a fault that comes before anything is stored: an answer
+    /// that ends the request (5xx, 429, business rejection of `document`),
+    /// or a delay.
+    async fn before_commit(&self, fault: &Option<Fault>, document: Option<String>, shape: &Shape) -> Option<Response> {
+        match fault {
+            Some(Fault::Status { status, retry_after }) => {
+                let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let mut r = (shape.transient)(code, format!("injected HTTP {status}"));
+                if let Some(s) = retry_after {
+                    r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
+                }
+                Some(r)
+            }
+            Some(Fault::Delay { ms }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+                None
+            }
+            Some(Fault::Reject { code, message }) => {
+                self.lock().rejected.insert(document.unwrap_or_default(), code.clone());
+                Some((shape.business)(code, message.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The part of a fault that comes after the invoice is stored: a late
+/// answer, or an error although the invoice exists (the ambiguous cases).
+async fn after_commit(fault: &Option<Fault>, shape: &Shape) -> Option<Response> {
+    match fault {
+        Some(Fault::TimeoutAfterCommit { ms }) => {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            None
+        }
+        Some(Fault::ErrorAfterCommit { status }) => {
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            Some((shape.transient)(code, format!("injected HTTP {status} after committing")))
+        }
+        _ => None,
+    }
+}
+
+/// A JSON string field of a request body, if it parses.
+fn body_field(body: &str, pointer: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?.pointer(pointer)?.as_str().map(str::to_string)
+}
+
+const GENERIC: Shape = Shape {
+    transient: |status, message| error(status, "injected", None, message),
+    business: |code, message| error(StatusCode::UNPROCESSABLE_ENTITY, code, None, message),
+};
+
 async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String) -> Response {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let fault = {
-        let mut s = sim.lock();
-        s.requests += 1;
-        s.next_fault(key.as_deref())
-    };
-    match &fault {
-        Some(Fault::Status { status, retry_after }) => {
-            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut r = error(code, "injected", None, format!("injected HTTP {status}"));
-            if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
-            }
-            return r;
-        }
-        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
-        Some(Fault::Reject { code, message }) => {
-            let document = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["document_id"].as_str().map(str::to_string));
-            sim.lock().rejected.insert(document.unwrap_or_default(), code.clone());
-            return error(StatusCode::UNPROCESSABLE_ENTITY, code, None, message.clone());
-        }
-        _ => {}
+    let fault = sim.take_fault(key.as_deref());
+    if let Some(answer) = sim.before_commit(&fault, body_field(&body, "/document_id"), &GENERIC).await {
+        return answer;
     }
     let json: serde_json::Value = match serde_json::from_str(&body) {
         Ok(v) => v,
@@ -314,12 +362,8 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         Ok(invoice) => invoice,
         Err(answer) => return *answer,
     };
-    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    if let Some(Fault::ErrorAfterCommit { status }) = fault {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return error(code, "injected", None, format!("injected HTTP {status} after committing {}", invoice.number));
+    if let Some(answer) = after_commit(&fault, &GENERIC).await {
+        return answer;
     }
     (StatusCode::CREATED, Json(invoice)).into_response()
 }
@@ -464,6 +508,11 @@ fn netsuite_invoice(body: &str, external_id: &str) -> Result<Invoice, (String, S
     })
 }
 
+const NETSUITE: Shape = Shape {
+    transient: |status, message| netsuite_error(status, "UNEXPECTED_ERROR", None, message),
+    business: |_, message| netsuite_error(StatusCode::BAD_REQUEST, "USER_ERROR", None, message),
+};
+
 async fn netsuite_upsert(
     State(sim): State<Sim>,
     axum::extract::Path(eid): axum::extract::Path<String>,
@@ -473,26 +522,9 @@ async fn netsuite_upsert(
         return netsuite_error(StatusCode::NOT_FOUND, "NONEXISTENT_ID", None, format!("no record {eid}"));
     };
     let key = format!("eid:{external_id}");
-    let fault = {
-        let mut s = sim.lock();
-        s.requests += 1;
-        s.next_fault(Some(&key))
-    };
-    match &fault {
-        Some(Fault::Status { status, retry_after }) => {
-            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut r = netsuite_error(code, "UNEXPECTED_ERROR", None, format!("injected HTTP {status}"));
-            if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
-            }
-            return r;
-        }
-        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
-        Some(Fault::Reject { code, message }) => {
-            sim.lock().rejected.insert(external_id, code.clone());
-            return netsuite_error(StatusCode::BAD_REQUEST, "USER_ERROR", None, message.clone());
-        }
-        _ => {}
+    let fault = sim.take_fault(Some(&key));
+    if let Some(answer) = sim.before_commit(&fault, Some(external_id.clone()), &NETSUITE).await {
+        return answer;
     }
     let mut invoice = match netsuite_invoice(&body, &external_id) {
         Ok(i) => i,
@@ -522,12 +554,8 @@ async fn netsuite_upsert(
             }
         }
     }
-    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    if let Some(Fault::ErrorAfterCommit { status }) = fault {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return netsuite_error(code, "UNEXPECTED_ERROR", None, format!("injected HTTP {status} after committing"));
+    if let Some(answer) = after_commit(&fault, &NETSUITE).await {
+        return answer;
     }
     let location = format!("/services/rest/record/v1/invoice/{}", invoice.number);
     (StatusCode::NO_CONTENT, [("location", location)]).into_response()
@@ -607,6 +635,11 @@ fn bc_invoice(body: &str, company: String) -> Result<Invoice, String> {
     })
 }
 
+const BC: Shape = Shape {
+    transient: |status, message| bc_error(status, "Internal_ServerError", message),
+    business: |_, message| bc_error(StatusCode::BAD_REQUEST, "Application_DialogException", message),
+};
+
 async fn bc_create(
     State(sim): State<Sim>,
     axum::extract::Path(segment): axum::extract::Path<String>,
@@ -615,29 +648,9 @@ async fn bc_create(
     let Some(company) = bc_company(&segment) else {
         return bc_error(StatusCode::NOT_FOUND, "BadRequest_NotFound", format!("no {segment}"));
     };
-    let fault = {
-        let mut s = sim.lock();
-        s.requests += 1;
-        s.next_fault(None)
-    };
-    match &fault {
-        Some(Fault::Status { status, retry_after }) => {
-            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut r = bc_error(code, "Internal_ServerError", format!("injected HTTP {status}"));
-            if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
-            }
-            return r;
-        }
-        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
-        Some(Fault::Reject { code, message }) => {
-            let external = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["externalDocumentNumber"].as_str().map(str::to_string));
-            sim.lock().rejected.insert(external.unwrap_or_default(), code.clone());
-            return bc_error(StatusCode::BAD_REQUEST, "Application_DialogException", message.clone());
-        }
-        _ => {}
+    let fault = sim.take_fault(None);
+    if let Some(answer) = sim.before_commit(&fault, body_field(&body, "/externalDocumentNumber"), &BC).await {
+        return answer;
     }
     let mut invoice = match bc_invoice(&body, company) {
         Ok(i) => i,
@@ -653,12 +666,8 @@ async fn bc_create(
         invoice.number = format!("S-INV-{}", 1000 + s.invoices.len() + 1);
         s.invoices.push(invoice.clone());
     }
-    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    if let Some(Fault::ErrorAfterCommit { status }) = fault {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return bc_error(code, "Internal_ServerError", format!("injected HTTP {status} after committing"));
+    if let Some(answer) = after_commit(&fault, &BC).await {
+        return answer;
     }
     let answer = json!({
         "id": format!("00000000-0000-0000-0000-{:012}", invoice.number.trim_start_matches("S-INV-")),
@@ -769,6 +778,11 @@ fn odoo_invoice(body: &str) -> Result<Invoice, String> {
     })
 }
 
+const ODOO: Shape = Shape {
+    transient: |status, message| odoo_error(status, "werkzeug.exceptions.ServiceUnavailable", message),
+    business: |_, message| odoo_error(StatusCode::UNPROCESSABLE_ENTITY, "odoo.exceptions.UserError", message),
+};
+
 async fn odoo_create(State(sim): State<Sim>, headers: HeaderMap, body: String) -> Response {
     if !odoo_authorized(&headers) {
         return odoo_error(
@@ -777,29 +791,9 @@ async fn odoo_create(State(sim): State<Sim>, headers: HeaderMap, body: String) -
             "bearer key and database required",
         );
     }
-    let fault = {
-        let mut s = sim.lock();
-        s.requests += 1;
-        s.next_fault(None)
-    };
-    match &fault {
-        Some(Fault::Status { status, retry_after }) => {
-            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut r = odoo_error(code, "werkzeug.exceptions.ServiceUnavailable", format!("injected HTTP {status}"));
-            if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", s.to_string().parse().expect("digits are a valid header"));
-            }
-            return r;
-        }
-        Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
-        Some(Fault::Reject { code, message }) => {
-            let reference = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["vals_list"][0]["ref"].as_str().map(str::to_string));
-            sim.lock().rejected.insert(reference.unwrap_or_default(), code.clone());
-            return odoo_error(StatusCode::UNPROCESSABLE_ENTITY, "odoo.exceptions.UserError", message.clone());
-        }
-        _ => {}
+    let fault = sim.take_fault(None);
+    if let Some(answer) = sim.before_commit(&fault, body_field(&body, "/vals_list/0/ref"), &ODOO).await {
+        return answer;
     }
     let mut invoice = match odoo_invoice(&body) {
         Ok(i) => i,
@@ -821,12 +815,8 @@ async fn odoo_create(State(sim): State<Sim>, headers: HeaderMap, body: String) -
         s.invoices.push(invoice);
         id
     };
-    if let Some(Fault::TimeoutAfterCommit { ms }) = fault {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    if let Some(Fault::ErrorAfterCommit { status }) = fault {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return odoo_error(code, "werkzeug.exceptions.InternalServerError", format!("injected HTTP {status}"));
+    if let Some(answer) = after_commit(&fault, &ODOO).await {
+        return answer;
     }
     Json(json!([id])).into_response()
 }

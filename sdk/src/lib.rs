@@ -202,6 +202,13 @@ pub mod mapper {
         })
     }
 
+    /// A rejection the ERP gave in no shape the mapper knows: `http-error`
+    /// with the status and the start of the body.
+    pub fn http_error(status: u16, body: &str) -> PluginError {
+        let text: String = body.chars().take(300).collect();
+        PluginError::new("http-error", None, format!("HTTP {status}: {text}"))
+    }
+
     /// The usual reading of a status the ERP may recover from (408, 425,
     /// 429, 5xx): transient, with the `Retry-After` hint in the message.
     pub fn transient_status(response: &ErpResponse) -> Option<PostingOutcome> {

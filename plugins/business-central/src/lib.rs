@@ -26,8 +26,8 @@
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_sdk::mapper::{
-    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, json_number,
-    priced_line, setting, transient_status,
+    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, http_error,
+    json_number, priced_line, setting, transient_status,
 };
 
 pub struct BusinessCentral;
@@ -64,8 +64,7 @@ struct ErrorBody {
 
 fn rejection(status: u16, body: &str) -> PluginError {
     let Ok(ErrorAnswer { error }) = serde_json::from_str::<ErrorAnswer>(body) else {
-        let text: String = body.chars().take(300).collect();
-        return PluginError::new("http-error", None, format!("HTTP {status}: {text}"));
+        return http_error(status, body);
     };
     let m = error.message.to_ascii_lowercase();
     let code = if m.contains("allowed posting dates") || m.contains("posting date is not within") {

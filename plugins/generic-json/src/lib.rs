@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_sdk::mapper::{
     ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, WitDecimal, exact,
-    setting, transient_status,
+    http_error, setting, transient_status,
 };
 
 pub struct GenericJson;
@@ -99,17 +99,10 @@ impl Guest for GenericJson {
                 let err = answer.and_then(|a| a.error);
                 PostingOutcome::Rejected(match err {
                     Some(e) => PluginError { code: e.code, field: e.field, message: e.message },
-                    None => PluginError::new("http-error", None, format!("HTTP {status}: {}", truncate(&r.body, 300))),
+                    None => http_error(status, &r.body),
                 })
             }
         }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

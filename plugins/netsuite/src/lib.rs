@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_sdk::mapper::{
     ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, exact, header,
-    json_number, setting, transient_status,
+    http_error, json_number, setting, transient_status,
 };
 
 pub struct NetSuite;
@@ -46,8 +46,7 @@ struct ErrorDetail {
 /// A NetSuite error as a business rejection with a stable code.
 fn rejection(status: u16, body: &str) -> PluginError {
     let Some(d) = serde_json::from_str::<ErrorAnswer>(body).ok().and_then(|a| a.details.into_iter().next()) else {
-        let text: String = body.chars().take(300).collect();
-        return PluginError::new("http-error", None, format!("HTTP {status}: {text}"));
+        return http_error(status, body);
     };
     let detail = d.detail.to_ascii_lowercase();
     let path = d.path.clone().unwrap_or_default();

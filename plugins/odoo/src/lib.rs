@@ -22,8 +22,8 @@
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_sdk::mapper::{
-    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, json_number,
-    priced_line, setting, transient_status,
+    ErpRequest, ErpResponse, Guest, PluginError, PostingDocument, PostingOutcome, TargetConfig, http_error,
+    json_number, priced_line, setting, transient_status,
 };
 
 pub struct Odoo;
@@ -63,8 +63,7 @@ struct OdooError {
 
 fn rejection(status: u16, body: &str) -> PluginError {
     let Ok(e) = serde_json::from_str::<OdooError>(body) else {
-        let text: String = body.chars().take(300).collect();
-        return PluginError::new("http-error", None, format!("HTTP {status}: {text}"));
+        return http_error(status, body);
     };
     let m = e.message.to_ascii_lowercase();
     let code = if m.contains("lock date") {
