@@ -209,20 +209,8 @@ fn d(s: &str) -> rust_decimal::Decimal {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netsuite_invoices_are_upserted_by_external_id_so_a_resend_never_duplicates() {
-    use tollgate::config::ErpTargetConfig;
     let erp = Erp::start().await.unwrap();
-    let base = erp.base.clone();
-    let env = Env::start_configured(&erp, move |c| {
-        let mut target = ErpTargetConfig::new(base, "netsuite");
-        target.settings.insert("subsidiary".into(), "3".into());
-        c.erp_targets.insert("netsuite".into(), target);
-    })
-    .await
-    .unwrap();
-    let mut md = tollgate_e2e::masterdata();
-    md["legal_entities"][0]["erp_target"] = json!("netsuite");
-    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
-    assert_eq!(status, 200, "{body}");
+    let env = Env::posting_to(&erp, "netsuite", &[("subsidiary", "3")], 2_000).await.unwrap();
     env.ingest(vec![
         event("a1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150"),
         event("a2", "initech", "api_calls", "2025-05-04T09:30:00Z", "3"),
@@ -259,18 +247,8 @@ async fn netsuite_invoices_are_upserted_by_external_id_so_a_resend_never_duplica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_central_is_searched_by_external_document_number_before_any_resend() {
-    use tollgate::config::ErpTargetConfig;
     let erp = Erp::start().await.unwrap();
-    let base = erp.base.clone();
-    let env = Env::start_configured(&erp, move |c| {
-        c.erp_targets.insert("bc".into(), ErpTargetConfig::new(base, "business-central"));
-    })
-    .await
-    .unwrap();
-    let mut md = tollgate_e2e::masterdata();
-    md["legal_entities"][0]["erp_target"] = json!("bc");
-    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
-    assert_eq!(status, 200, "{body}");
+    let env = Env::posting_to(&erp, "business-central", &[], 2_000).await.unwrap();
     env.ingest(usage()).await.unwrap();
     // Business Central has no idempotency: the first invoice commits and the
     // answer is lost; only the look-up keeps the resend from duplicating it.
@@ -295,27 +273,16 @@ async fn business_central_is_searched_by_external_document_number_before_any_res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice() {
-    use tollgate::config::ErpTargetConfig;
     let erp = Erp::start().await.unwrap();
-    let base = erp.base.clone();
-    let env = Env::start_configured(&erp, move |c| {
-        let mut target = ErpTargetConfig::new(base, "odoo");
-        target.timeout_ms = 300;
-        target.settings.insert("database".into(), "acme".into());
-        target.settings.insert("api_key".into(), "k3y".into());
-        c.erp_targets.insert("odoo".into(), target);
-    })
-    .await
-    .unwrap();
-    let mut md = tollgate_e2e::masterdata();
-    md["legal_entities"][0]["erp_target"] = json!("odoo");
+    let settings = [("database", "acme"), ("api_key", "k3y")];
+    let env = Env::posting_to(&erp, "odoo", &settings, 300).await.unwrap();
     // Odoo's ids are integers: a non-numeric account stops the close, naming it.
-    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
-    assert_eq!(status, 200, "{body}");
     env.ingest(usage()).await.unwrap();
     let (status, body) = env.close_nowait("2025-05").await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("is not an Odoo id"), "{body}");
+    let mut md = tollgate_e2e::masterdata();
+    md["legal_entities"][0]["erp_target"] = json!("odoo");
     md["customers"][0]["erp_account"] = json!("7");
     md["customers"][1]["erp_account"] = json!("8");
     md["skus"][0]["erp_item"] = json!("42");

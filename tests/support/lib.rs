@@ -261,6 +261,26 @@ impl Env {
         Ok(body)
     }
 
+    /// A gateway whose legal entity posts, from 2025 on, to a target named
+    /// after `mapper` at `erp`, with the given settings.
+    pub async fn posting_to(erp: &Erp, mapper: &str, settings: &[(&str, &str)], timeout_ms: u64) -> Result<Env> {
+        let mut target = ErpTargetConfig::new(erp.base.clone(), mapper);
+        target.timeout_ms = timeout_ms;
+        target.settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let name = mapper.to_string();
+        let env = Self::start_configured(erp, move |c| {
+            c.erp_targets.insert(name, target);
+        })
+        .await?;
+        let mut md = masterdata();
+        md["legal_entities"][0]["erp_target"] = mapper.into();
+        let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+        if status != 200 {
+            bail!("master data for {mapper}: HTTP {status}: {body}");
+        }
+        Ok(env)
+    }
+
     /// `POST /v1/periods/{period}/close` without waiting for the postings.
     pub async fn close_nowait(&self, period: &str) -> (u16, serde_json::Value) {
         self.post(&format!("/v1/periods/{period}/close"), &serde_json::Value::Null).await
