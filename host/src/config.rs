@@ -134,12 +134,32 @@ pub struct PostingConfig {
     pub backoff_max_ms: u64,
     /// How often the worker looks for due entries when not woken, milliseconds.
     pub poll_ms: u64,
+    /// Closes each tenant's previous billing period by itself (absent: only
+    /// on request, by the CLI or `POST /v1/periods/{period}/close`).
+    pub close_schedule: Option<CloseSchedule>,
 }
 
 impl Default for PostingConfig {
     fn default() -> Self {
-        PostingConfig { backoff_initial_ms: 200, backoff_max_ms: 30_000, poll_ms: 500 }
+        PostingConfig { backoff_initial_ms: 200, backoff_max_ms: 30_000, poll_ms: 500, close_schedule: None }
     }
+}
+
+/// When a month closes by itself: on `day` of the next month at `hour`
+/// (UTC), once the gateway finds the period still open; it looks every
+/// `check_every_s` seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseSchedule {
+    pub day: u32,
+    #[serde(default)]
+    pub hour: u32,
+    #[serde(default = "default_check_every")]
+    pub check_every_s: u64,
+}
+
+fn default_check_every() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +337,17 @@ impl Config {
                         "must be 64 hex digits (sha256 of the key)",
                     ));
                 }
+            }
+        }
+        if let Some(c) = &self.posting.close_schedule {
+            if !(1..=28).contains(&c.day) {
+                return Err(invalid("posting.close_schedule.day", "1..=28 (every month has it)"));
+            }
+            if c.hour > 23 {
+                return Err(invalid("posting.close_schedule.hour", "0..=23"));
+            }
+            if c.check_every_s == 0 {
+                return Err(invalid("posting.close_schedule.check_every_s", "must be greater than 0"));
             }
         }
         for (name, t) in &self.erp_targets {

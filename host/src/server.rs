@@ -158,7 +158,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let app = api::router(AppState {
         store: store.clone(),
         auth,
-        registry,
+        registry: registry.clone(),
         targets: Arc::new(config.erp_targets.clone()),
         poster: poster.clone(),
         ingestor,
@@ -183,6 +183,18 @@ pub async fn start(config: Config) -> Result<Gateway> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
+    if let Some(schedule) = config.posting.close_schedule.clone() {
+        let scheduler = crate::posting::schedule::Scheduler {
+            store: store.clone(),
+            registry: registry.clone(),
+            targets: Arc::new(config.erp_targets.clone()),
+            log: log.clone(),
+            poster: poster.clone(),
+            tenants: config.tenants.iter().map(|t| t.id.clone()).collect(),
+            schedule,
+        };
+        tasks.push(tokio::spawn(scheduler.run(shutdown_rx.clone())));
+    }
     tasks.push(tokio::spawn(poster.run(shutdown_rx)));
 
     tracing::info!(%grpc_addr, %http_addr, tls = config.tls.is_some(), "tollgate serving");

@@ -304,3 +304,42 @@ async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice()
     }
     assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
+    use tollgate::config::CloseSchedule;
+    use tollgate::enrich::Period;
+    let erp = Erp::start().await.unwrap();
+    let mut env = Env::start(&erp).await.unwrap();
+    // Usage of last month, whatever today is.
+    let this_month = Period::containing(chrono::Utc::now(), None);
+    let last_month = Period::containing(this_month.start - chrono::Duration::seconds(1), None);
+    let at = (last_month.start + chrono::Duration::days(2)).to_rfc3339();
+    env.ingest(vec![event("s1", "globex", "api_calls", &at, "10"), event("s2", "initech", "api_calls", &at, "3")])
+        .await
+        .unwrap();
+    assert!(erp.invoices().await.unwrap().is_empty(), "nothing closes without a schedule");
+
+    // Due from the 1st, 00:00 UTC: last month is due now.
+    env.config.posting.close_schedule = Some(CloseSchedule { day: 1, hour: 0, check_every_s: 1 });
+    let env = env.restart().await.unwrap();
+    let mut invoices = Vec::new();
+    for _ in 0..500 {
+        invoices = erp.invoices().await.unwrap();
+        if invoices.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(invoices.len(), 2, "{invoices:#?}");
+    assert!(
+        invoices
+            .iter()
+            .all(|i| i["period_start"] == last_month.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    );
+    let (status, again) = env.close_nowait(&last_month.id).await;
+    assert_eq!((status, &again["already_closed"]), (200, &json!(true)), "{again}");
+    // Later checks find it closed and post nothing more.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(erp.invoices().await.unwrap().len(), 2);
+}

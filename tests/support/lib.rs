@@ -172,7 +172,7 @@ impl Env {
                 cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),
                 ..PluginsConfig::default()
             },
-            posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20 },
+            posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20, close_schedule: None },
             ingest: Default::default(),
             admin_api_key_sha256: vec![tollgate::auth::hash_key(ADMIN_KEY)],
             tenants: vec![

@@ -7,6 +7,7 @@
 //! - `outbox`: the worker that sends outbox entries to their ERP with the
 //!   document id as idempotency key, retries transient failures with
 //!   backoff, and records the ERP document number.
+//! - `schedule`: closing each tenant's previous month by itself.
 //! - `exceptions`: business rejections as a queue finance acts on (retry
 //!   after a fix, re-route to the next open period, cancel with a reason).
 
@@ -14,6 +15,7 @@ pub mod close;
 pub mod document;
 pub mod exceptions;
 pub mod outbox;
+pub mod schedule;
 
 pub use close::{CloseReport, PeriodClose, close_period};
 pub use document::{Document, DocumentLine, PostingState, PostingStatus};

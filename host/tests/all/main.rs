@@ -40,7 +40,7 @@ pub fn test_config(dir: &Path, erp_base: String) -> Config {
             cache_dir: Some(plugins_dir().join("../tollgate-test-cache")),
             ..Default::default()
         },
-        posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20 },
+        posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20, close_schedule: None },
         ingest: Default::default(),
         admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
