@@ -202,6 +202,11 @@ pub struct ErpTargetConfig {
     pub breaker_failures: u32,
     #[serde(default = "default_breaker_cooldown")]
     pub breaker_cooldown_ms: u64,
+    /// Most requests per second sent to this target's base URL (ERPs
+    /// throttle per account, e.g. Business Central 6 000 per 5 minutes;
+    /// targets on one base URL share the limit); absent: no limit.
+    #[serde(default)]
+    pub max_requests_per_second: Option<u32>,
 }
 
 impl ErpTargetConfig {
@@ -215,6 +220,7 @@ impl ErpTargetConfig {
             max_concurrency: default_max_concurrency(),
             breaker_failures: default_breaker_failures(),
             breaker_cooldown_ms: default_breaker_cooldown(),
+            max_requests_per_second: None,
         }
     }
 }
@@ -365,6 +371,9 @@ impl Config {
             }
             if t.max_concurrency == 0 {
                 return Err(invalid(format!("erp_targets.{name}.max_concurrency"), "must be greater than 0"));
+            }
+            if t.max_requests_per_second == Some(0) {
+                return Err(invalid(format!("erp_targets.{name}.max_requests_per_second"), "must be greater than 0"));
             }
             if t.breaker_failures == 0 {
                 return Err(invalid(format!("erp_targets.{name}.breaker_failures"), "must be greater than 0"));

@@ -343,3 +343,39 @@ async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_rate_limit_spaces_the_requests() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start_configured(&erp, |c| {
+        c.erp_targets.get_mut("sim").unwrap().max_requests_per_second = Some(10);
+    })
+    .await
+    .unwrap();
+    // Ten customers, one document each.
+    let mut md = tollgate_e2e::masterdata();
+    let template = md["contract_lines"][1].clone();
+    for i in 0..8 {
+        let id = format!("extra-{i}");
+        md["customers"].as_array_mut().unwrap().push(json!({
+            "id": id, "name": id, "legal_entity": "acme-eu", "erp_account": format!("X-{i}")
+        }));
+        let mut line = template.clone();
+        line["id"] = json!(format!("{id}-api"));
+        line["customer"] = json!(id);
+        md["contract_lines"].as_array_mut().unwrap().push(line);
+    }
+    let (status, body) = env.put("/v1/masterdata", &md).await;
+    assert_eq!(status, 200, "{body}");
+    let customers: Vec<String> =
+        md["customers"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
+    let events = customers.iter().map(|c| event(&format!("r-{c}"), c, "api_calls", "2025-05-03T08:00:00Z", "1"));
+    env.ingest(events.collect()).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = env.close("2025-05").await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(closed["documents"].as_array().unwrap().len(), 10);
+    assert_eq!(erp.invoices().await.unwrap().len(), 10);
+    // Ten requests at ten a second: the last leaves 0.9 s after the first at the earliest.
+    assert!(elapsed >= std::time::Duration::from_millis(900), "{elapsed:?}");
+}

@@ -8,7 +8,8 @@
 //! without idempotency the mapper's look-up request runs before any resend.
 //!
 //! Targets are posted to in parallel, each with at most its
-//! `max_concurrency` requests in flight, behind a circuit breaker per
+//! `max_concurrency` requests in flight and `max_requests_per_second`
+//! requests a second, behind a circuit breaker per
 //! target (after `breaker_failures` consecutive transient failures nothing
 //! is sent for `breaker_cooldown_ms`, then one probe decides).
 //! Transient failures (connection errors, timeouts, 5xx, 429) are retried
@@ -88,6 +89,8 @@ pub struct Poster {
     http: reqwest::Client,
     wake: Arc<Notify>,
     breakers: Arc<std::sync::Mutex<BTreeMap<String, Breaker>>>,
+    /// Per target with a rate limit: when its next request may go.
+    next_slot: Arc<std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>>,
 }
 
 impl Poster {
@@ -105,7 +108,21 @@ impl Poster {
             http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
             wake: Arc::new(Notify::new()),
             breakers: Arc::default(),
+            next_slot: Arc::default(),
         }
+    }
+
+    /// Waits for the target's next request slot under its rate limit.
+    async fn pace(&self, target: &str, config: &ErpTargetConfig) {
+        let Some(rate) = config.max_requests_per_second.filter(|r| *r > 0) else { return };
+        let slot = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let slot = next.get(target).copied().unwrap_or(now).max(now);
+            next.insert(target.to_string(), slot + Duration::from_secs(1) / rate);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
     }
 
     /// Every configured target's breaker.
@@ -303,6 +320,7 @@ impl Poster {
         method: reqwest::Method,
         r: &StoredRequest,
     ) -> Result<wit::ErpResponse, reqwest::Error> {
+        self.pace(&target.base_url, target).await;
         let url = format!("{}{}", target.base_url.trim_end_matches('/'), r.path);
         let mut req =
             self.http.request(method, url).timeout(Duration::from_millis(target.timeout_ms)).body(r.body.clone());
