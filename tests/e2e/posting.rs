@@ -3,6 +3,25 @@
 use serde_json::json;
 use tollgate_e2e::{Env, Erp, dec, event};
 
+/// Every document of a close is posted, and the ERP holds exactly one
+/// invoice per document under the number Tollgate recorded, with the
+/// document's total; returns those invoices.
+async fn posted_once_each(closed: &serde_json::Value, erp: &Erp) -> Vec<serde_json::Value> {
+    let docs = closed["documents"].as_array().unwrap();
+    assert!(docs.iter().all(|d| d["state"]["status"] == "posted"), "{closed:#}");
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(invoices.len(), docs.len(), "{invoices:#?}");
+    docs.iter()
+        .map(|d| {
+            let found: Vec<_> = invoices.iter().filter(|i| i["document_id"] == d["id"]).collect();
+            assert_eq!(found.len(), 1, "{d}");
+            assert_eq!(found[0]["number"], d["state"]["erp_document_number"]);
+            assert_eq!(dec(&found[0]["total"]), dec(&d["total"]), "{}", found[0]);
+            found[0].clone()
+        })
+        .collect()
+}
+
 fn usage() -> Vec<tollgate::proto::UsageEvent> {
     vec![
         event("a1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150"),
@@ -254,17 +273,9 @@ async fn business_central_is_searched_by_external_document_number_before_any_res
     // answer is lost; only the look-up keeps the resend from duplicating it.
     erp.inject(json!([{ "kind": "error_after_commit", "status": 503 }])).await.unwrap();
     let closed = env.close("2025-05").await.unwrap();
-    let docs = closed["documents"].as_array().unwrap();
-    assert!(docs.iter().all(|d| d["state"]["status"] == "posted"), "{closed:#}");
-    let invoices = erp.invoices().await.unwrap();
-    assert_eq!(invoices.len(), 2, "{invoices:#?}");
-    for d in docs {
-        let found: Vec<_> = invoices.iter().filter(|i| i["document_id"] == d["id"]).collect();
-        assert_eq!(found.len(), 1, "{d}");
-        assert_eq!(found[0]["number"], d["state"]["erp_document_number"]);
-        assert_eq!(found[0]["company"], "1000");
-        // The ERP computes line amounts itself; its total is still the document's.
-        assert_eq!(dec(&found[0]["total"]), dec(&d["total"]), "{}", found[0]);
+    // The ERP computes line amounts itself; its totals are still the documents'.
+    for invoice in posted_once_each(&closed, &erp).await {
+        assert_eq!(invoice["company"], "1000");
     }
     // Two creates (one answered 503 after committing); the look-up found
     // that one, so there was no third.
@@ -292,16 +303,7 @@ async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice()
     // The first create commits and answers too late; the look-up by ref finds it.
     erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 800 }])).await.unwrap();
     let closed = env.close("2025-05").await.unwrap();
-    let docs = closed["documents"].as_array().unwrap();
-    assert!(docs.iter().all(|d| d["state"]["status"] == "posted"), "{closed:#}");
-    let invoices = erp.invoices().await.unwrap();
-    assert_eq!(invoices.len(), 2, "{invoices:#?}");
-    for d in docs {
-        let found: Vec<_> = invoices.iter().filter(|i| i["document_id"] == d["id"]).collect();
-        assert_eq!(found.len(), 1, "{d}");
-        assert_eq!(found[0]["number"], d["state"]["erp_document_number"], "the record id");
-        assert_eq!(dec(&found[0]["total"]), dec(&d["total"]));
-    }
+    posted_once_each(&closed, &erp).await;
     assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
 }
 
