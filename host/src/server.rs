@@ -46,6 +46,21 @@ impl Gateway {
         self.log.shutdown().await;
     }
 
+    /// Stops at once, as a crash would, for crash tests: every task is
+    /// aborted where it stands (an ERP request in flight is dropped
+    /// unanswered, nothing after it is recorded); the event log's threads
+    /// are stopped so the data directory can be opened again.
+    pub async fn kill(self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.log.shutdown().await;
+    }
+
     /// Runs until Ctrl-C / SIGTERM, then shuts down.
     pub async fn run_until_signal(self) {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -5,7 +5,8 @@
 //! `wit/README.md`). This crate gives it the bindings, exact decimal
 //! conversion and pricing helpers, so the plugin itself is business logic
 //! only. Enable the feature of the world you implement — `rater` (0.1.0),
-//! `rater-v0-2` (0.2.0, sees the customer's other charges) or `erp-mapper` —
+//! `rater-v0-2` (0.2.0, sees the customer's other charges), `erp-mapper`
+//! (0.1.0) or `erp-mapper-v0-3` (0.3.0, posting in several requests) —
 //! and export your type:
 //!
 //! ```ignore
@@ -26,7 +27,7 @@
 //! A step-by-step guide with a complete example is `sdk/README.md`.
 //!
 //! Layout: `decimal` (the WIT decimal ↔ `rust_decimal::Decimal`), `pricing`
-//! (tiers and rounding), `rater` / `rater_v2` / `mapper` (generated bindings,
+//! (tiers and rounding), `rater` / `rater_v2` / `mapper` / `mapper_v3` (generated bindings,
 //! one per world and version, each with `PluginError::new` and `Usage`
 //! helpers).
 //!
@@ -147,7 +148,71 @@ pub mod rater_v2 {
     }
 }
 
-/// Bindings of the `erp-mapper` world.
+/// Helpers of an `erp-mapper` world (the same in every version); `$outcome`
+/// is the world's type for what an answer means.
+#[cfg(any(feature = "erp-mapper", feature = "erp-mapper-v0-3"))]
+macro_rules! mapper_helpers {
+    ($outcome:ident) => {
+        /// A target setting from the gateway's configuration.
+        pub fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
+            target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        }
+
+        /// A response header, by name in any case.
+        pub fn header<'a>(response: &'a ErpResponse, name: &str) -> Option<&'a str> {
+            response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        }
+
+        /// An exact decimal of the document, or an error naming `field`.
+        pub fn exact(d: &WitDecimal, field: &str) -> Result<crate::Decimal, PluginError> {
+            d.to_decimal().ok_or_else(|| PluginError::new("invalid-input", Some(field), "decimal scale above 28"))
+        }
+
+        /// An exact decimal as a JSON number token (for ERPs that take numbers),
+        /// written from its digits, never through a float.
+        pub fn json_number(d: crate::Decimal) -> Box<serde_json::value::RawValue> {
+            serde_json::value::RawValue::from_string(d.to_string()).expect("a decimal's digits are a JSON number")
+        }
+
+        /// A line for an ERP that computes line amounts itself (quantity × unit
+        /// price): `(quantity, unit price, description)`. A line whose amount is
+        /// exactly that goes as it is; a line whose rule rounded becomes one unit
+        /// at its amount, the real quantity and price in the description, so the
+        /// ERP's total equals the document's to the cent.
+        pub fn priced_line(
+            line: &DocumentLine,
+            index: usize,
+        ) -> Result<(crate::Decimal, crate::Decimal, String), PluginError> {
+            let field = |name: &str| format!("lines[{index}].{name}");
+            let q = exact(&line.quantity, &field("quantity"))?;
+            let p = exact(&line.unit_price, &field("unit_price"))?;
+            let a = exact(&line.amount, &field("amount"))?;
+            Ok(match q.checked_mul(p) {
+                Some(x) if x == a => (q, p, line.description.clone()),
+                _ => (crate::Decimal::ONE, a, format!("{} ({q} × {p})", line.description)),
+            })
+        }
+
+        /// A rejection the ERP gave in no shape the mapper knows: `http-error`
+        /// with the status and the start of the body.
+        pub fn http_error(status: u16, body: &str) -> PluginError {
+            let text: String = body.chars().take(300).collect();
+            PluginError::new("http-error", None, format!("HTTP {status}: {text}"))
+        }
+
+        /// The usual reading of a status the ERP may recover from (408, 425,
+        /// 429, 5xx): transient, with the `Retry-After` hint in the message.
+        pub fn transient_status(response: &ErpResponse) -> Option<$outcome> {
+            matches!(response.status, 408 | 425 | 429 | 500..=599).then(|| {
+                let wait = header(response, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
+                $outcome::Transient(format!("HTTP {}{wait}", response.status))
+            })
+        }
+    };
+}
+
+/// Bindings of the `erp-mapper` world, interface 0.1.0: one request per
+/// document.
 #[cfg(feature = "erp-mapper")]
 pub mod mapper {
     wit_bindgen::generate!({
@@ -162,61 +227,31 @@ pub mod mapper {
     pub use tollgate::plugin::types::Decimal as WitDecimal;
     use tollgate::plugin::types::DocumentLine;
 
-    /// A target setting from the gateway's configuration.
-    pub fn setting<'a>(target: &'a TargetConfig, key: &str) -> Option<&'a str> {
-        target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
+    mapper_helpers!(PostingOutcome);
+}
 
-    /// A response header, by name in any case.
-    pub fn header<'a>(response: &'a ErpResponse, name: &str) -> Option<&'a str> {
-        response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
+/// Bindings of the `erp-mapper` world, interface 0.3.0 (`wit/since_v0.3.0`):
+/// posting as a conversation — each answer read may name the next request
+/// (`Step::Next`), and the document carries its target, posting period, tax
+/// context and the lines' dimensions and accounts.
+#[cfg(feature = "erp-mapper-v0-3")]
+pub mod mapper_v3 {
+    wit_bindgen::generate!({
+        world: "erp-mapper",
+        path: "../wit/since_v0.3.0",
+        default_bindings_module: "tollgate_sdk::mapper_v3",
+        pub_export_macro: true,
+        export_macro_name: "export_erp_mapper_v3",
+    });
+    crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
+    crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
+    pub use exports::tollgate::plugin::posting::Guest;
+    pub use tollgate::plugin::types::{
+        Decimal as WitDecimal, DocumentLine, ErpRequest, ErpResponse, LookupOutcome, PluginError, PostingDocument,
+        Step, TargetConfig,
+    };
 
-    /// An exact decimal of the document, or an error naming `field`.
-    pub fn exact(d: &WitDecimal, field: &str) -> Result<crate::Decimal, PluginError> {
-        d.to_decimal().ok_or_else(|| PluginError::new("invalid-input", Some(field), "decimal scale above 28"))
-    }
-
-    /// An exact decimal as a JSON number token (for ERPs that take numbers),
-    /// written from its digits, never through a float.
-    pub fn json_number(d: crate::Decimal) -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string(d.to_string()).expect("a decimal's digits are a JSON number")
-    }
-
-    /// A line for an ERP that computes line amounts itself (quantity × unit
-    /// price): `(quantity, unit price, description)`. A line whose amount is
-    /// exactly that goes as it is; a line whose rule rounded becomes one unit
-    /// at its amount, the real quantity and price in the description, so the
-    /// ERP's total equals the document's to the cent.
-    pub fn priced_line(
-        line: &DocumentLine,
-        index: usize,
-    ) -> Result<(crate::Decimal, crate::Decimal, String), PluginError> {
-        let field = |name: &str| format!("lines[{index}].{name}");
-        let q = exact(&line.quantity, &field("quantity"))?;
-        let p = exact(&line.unit_price, &field("unit_price"))?;
-        let a = exact(&line.amount, &field("amount"))?;
-        Ok(match q.checked_mul(p) {
-            Some(x) if x == a => (q, p, line.description.clone()),
-            _ => (crate::Decimal::ONE, a, format!("{} ({q} × {p})", line.description)),
-        })
-    }
-
-    /// A rejection the ERP gave in no shape the mapper knows: `http-error`
-    /// with the status and the start of the body.
-    pub fn http_error(status: u16, body: &str) -> PluginError {
-        let text: String = body.chars().take(300).collect();
-        PluginError::new("http-error", None, format!("HTTP {status}: {text}"))
-    }
-
-    /// The usual reading of a status the ERP may recover from (408, 425,
-    /// 429, 5xx): transient, with the `Retry-After` hint in the message.
-    pub fn transient_status(response: &ErpResponse) -> Option<PostingOutcome> {
-        matches!(response.status, 408 | 425 | 429 | 500..=599).then(|| {
-            let wait = header(response, "retry-after").map(|s| format!(", retry after {s}s")).unwrap_or_default();
-            PostingOutcome::Transient(format!("HTTP {}{wait}", response.status))
-        })
-    }
+    mapper_helpers!(Step);
 }
 
 /// Parses a plugin's JSON parameters into `T`, with an error naming the

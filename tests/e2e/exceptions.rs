@@ -9,18 +9,6 @@ use std::time::Duration;
 use tollgate::config::ErpTargetConfig;
 use tollgate_e2e::{Env, Erp, event, masterdata};
 
-/// Polls a document until its status is `want` (10 s at most).
-async fn wait_status(env: &Env, id: &str, want: &str) -> serde_json::Value {
-    for _ in 0..500 {
-        let (_, doc) = env.get(&format!("/v1/documents/{id}")).await.unwrap();
-        if doc["state"]["status"] == want {
-            return doc;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("document {id} never became {want}");
-}
-
 async fn exceptions(env: &Env, query: &str) -> Vec<serde_json::Value> {
     let (status, body) = env.get(&format!("/v1/exceptions{query}")).await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -61,7 +49,7 @@ async fn rejected_documents_wait_in_the_exception_queue_until_finance_acts() {
     let (status, body) = env.post(&format!("/v1/exceptions/{id}/actions"), &json!({ "action": "reroute" })).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["posting_period"], "2025-06");
-    let doc = wait_status(&env, id, "posted").await;
+    let doc = env.wait_status(id, "posted").await;
     let number = doc["state"]["erp_document_number"].as_str().unwrap();
     let invoices = erp.invoices().await.unwrap();
     let invoice = invoices.iter().find(|i| i["number"] == number).unwrap();
@@ -81,7 +69,7 @@ async fn rejected_documents_wait_in_the_exception_queue_until_finance_acts() {
     let id = unknown_item["document_id"].as_str().unwrap();
     let (status, body) = env.post(&format!("/v1/exceptions/{id}/actions"), &json!({ "action": "retry" })).await;
     assert_eq!(status, 200, "{body}");
-    let doc = wait_status(&env, id, "posted").await;
+    let doc = env.wait_status(id, "posted").await;
     let number = doc["state"]["erp_document_number"].as_str().unwrap();
     let invoices = erp.invoices().await.unwrap();
     let invoice = invoices.iter().find(|i| i["number"] == number).unwrap();
@@ -104,7 +92,7 @@ async fn rejected_documents_wait_in_the_exception_queue_until_finance_acts() {
     let june = env.close("2025-06").await.unwrap();
     let globex = june["documents"].as_array().unwrap().iter().find(|d| d["customer"] == "globex").unwrap().clone();
     let id = globex["id"].as_str().unwrap();
-    let doc = wait_status(&env, id, "rejected").await;
+    let doc = env.wait_status(id, "rejected").await;
     assert_eq!(doc["state"]["rejection"]["owner"], "erp");
     let (status, body) =
         env.post(&format!("/v1/exceptions/{id}/actions"), &json!({ "action": "cancel", "reason": "  " })).await;
@@ -259,7 +247,7 @@ async fn a_target_that_keeps_failing_opens_its_breaker_until_a_probe_succeeds() 
     // The ERP comes up; after the cool-down one probe succeeds and the rest follows.
     let erp = Erp::start_at(addr).await.unwrap();
     for id in &ids {
-        wait_status(&env, id, "posted").await;
+        env.wait_status(id, "posted").await;
     }
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
     let t = breaker(&env).await;

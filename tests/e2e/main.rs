@@ -14,3 +14,4 @@ mod metering;
 mod openapi;
 mod plugins;
 mod posting;
+mod tryton;

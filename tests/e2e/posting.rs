@@ -282,6 +282,44 @@ async fn business_central_is_searched_by_external_document_number_before_any_res
     assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
 }
 
+/// Master data whose ERP ids are Odoo record ids.
+async fn with_odoo_ids(env: &Env) {
+    let mut md = tollgate_e2e::masterdata();
+    md["legal_entities"][0]["erp_target"] = json!("odoo");
+    md["customers"][0]["erp_account"] = json!("7");
+    md["customers"][1]["erp_account"] = json!("8");
+    md["skus"][0]["erp_item"] = json!("42");
+    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_request_looks_the_document_up_before_sending_again() {
+    let erp = Erp::start().await.unwrap();
+    let settings = [("database", "acme"), ("api_key", "k3y")];
+    let env = Env::posting_to(&erp, "odoo", &settings, 30_000).await.unwrap();
+    with_odoo_ids(&env).await;
+    env.ingest(usage()).await.unwrap();
+    // The first create commits, then the answer takes 5 s: the gateway dies
+    // while it waits. Odoo has no idempotency; the entry was marked in
+    // flight before the request left, so the restarted gateway looks the
+    // document up by ref instead of creating it again.
+    erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 5000 }])).await.unwrap();
+    let (status, body) = env.close_nowait("2025-05").await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..500 {
+        if !erp.invoices().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!erp.invoices().await.unwrap().is_empty(), "the first create is committed");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let env = env.kill_and_restart().await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    posted_once_each(&closed, &erp).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice() {
     let erp = Erp::start().await.unwrap();
@@ -292,13 +330,7 @@ async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice()
     let (status, body) = env.close_nowait("2025-05").await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("is not an Odoo id"), "{body}");
-    let mut md = tollgate_e2e::masterdata();
-    md["legal_entities"][0]["erp_target"] = json!("odoo");
-    md["customers"][0]["erp_account"] = json!("7");
-    md["customers"][1]["erp_account"] = json!("8");
-    md["skus"][0]["erp_item"] = json!("42");
-    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
-    assert_eq!(status, 200, "{body}");
+    with_odoo_ids(&env).await;
 
     // The first create commits and answers too late; the look-up by ref finds it.
     erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 800 }])).await.unwrap();

@@ -10,6 +10,8 @@ use tollgate::proto::ingest_service_client::IngestServiceClient;
 use tollgate::proto::{IngestRequest, IngestResponse, UsageEvent};
 use tollgate::server::Gateway;
 
+pub mod tryton;
+
 pub const API_KEY: &str = "test-key-acme";
 pub const OTHER_API_KEY: &str = "test-key-umbrella";
 /// The operator key: manages API keys of every tenant.
@@ -157,6 +159,11 @@ impl Env {
 
     /// [`Env::start`] with changes to the configuration.
     pub async fn start_configured(erp: &Erp, change: impl FnOnce(&mut Config)) -> Result<Env> {
+        Self::start_at(&erp.base, change).await
+    }
+
+    /// [`Env::start_configured`] with the `sim` target at `erp_base`.
+    pub async fn start_at(erp_base: &str, change: impl FnOnce(&mut Config)) -> Result<Env> {
         let dir = std::sync::Arc::new(TempDir::new("gw"));
         let md = dir.0.join("masterdata.json");
         std::fs::write(&md, serde_json::to_vec(&masterdata())?)?;
@@ -191,7 +198,7 @@ impl Env {
             ],
             erp_targets: BTreeMap::from([(
                 "sim".to_string(),
-                ErpTargetConfig { timeout_ms: 2_000, ..ErpTargetConfig::new(erp.base.clone(), "generic-json") },
+                ErpTargetConfig { timeout_ms: 2_000, ..ErpTargetConfig::new(erp_base.to_string(), "generic-json") },
             )]),
         };
         let mut config = config;
@@ -212,9 +219,19 @@ impl Env {
     }
 
     /// Stops the gateway and starts it again on the same data directory.
-    pub async fn restart(mut self) -> Result<Env> {
+    pub async fn restart(self) -> Result<Env> {
+        self.stop_and_start(false).await
+    }
+
+    /// Kills the gateway mid-work ([`Gateway::kill`]) and starts it again on
+    /// the same data directory.
+    pub async fn kill_and_restart(self) -> Result<Env> {
+        self.stop_and_start(true).await
+    }
+
+    async fn stop_and_start(mut self, kill: bool) -> Result<Env> {
         if let Some(g) = self.gateway.take() {
-            g.shutdown().await;
+            if kill { g.kill().await } else { g.shutdown().await }
         }
         let (config, dir) = (self.config.clone(), self._dir.clone());
         drop(self);
@@ -264,15 +281,27 @@ impl Env {
     /// A gateway whose legal entity posts, from 2025 on, to a target named
     /// after `mapper` at `erp`, with the given settings.
     pub async fn posting_to(erp: &Erp, mapper: &str, settings: &[(&str, &str)], timeout_ms: u64) -> Result<Env> {
-        let mut target = ErpTargetConfig::new(erp.base.clone(), mapper);
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::posting_to_base(&erp.base, mapper, settings, timeout_ms, masterdata()).await
+    }
+
+    /// [`Env::posting_to`] an ERP at `base`, with master data `md` (its
+    /// legal entity's target is set to `mapper`).
+    pub async fn posting_to_base(
+        base: &str,
+        mapper: &str,
+        settings: Vec<(String, String)>,
+        timeout_ms: u64,
+        mut md: serde_json::Value,
+    ) -> Result<Env> {
+        let mut target = ErpTargetConfig::new(base.to_string(), mapper);
         target.timeout_ms = timeout_ms;
-        target.settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        target.settings = settings.into_iter().collect();
         let name = mapper.to_string();
-        let env = Self::start_configured(erp, move |c| {
+        let env = Self::start_at(base, move |c| {
             c.erp_targets.insert(name, target);
         })
         .await?;
-        let mut md = masterdata();
         md["legal_entities"][0]["erp_target"] = mapper.into();
         let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
         if status != 200 {
@@ -284,6 +313,19 @@ impl Env {
     /// `POST /v1/periods/{period}/close` without waiting for the postings.
     pub async fn close_nowait(&self, period: &str) -> (u16, serde_json::Value) {
         self.post(&format!("/v1/periods/{period}/close"), &serde_json::Value::Null).await
+    }
+
+    /// Polls a document until its status is `want` (30 s at most).
+    pub async fn wait_status(&self, id: &str, want: &str) -> serde_json::Value {
+        let mut doc = serde_json::Value::Null;
+        for _ in 0..1500 {
+            doc = self.get(&format!("/v1/documents/{id}")).await.expect("GET /v1/documents/{id}").1;
+            if doc["state"]["status"] == want {
+                return doc;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("document {id} never became {want}: {doc:#}");
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value)> {

@@ -29,6 +29,14 @@ pub struct DocumentLine {
     pub quantity: Decimal,
     pub unit_price: Decimal,
     pub amount: Decimal,
+    /// The usage's dimensions (e.g. region).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: BTreeMap<String, String>,
+    /// The charge SKU's revenue category and GL account, from master data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue_category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gl_account: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +78,11 @@ impl Rejection {
             "period-closed" | "closed-period" => {
                 ("the ERP's accounting period for the invoice date is closed", "finance", "reroute")
             }
+            "date-out-of-sequence" => (
+                "the ERP numbers invoices in date order and already holds later ones: post on a later date",
+                "finance",
+                "reroute",
+            ),
             "unknown-item" => ("the ERP does not know an item of the document", "master-data", "retry"),
             "unknown-account" | "unknown-customer" => {
                 ("the ERP does not know the customer's account", "master-data", "retry")
@@ -126,6 +139,9 @@ pub struct Document {
     pub tenant: String,
     pub legal_entity: String,
     pub erp_company: String,
+    /// The legal entity's tax context (e.g. "DE-VAT").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_context: Option<String>,
     pub erp_target: String,
     pub customer: String,
     pub erp_account: String,
@@ -187,10 +203,11 @@ pub fn build_documents(
     sorted.sort_by(|a, b| (&a.usage.contract_line, &a.usage.part).cmp(&(&b.usage.contract_line, &b.usage.part)));
     for r in sorted {
         for (i, c) in r.charges.iter().enumerate() {
-            let erp_item = md
-                .sku(&c.sku)
+            let sku = md.sku(&c.sku);
+            let own = c.sku == r.usage.sku;
+            let erp_item = sku
                 .and_then(|s| s.erp_item.clone())
-                .or_else(|| (c.sku == r.usage.sku).then(|| r.usage.erp_item.clone()).flatten())
+                .or_else(|| own.then(|| r.usage.erp_item.clone()).flatten())
                 .ok_or_else(|| DocumentError::NoErpItem { line: r.usage.contract_line.clone(), sku: c.sku.clone() })?;
             let group = groups.entry((&r.usage.legal_entity, &r.usage.customer)).or_insert((r, Vec::new()));
             group.1.push(DocumentLine {
@@ -203,6 +220,13 @@ pub fn build_documents(
                 quantity: c.quantity,
                 unit_price: c.unit_price,
                 amount: c.amount,
+                dimensions: r.usage.dimensions.clone(),
+                revenue_category: sku
+                    .and_then(|s| s.revenue_category.clone())
+                    .or_else(|| own.then(|| r.usage.revenue_category.clone()).flatten()),
+                gl_account: sku
+                    .and_then(|s| s.gl_account.clone())
+                    .or_else(|| own.then(|| r.usage.gl_account.clone()).flatten()),
             });
         }
     }
@@ -218,6 +242,7 @@ pub fn build_documents(
                 tenant: tenant.into(),
                 legal_entity: entity_id.into(),
                 erp_company: u.erp_company.clone(),
+                tax_context: u.tax_context.clone(),
                 erp_target: target.clone(),
                 customer: customer_id.into(),
                 erp_account: u.customer_erp_account.clone(),

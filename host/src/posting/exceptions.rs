@@ -191,11 +191,15 @@ fn refresh_mappings(doc: &mut Document, md: &MasterData) {
     }
     if let Some(e) = md.legal_entity(&doc.legal_entity) {
         doc.erp_company = e.erp_company.clone();
+        doc.tax_context = e.tax_context.clone();
     }
     for line in &mut doc.lines {
-        if let Some(item) = md.sku(&line.sku).and_then(|s| s.erp_item.clone()) {
-            line.erp_item = item;
+        let Some(sku) = md.sku(&line.sku) else { continue };
+        if let Some(item) = &sku.erp_item {
+            line.erp_item = item.clone();
         }
+        line.revenue_category = sku.revenue_category.clone().or(line.revenue_category.take());
+        line.gl_account = sku.gl_account.clone().or(line.gl_account.take());
     }
 }
 

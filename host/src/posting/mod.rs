@@ -23,7 +23,7 @@ pub use outbox::{OutboxEntry, Poster, StoredRequest};
 
 use crate::config::ErpTargetConfig;
 use crate::rating::registry::Registry;
-use crate::rating::runtime::{Kind, bindings::types as wit, to_wit};
+use crate::rating::runtime::{Kind, bindings::posting as wit, to_wit};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -50,16 +50,13 @@ pub fn outbox_entry(
         tenant: doc.tenant.clone(),
         document_id: doc.id.clone(),
         target: doc.erp_target.clone(),
-        request: StoredRequest {
-            method: request.method,
-            path: request.path,
-            headers: request.headers,
-            body: request.body,
-        },
+        request: StoredRequest::from(request),
         attempts: 0,
         next_attempt_at: now,
         ambiguous: false,
         last_error: None,
+        in_flight: false,
+        step: 0,
     })
 }
 
@@ -71,22 +68,29 @@ pub fn to_wit_document(d: &Document) -> wit::PostingDocument {
         tenant: d.tenant.clone(),
         legal_entity: d.legal_entity.clone(),
         erp_company: d.erp_company.clone(),
+        tax_context: d.tax_context.clone(),
         customer: d.customer.clone(),
         erp_account: d.erp_account.clone(),
+        target: d.erp_target.clone(),
         currency: d.currency.clone(),
         period_start: ts(d.period.start),
         period_end: ts(d.period.end),
+        posting_period: d.posting_period.clone().unwrap_or_else(|| d.period.id.clone()),
         issue_date: d.issue_date.clone(),
         lines: d
             .lines
             .iter()
             .map(|l| wit::DocumentLine {
+                contract_line: l.contract_line.clone(),
                 sku: l.sku.clone(),
                 erp_item: l.erp_item.clone(),
                 description: l.description.clone(),
                 quantity: to_wit(l.quantity),
                 unit_price: to_wit(l.unit_price),
                 amount: to_wit(l.amount),
+                dimensions: l.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                revenue_category: l.revenue_category.clone(),
+                gl_account: l.gl_account.clone(),
             })
             .collect(),
         total: to_wit(d.total),

@@ -1,11 +1,19 @@
 //! The outbox worker: sends each pending document to its ERP, exactly once.
 //!
-//! Exactly once rests on three things: the outbox entry is written in the
+//! Exactly once rests on four things: the outbox entry is written in the
 //! same transaction as its document (nothing to send is ever lost); the
 //! request carries the document's deterministic id as idempotency key / external id,
 //! so a resend after an ambiguous failure (timeout, reset, 5xx after commit)
-//! finds the original instead of creating a second invoice; and for ERPs
-//! without idempotency the mapper's look-up request runs before any resend.
+//! finds the original instead of creating a second invoice; for ERPs
+//! without idempotency the mapper's look-up request runs before any resend;
+//! and an entry is marked in flight (durably) before its request leaves, so
+//! after a crash mid-request the look-up runs too.
+//!
+//! Posting may take several requests (a conversation: create a draft, post
+//! it, read its number back; or send asynchronously, then read back): each
+//! answer the mapper reads may name the next request, which is stored as
+//! the entry's current request before it is sent, so retries and restarts
+//! continue at the step where the conversation stood.
 //!
 //! Targets are posted to in parallel, each with at most its
 //! `max_concurrency` requests in flight and `max_requests_per_second`
@@ -18,10 +26,10 @@
 //! for the exception queue ([`super::exceptions`]).
 
 use super::document::{Document, PostingStatus, Rejection};
-use super::{document_key, to_wit_document, to_wit_target};
+use super::{to_wit_document, to_wit_target};
 use crate::config::{ErpTargetConfig, PostingConfig};
 use crate::rating::registry::Registry;
-use crate::rating::runtime::{Kind, Plugin, bindings::types as wit};
+use crate::rating::runtime::{Kind, Plugin, PluginError, Runtime, bindings::posting as wit};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,13 +62,31 @@ pub struct OutboxEntry {
     /// look the document up before sending again.
     pub ambiguous: bool,
     pub last_error: Option<String>,
+    /// Set (and flushed) before the request is sent, cleared when its
+    /// outcome is recorded: found set, a process died mid-request, so the
+    /// document is looked up before sending again.
+    #[serde(default)]
+    pub in_flight: bool,
+    /// Requests of the conversation answered so far (the current request is
+    /// the next one).
+    #[serde(default)]
+    pub step: u32,
 }
+
+/// Most requests one posting conversation may take.
+pub const MAX_STEPS: u32 = 16;
 
 /// What one attempt came to.
 enum Attempt {
     Posted(String),
     Rejected { code: String, field: Option<String>, message: String },
     Retry { error: String, ambiguous: bool, retry_after: Option<Duration> },
+}
+
+impl Attempt {
+    fn retry(error: String) -> Attempt {
+        Attempt::Retry { error, ambiguous: false, retry_after: None }
+    }
 }
 
 /// A target's circuit breaker, as `GET /v1/targets` shows it.
@@ -214,12 +240,14 @@ impl Poster {
             }
             let limit = self.targets.get(&target).map_or(1, |t| t.max_concurrency.max(1));
             let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+            self.mark_in_flight(&entries).await?;
             for (key, entry) in entries {
                 n += 1;
                 let (this, permits) = (self.clone(), permits.clone());
                 tasks.spawn(async move {
                     let _permit = permits.acquire_owned().await;
-                    let outcome = this.attempt(&entry).await;
+                    let mut entry = entry;
+                    let outcome = this.attempt(&key, &mut entry).await;
                     this.count(&entry.target, matches!(outcome, Attempt::Retry { .. }), Utc::now());
                     this.record(&key, entry, outcome).await
                 });
@@ -235,83 +263,100 @@ impl Poster {
         first_error.map_or(Ok(n), Err)
     }
 
-    async fn attempt(&self, entry: &OutboxEntry) -> Attempt {
-        let retry = |error: String| Attempt::Retry { error, ambiguous: false, retry_after: None };
+    /// Marks entries as in flight, durably, before any of their requests
+    /// leaves (one batch and one flush for all of them).
+    async fn mark_in_flight(&self, entries: &[(Vec<u8>, OutboxEntry)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, entry) in entries {
+            let marked = OutboxEntry { in_flight: true, ..entry.clone() };
+            batch.insert(key.as_slice(), serde_json::to_vec(&marked).map_err(|e| StoreError::Aborted(e.to_string()))?);
+        }
+        self.store.outbox.apply_batch(batch)?;
+        self.store.flush().await
+    }
+
+    /// One attempt: looks the document up first if an earlier attempt may
+    /// have reached the ERP, then goes through the conversation from the
+    /// entry's current request until an outcome. `entry` ends holding the
+    /// current request (the step to retry from).
+    async fn attempt(&self, key: &[u8], entry: &mut OutboxEntry) -> Attempt {
         let Some(target) = self.targets.get(&entry.target) else {
-            return retry(format!("no ERP target {:?} is configured", entry.target));
+            return Attempt::retry(format!("no ERP target {:?} is configured", entry.target));
         };
         let mapper = match self.registry.find(&entry.tenant, &target.mapper, None, Kind::ErpMapper) {
             Ok(m) => m,
-            Err(e) => return retry(format!("mapper: {e}")),
+            Err(e) => return Attempt::retry(format!("mapper: {e}")),
         };
-        if entry.ambiguous {
-            match self.look_up(entry, target, &mapper).await {
-                Ok(Some(number)) => return Attempt::Posted(number),
-                Ok(None) => {}
-                Err(e) => return retry(format!("look-up before resend: {e}")),
+        let doc = match self.store.get::<Document>(&self.store.documents, key) {
+            Ok(Some(d)) => to_wit_document(&d),
+            Ok(None) => return Attempt::retry(format!("document {} is missing", entry.document_id)),
+            Err(e) => return Attempt::retry(format!("reading document {}: {e}", entry.document_id)),
+        };
+        let call = Call { poster: self, target, mapper: &mapper, doc, wtarget: to_wit_target(&entry.target, target) };
+        if entry.ambiguous || entry.in_flight {
+            match call.look_up().await {
+                Ok(wit::LookupOutcome::Found(number)) => return Attempt::Posted(number),
+                Ok(wit::LookupOutcome::Next(request)) => {
+                    if let Err(e) = self.advance(key, entry, request).await {
+                        return Attempt::retry(format!("storing the next request: {e}"));
+                    }
+                }
+                Ok(wit::LookupOutcome::Absent) => {}
+                Err(e) => return Attempt::retry(format!("look-up before resend: {e}")),
             }
         }
-        let method = match parse_method(&entry.request) {
-            Ok(m) => m,
-            Err(message) => {
-                return Attempt::Rejected { code: "invalid-output".into(), field: Some("method".into()), message };
+        loop {
+            let request = entry.request.clone();
+            let method = match parse_method(&request) {
+                Ok(m) => m,
+                Err(message) => {
+                    return Attempt::Rejected { code: "invalid-output".into(), field: Some("method".into()), message };
+                }
+            };
+            let response = match self.send(target, method, &request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // A timeout or a broken connection may come after the ERP committed.
+                    let ambiguous = e.is_timeout() || !e.is_connect();
+                    return Attempt::Retry { error: format!("sending: {e}"), ambiguous, retry_after: None };
+                }
+            };
+            let retry_after =
+                header(&response, "retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+            let status = response.status;
+            match call.read_response(request, response).await {
+                Ok(wit::Step::Posted(number)) => return Attempt::Posted(number),
+                Ok(wit::Step::Rejected(e)) => {
+                    return Attempt::Rejected { code: e.code, field: e.field, message: e.message };
+                }
+                Ok(wit::Step::Transient(error)) => {
+                    return Attempt::Retry { error, ambiguous: status >= 500, retry_after };
+                }
+                Ok(wit::Step::Next(next)) => {
+                    if entry.step + 1 >= MAX_STEPS {
+                        return Attempt::Rejected {
+                            code: "invalid-output".into(),
+                            field: None,
+                            message: format!("mapper {} asked for more than {MAX_STEPS} requests", mapper.name),
+                        };
+                    }
+                    if let Err(e) = self.advance(key, entry, next).await {
+                        return Attempt::retry(format!("storing the next request: {e}"));
+                    }
+                }
+                Err(e) => return Attempt::retry(e),
             }
-        };
-        let response = match self.send(target, method, &entry.request).await {
-            Ok(r) => r,
-            Err(e) => {
-                // A timeout or a broken connection may come after the ERP committed.
-                let ambiguous = e.is_timeout() || !e.is_connect();
-                return Attempt::Retry { error: format!("sending: {e}"), ambiguous, retry_after: None };
-            }
-        };
-        let retry_after =
-            header(&response, "retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-        let status = response.status;
-        let (registry, plugin) = (self.registry.clone(), mapper.clone());
-        let read = tokio::task::spawn_blocking(move || registry.runtime().read_response(&plugin, &response)).await;
-        match read {
-            Ok(Ok(wit::PostingOutcome::Posted(number))) => Attempt::Posted(number),
-            Ok(Ok(wit::PostingOutcome::Rejected(e))) => {
-                Attempt::Rejected { code: e.code, field: e.field, message: e.message }
-            }
-            Ok(Ok(wit::PostingOutcome::Transient(msg))) => {
-                Attempt::Retry { error: msg, ambiguous: status >= 500, retry_after }
-            }
-            Ok(Err(e)) => retry(format!("mapper {} reading the response: {}: {e}", mapper.name, e.code())),
-            Err(e) => retry(format!("mapper task: {e}")),
         }
     }
 
-    async fn look_up(
-        &self,
-        entry: &OutboxEntry,
-        target: &ErpTargetConfig,
-        mapper: &Arc<Plugin>,
-    ) -> Result<Option<String>, String> {
-        let doc: Document = self
-            .store
-            .get(&self.store.documents, &document_key(&entry.tenant, &entry.document_id))
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("document {} is missing", entry.document_id))?;
-        let (registry, plugin, wdoc, wtarget) =
-            (self.registry.clone(), mapper.clone(), to_wit_document(&doc), to_wit_target(&entry.target, target));
-        let request = tokio::task::spawn_blocking(move || registry.runtime().lookup_request(&plugin, &wdoc, &wtarget))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let Some(request) = request else {
-            return Ok(None);
-        };
-        let stored =
-            StoredRequest { method: request.method, path: request.path, headers: request.headers, body: request.body };
-        let method = parse_method(&stored)?;
-        let response = self.send(target, method, &stored).await.map_err(|e| e.to_string())?;
-        let (registry, plugin) = (self.registry.clone(), mapper.clone());
-        tokio::task::spawn_blocking(move || registry.runtime().read_lookup(&plugin, &response))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+    /// Makes `request` the entry's current request, durably, before it is sent.
+    async fn advance(&self, key: &[u8], entry: &mut OutboxEntry, request: wit::ErpRequest) -> Result<(), StoreError> {
+        entry.request = StoredRequest::from(request);
+        entry.step += 1;
+        entry.ambiguous = false;
+        entry.in_flight = true;
+        self.store.put(&self.store.outbox, key, &*entry)?;
+        self.store.flush().await
     }
 
     async fn send(
@@ -365,6 +410,7 @@ impl Poster {
                 let wait = retry_after.unwrap_or_else(|| self.backoff(entry.attempts, &entry.document_id));
                 tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, attempts = entry.attempts, %error, ?wait, "posting will be retried");
                 entry.ambiguous |= ambiguous;
+                entry.in_flight = false;
                 entry.last_error = Some(error.clone());
                 entry.next_attempt_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 self.store.put(&self.store.outbox, key, &entry)?;
@@ -418,6 +464,64 @@ impl Poster {
             sled::transaction::TransactionError::Abort(m) => StoreError::Aborted(m),
             sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
         })
+    }
+}
+
+/// What one attempt needs to ask its mapper: the plugin, the document and
+/// the target as the mapper sees them. Mapper calls run on the blocking pool.
+struct Call<'a> {
+    poster: &'a Poster,
+    target: &'a ErpTargetConfig,
+    mapper: &'a Arc<Plugin>,
+    doc: wit::PostingDocument,
+    wtarget: wit::TargetConfig,
+}
+
+impl Call<'_> {
+    /// Runs `f` with the runtime, the mapper, the document and the target
+    /// on the blocking pool.
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime, &Plugin, &wit::PostingDocument, &wit::TargetConfig) -> Result<R, PluginError>
+        + Send
+        + 'static,
+    ) -> Result<R, String> {
+        let (registry, plugin, doc, target) =
+            (self.poster.registry.clone(), self.mapper.clone(), self.doc.clone(), self.wtarget.clone());
+        let name = plugin.name.clone();
+        tokio::task::spawn_blocking(move || f(registry.runtime(), &plugin, &doc, &target))
+            .await
+            .map_err(|e| format!("mapper task: {e}"))?
+            .map_err(|e| format!("mapper {name}: {}: {e}", e.code()))
+    }
+
+    /// Looks the document up in the ERP, if its mapper has a look-up.
+    async fn look_up(&self) -> Result<wit::LookupOutcome, String> {
+        let Some(request) = self.run(|rt, p, d, t| rt.lookup_request(p, d, t)).await? else {
+            return Ok(wit::LookupOutcome::Absent);
+        };
+        let stored = StoredRequest::from(request);
+        let method = parse_method(&stored)?;
+        let response = self.poster.send(self.target, method, &stored).await.map_err(|e| e.to_string())?;
+        self.run(move |rt, p, d, t| rt.read_lookup(p, d, t, &response)).await
+    }
+
+    /// Reads the ERP's answer to one request of the conversation.
+    async fn read_response(&self, request: StoredRequest, response: wit::ErpResponse) -> Result<wit::Step, String> {
+        let request = wit::ErpRequest::from(request);
+        self.run(move |rt, p, d, t| rt.read_response(p, d, t, &request, &response)).await
+    }
+}
+
+impl From<wit::ErpRequest> for StoredRequest {
+    fn from(r: wit::ErpRequest) -> Self {
+        StoredRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<StoredRequest> for wit::ErpRequest {
+    fn from(r: StoredRequest) -> Self {
+        wit::ErpRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
     }
 }
 

@@ -34,14 +34,21 @@
 //!   "lookup_response": { "status": 200, "body": "{...}" } }
 //! ```
 //!
-//! and the expected output `{"request": {method, path, headers, body},
-//! "lookup_request": .. | null, "outcome": {"posted": n} | {"rejected":
-//! {code, field, message}} | {"transient": ..}, "lookup": n | null}` — a
-//! JSON request body is compared as JSON (decimals by value), any other
-//! as text.
+//! (documents also take `tax_context`, `posting_period` and, per line,
+//! `contract_line`, `dimensions`, `revenue_category`, `gl_account`). A
+//! mapper that posts in several requests is tested with `"conversation":
+//! [answer, answer, ...]`: the first answers the mapped request, each next
+//! one the request the mapper asked for after the previous answer.
+//!
+//! The expected output is `{"request": {method, path, headers, body},
+//! "lookup_request": .. | null, "outcome": <step>, "conversation": [<step>,
+//! ...], "lookup": n | null | {"next": request}}` where a step is
+//! `{"posted": n}`, `{"rejected": {code, field, message}}`, `{"transient":
+//! ..}` or `{"next": request}` — a JSON request body is compared as JSON
+//! (decimals by value), any other as text.
 
 use super::Charge;
-use super::runtime::{Kind, Plugin, PluginError, Runtime, bindings::rating as wit, bindings::types as mwit, to_wit};
+use super::runtime::{Kind, Plugin, PluginError, Runtime, bindings::posting as mwit, bindings::rating as wit, to_wit};
 use crate::enrich::Period;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -226,6 +233,8 @@ pub struct FixtureDocument {
     pub legal_entity: String,
     #[serde(default = "d_company")]
     pub erp_company: String,
+    #[serde(default)]
+    pub tax_context: Option<String>,
     #[serde(default = "d_name")]
     pub customer: String,
     pub erp_account: String,
@@ -233,6 +242,9 @@ pub struct FixtureDocument {
     pub currency: String,
     #[serde(default = "d_period")]
     pub period: String,
+    /// Default: `period`.
+    #[serde(default)]
+    pub posting_period: Option<String>,
     /// Default: the period's last day.
     #[serde(default)]
     pub issue_date: Option<String>,
@@ -252,6 +264,8 @@ fn d_company() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FixtureLine {
+    #[serde(default = "d_contract_line")]
+    pub contract_line: String,
     #[serde(default = "d_sku")]
     pub sku: String,
     pub erp_item: String,
@@ -260,6 +274,16 @@ pub struct FixtureLine {
     pub quantity: Decimal,
     pub unit_price: Decimal,
     pub amount: Decimal,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub revenue_category: Option<String>,
+    #[serde(default)]
+    pub gl_account: Option<String>,
+}
+
+fn d_contract_line() -> String {
+    "cl-1".into()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,10 +325,13 @@ pub struct MapperFixture {
     pub response: Option<FixtureResponse>,
     #[serde(default)]
     pub lookup_response: Option<FixtureResponse>,
+    /// Answers to a conversation, in turn.
+    #[serde(default)]
+    pub conversation: Vec<FixtureResponse>,
 }
 
 impl FixtureDocument {
-    fn to_wit(&self) -> Result<mwit::PostingDocument, String> {
+    fn to_wit(&self, target: &str) -> Result<mwit::PostingDocument, String> {
         let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
         let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let total = match self.total {
@@ -316,22 +343,29 @@ impl FixtureDocument {
             tenant: self.tenant.clone(),
             legal_entity: self.legal_entity.clone(),
             erp_company: self.erp_company.clone(),
+            tax_context: self.tax_context.clone(),
             customer: self.customer.clone(),
             erp_account: self.erp_account.clone(),
+            target: target.to_string(),
             currency: self.currency.clone(),
             period_start: ts(period.start),
             period_end: ts(period.end),
+            posting_period: self.posting_period.clone().unwrap_or_else(|| period.id.clone()),
             issue_date: self.issue_date.clone().unwrap_or_else(|| period.last_day()),
             lines: self
                 .lines
                 .iter()
                 .map(|l| mwit::DocumentLine {
+                    contract_line: l.contract_line.clone(),
                     sku: l.sku.clone(),
                     erp_item: l.erp_item.clone(),
                     description: l.description.clone(),
                     quantity: to_wit(l.quantity),
                     unit_price: to_wit(l.unit_price),
                     amount: to_wit(l.amount),
+                    dimensions: l.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    revenue_category: l.revenue_category.clone(),
+                    gl_account: l.gl_account.clone(),
                 })
                 .collect(),
             total: to_wit(total),
@@ -356,10 +390,22 @@ fn error_json(e: &PluginError) -> Value {
     }
 }
 
+fn step_json(step: &Result<mwit::Step, PluginError>) -> Value {
+    match step {
+        Ok(mwit::Step::Posted(n)) => json!({ "posted": n }),
+        Ok(mwit::Step::Rejected(e)) => {
+            json!({ "rejected": { "code": e.code, "field": e.field, "message": e.message } })
+        }
+        Ok(mwit::Step::Transient(m)) => json!({ "transient": m }),
+        Ok(mwit::Step::Next(r)) => json!({ "next": request_json(r) }),
+        Err(e) => error_json(e),
+    }
+}
+
 /// What a mapper makes of a fixture, as expected files hold it, and the
 /// fuel `map-document` used.
 fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Result<(Value, u64), String> {
-    let doc = case.document.to_wit()?;
+    let doc = case.document.to_wit(&case.target.name)?;
     let target = mwit::TargetConfig {
         name: case.target.name.clone(),
         settings: case.target.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -372,19 +418,29 @@ fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Resu
             Err(e) => error_json(&e),
         },
     });
-    if let Some(r) = &case.response {
-        out["outcome"] = match runtime.read_response(plugin, &r.into()) {
-            Ok(mwit::PostingOutcome::Posted(n)) => json!({ "posted": n }),
-            Ok(mwit::PostingOutcome::Rejected(e)) => {
-                json!({ "rejected": { "code": e.code, "field": e.field, "message": e.message } })
+    if let (Some(r), Ok(first)) = (&case.response, &request) {
+        out["outcome"] = step_json(&runtime.read_response(plugin, &doc, &target, first, &r.into()));
+    }
+    if let (false, Ok(first)) = (case.conversation.is_empty(), &request) {
+        let mut current = Some(first.clone());
+        let mut steps = Vec::new();
+        for answer in &case.conversation {
+            let Some(req) = current.take() else {
+                return Err("the conversation has more answers than the mapper asked for".into());
+            };
+            let step = runtime.read_response(plugin, &doc, &target, &req, &answer.into());
+            if let Ok(mwit::Step::Next(next)) = &step {
+                current = Some(next.clone());
             }
-            Ok(mwit::PostingOutcome::Transient(m)) => json!({ "transient": m }),
-            Err(e) => error_json(&e),
-        };
+            steps.push(step_json(&step));
+        }
+        out["conversation"] = Value::Array(steps);
     }
     if let Some(r) = &case.lookup_response {
-        out["lookup"] = match runtime.read_lookup(plugin, &r.into()) {
-            Ok(n) => json!(n),
+        out["lookup"] = match runtime.read_lookup(plugin, &doc, &target, &r.into()) {
+            Ok(mwit::LookupOutcome::Absent) => Value::Null,
+            Ok(mwit::LookupOutcome::Found(n)) => json!(n),
+            Ok(mwit::LookupOutcome::Next(r)) => json!({ "next": request_json(&r) }),
             Err(e) => error_json(&e),
         };
     }

@@ -57,21 +57,34 @@ pub mod bindings {
         }
         pub use rater::tollgate::plugin::types;
     }
-    /// The ERP mapper's types (0.1.0 is the only mapper version).
+    /// `tollgate:plugin@0.3.0` (`wit/since_v0.3.0`): the ERP mapper as a
+    /// conversation.
+    pub mod v0_3 {
+        pub mod mapper {
+            wasmtime::component::bindgen!({ world: "erp-mapper", path: "../wit/since_v0.3.0" });
+        }
+        pub use mapper::tollgate::plugin::types;
+    }
+    /// The 0.1.0 types (rater and ERP mapper).
     pub use v0_1::types;
     /// The newest rating types, in which the host rates.
     pub use v0_2::types as rating;
+    /// The newest posting types, in which the host maps and posts.
+    pub use v0_3::types as posting;
 }
 
+use bindings::posting as pwit;
 use bindings::rating as rwit;
 use bindings::types as wit;
-use bindings::v0_1::mapper::{ErpMapper, ErpMapperPre};
+use bindings::v0_1::mapper::{ErpMapper as MapperV1, ErpMapperPre as MapperV1Pre};
 use bindings::v0_1::rater::{Rater as RaterV1, RaterPre as RaterV1Pre};
 use bindings::v0_2::rater::{Rater as RaterV2, RaterPre as RaterV2Pre};
+use bindings::v0_3::mapper::{ErpMapper as MapperV3, ErpMapperPre as MapperV3Pre};
 
 /// A rater world the host serves, newest first.
 const RATER_WORLDS: [&str; 2] = ["tollgate:plugin/rater@0.2.0", "tollgate:plugin/rater@0.1.0"];
-const MAPPER_WORLD: &str = "tollgate:plugin/erp-mapper@0.1.0";
+/// An ERP mapper world the host serves, newest first.
+const MAPPER_WORLDS: [&str; 2] = ["tollgate:plugin/erp-mapper@0.3.0", "tollgate:plugin/erp-mapper@0.1.0"];
 
 /// Largest component accepted, bytes.
 pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
@@ -101,7 +114,7 @@ impl Kind {
     pub fn worlds(self) -> &'static [&'static str] {
         match self {
             Kind::Rater => &RATER_WORLDS,
-            Kind::ErpMapper => std::slice::from_ref(&MAPPER_WORLD),
+            Kind::ErpMapper => &MAPPER_WORLDS,
         }
     }
 }
@@ -188,6 +201,79 @@ impl From<wit::ChargeLine> for rwit::ChargeLine {
     }
 }
 
+impl From<pwit::PluginError> for PluginError {
+    fn from(e: pwit::PluginError) -> Self {
+        PluginError::Plugin { code: e.code, field: e.field, message: e.message }
+    }
+}
+
+/// Newest → 0.1.0 mapper input: an older mapper does not see the target,
+/// the posting period, the tax context nor the lines' dimensions and accounts.
+impl From<&pwit::PostingDocument> for wit::PostingDocument {
+    fn from(d: &pwit::PostingDocument) -> Self {
+        wit::PostingDocument {
+            id: d.id.clone(),
+            tenant: d.tenant.clone(),
+            legal_entity: d.legal_entity.clone(),
+            erp_company: d.erp_company.clone(),
+            customer: d.customer.clone(),
+            erp_account: d.erp_account.clone(),
+            currency: d.currency.clone(),
+            period_start: d.period_start.clone(),
+            period_end: d.period_end.clone(),
+            issue_date: d.issue_date.clone(),
+            lines: d
+                .lines
+                .iter()
+                .map(|l| wit::DocumentLine {
+                    sku: l.sku.clone(),
+                    erp_item: l.erp_item.clone(),
+                    description: l.description.clone(),
+                    quantity: l.quantity.convert(),
+                    unit_price: l.unit_price.convert(),
+                    amount: l.amount.convert(),
+                })
+                .collect(),
+            total: d.total.convert(),
+        }
+    }
+}
+
+impl From<&pwit::TargetConfig> for wit::TargetConfig {
+    fn from(t: &pwit::TargetConfig) -> Self {
+        wit::TargetConfig { name: t.name.clone(), settings: t.settings.clone() }
+    }
+}
+
+impl From<&pwit::ErpResponse> for wit::ErpResponse {
+    fn from(r: &pwit::ErpResponse) -> Self {
+        wit::ErpResponse { status: r.status, headers: r.headers.clone(), body: r.body.clone() }
+    }
+}
+
+impl From<wit::ErpRequest> for pwit::ErpRequest {
+    fn from(r: wit::ErpRequest) -> Self {
+        pwit::ErpRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<wit::PluginError> for pwit::PluginError {
+    fn from(e: wit::PluginError) -> Self {
+        pwit::PluginError { code: e.code, field: e.field, message: e.message }
+    }
+}
+
+/// A 0.1.0 mapper's outcome: every answer ends its (one-step) conversation.
+impl From<wit::PostingOutcome> for pwit::Step {
+    fn from(o: wit::PostingOutcome) -> Self {
+        match o {
+            wit::PostingOutcome::Posted(n) => pwit::Step::Posted(n),
+            wit::PostingOutcome::Rejected(e) => pwit::Step::Rejected(e.into()),
+            wit::PostingOutcome::Transient(m) => pwit::Step::Transient(m),
+        }
+    }
+}
+
 /// Per-call limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -232,7 +318,8 @@ impl Plugin {
         match self.pre {
             Pre::RaterV2(_) => RATER_WORLDS[0],
             Pre::RaterV1(_) => RATER_WORLDS[1],
-            Pre::Mapper(_) => MAPPER_WORLD,
+            Pre::MapperV3(_) => MAPPER_WORLDS[0],
+            Pre::MapperV1(_) => MAPPER_WORLDS[1],
         }
     }
 }
@@ -240,7 +327,8 @@ impl Plugin {
 enum Pre {
     RaterV2(RaterV2Pre<CallState>),
     RaterV1(RaterV1Pre<CallState>),
-    Mapper(ErpMapperPre<CallState>),
+    MapperV3(MapperV3Pre<CallState>),
+    MapperV1(MapperV1Pre<CallState>),
 }
 
 impl std::fmt::Debug for Plugin {
@@ -478,7 +566,13 @@ impl Runtime {
                     Err(e1) => return Err(refused(vec![(RATER_WORLDS[0], e2), (RATER_WORLDS[1], e1)])),
                 },
             },
-            Kind::ErpMapper => Pre::Mapper(ErpMapperPre::new(pre).map_err(|e| refused(vec![(MAPPER_WORLD, e)]))?),
+            Kind::ErpMapper => match MapperV3Pre::new(pre.clone()) {
+                Ok(p) => Pre::MapperV3(p),
+                Err(e3) => match MapperV1Pre::new(pre) {
+                    Ok(p) => Pre::MapperV1(p),
+                    Err(e1) => return Err(refused(vec![(MAPPER_WORLDS[0], e3), (MAPPER_WORLDS[1], e1)])),
+                },
+            },
         };
         Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
     }
@@ -534,7 +628,7 @@ impl Runtime {
     /// [`Runtime::rate`], also telling how much fuel the call used (with a
     /// fuel error, the whole budget).
     pub fn rate_metered(&self, plugin: &Plugin, input: &rwit::Usage) -> (Result<Vec<Charge>, PluginError>, u64) {
-        if matches!(plugin.pre, Pre::Mapper(_)) {
+        if matches!(plugin.pre, Pre::MapperV3(_) | Pre::MapperV1(_)) {
             return (Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name))), 0);
         }
         let _slot = self.slots.acquire();
@@ -551,7 +645,7 @@ impl Runtime {
                 .instantiate(&mut store)
                 .and_then(|i: RaterV1| i.call_rate(&mut store, &wit::Usage::from(input)))
                 .map(|r| r.map(|lines| lines.into_iter().map(rwit::ChargeLine::from).collect()).map_err(Into::into)),
-            Pre::Mapper(_) => unreachable!("checked above"),
+            Pre::MapperV3(_) | Pre::MapperV1(_) => unreachable!("checked above"),
         };
         let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let result = result.map_err(|e| self.classify(e)).and_then(|r| r).and_then(|lines| {
@@ -569,7 +663,7 @@ impl Runtime {
         let instance = match &plugin.pre {
             Pre::RaterV2(pre) => WarmInstance::V2(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
             Pre::RaterV1(pre) => WarmInstance::V1(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
-            Pre::Mapper(_) => {
+            Pre::MapperV3(_) | Pre::MapperV1(_) => {
                 return Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name)));
             }
         };
@@ -586,49 +680,54 @@ impl Runtime {
         Ok(())
     }
 
-    fn mapper<'a>(&self, plugin: &'a Plugin) -> Result<&'a ErpMapperPre<CallState>, PluginError> {
-        match &plugin.pre {
-            Pre::Mapper(pre) => Ok(pre),
-            Pre::RaterV1(_) | Pre::RaterV2(_) => {
-                Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name)))
-            }
-        }
-    }
-
-    fn with_mapper<R>(
-        &self,
-        plugin: &Plugin,
-        f: impl FnOnce(&ErpMapper, &mut Store<CallState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
-        self.with_mapper_metered(plugin, f).0
-    }
-
-    /// [`Runtime::with_mapper`], also telling how much fuel the call used.
+    /// Runs `f` on a fresh instance of an ERP mapper, of whichever version
+    /// it implements, also telling how much fuel the call used.
     fn with_mapper_metered<R>(
         &self,
         plugin: &Plugin,
-        f: impl FnOnce(&ErpMapper, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(MapperInstance<'_>, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> (Result<R, PluginError>, u64) {
+        if matches!(plugin.pre, Pre::RaterV1(_) | Pre::RaterV2(_)) {
+            return (Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name))), 0);
+        }
         let _slot = self.slots.acquire();
         let mut store = match self.store() {
             Ok(s) => s,
             Err(e) => return (Err(e), 0),
         };
-        let result = match self.mapper(plugin) {
-            Ok(pre) => pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store)),
-            Err(e) => return (Err(e), 0),
+        let result = match &plugin.pre {
+            Pre::MapperV3(pre) => pre.instantiate(&mut store).and_then(|i| f(MapperInstance::V3(&i), &mut store)),
+            Pre::MapperV1(pre) => pre.instantiate(&mut store).and_then(|i| f(MapperInstance::V1(&i), &mut store)),
+            Pre::RaterV1(_) | Pre::RaterV2(_) => unreachable!("checked above"),
         };
         let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         (result.map_err(|e| self.classify(e)), fuel_used)
     }
 
-    /// Maps a posting document to the ERP's request.
+    fn with_mapper<R>(
+        &self,
+        plugin: &Plugin,
+        f: impl FnOnce(MapperInstance<'_>, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        self.with_mapper_metered(plugin, f).0
+    }
+
+    /// Checks a request a mapper produced: size and shape.
+    fn checked_request(&self, req: pwit::ErpRequest) -> Result<pwit::ErpRequest, PluginError> {
+        self.check_output(
+            req.body.len() + req.path.len() + req.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+        )?;
+        check_request(&req)?;
+        Ok(req)
+    }
+
+    /// Maps a posting document to the first request of its ERP conversation.
     pub fn map_document(
         &self,
         plugin: &Plugin,
-        doc: &wit::PostingDocument,
-        target: &wit::TargetConfig,
-    ) -> Result<wit::ErpRequest, PluginError> {
+        doc: &pwit::PostingDocument,
+        target: &pwit::TargetConfig,
+    ) -> Result<pwit::ErpRequest, PluginError> {
         self.map_document_metered(plugin, doc, target).0
     }
 
@@ -636,17 +735,16 @@ impl Runtime {
     pub fn map_document_metered(
         &self,
         plugin: &Plugin,
-        doc: &wit::PostingDocument,
-        target: &wit::TargetConfig,
-    ) -> (Result<wit::ErpRequest, PluginError>, u64) {
-        let (result, fuel) = self.with_mapper_metered(plugin, |m, s| m.call_map_document(s, doc, target));
-        let checked = result.and_then(|r| r.map_err(PluginError::from)).and_then(|req| {
-            self.check_output(
-                req.body.len() + req.path.len() + req.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
-            )?;
-            check_request(&req)?;
-            Ok(req)
+        doc: &pwit::PostingDocument,
+        target: &pwit::TargetConfig,
+    ) -> (Result<pwit::ErpRequest, PluginError>, u64) {
+        let (result, fuel) = self.with_mapper_metered(plugin, |m, s| match m {
+            MapperInstance::V3(i) => i.tollgate_plugin_posting().call_map_document(s, doc, target),
+            MapperInstance::V1(i) => i
+                .call_map_document(s, &doc.into(), &target.into())
+                .map(|r| r.map(Into::into).map_err(pwit::PluginError::from)),
         });
+        let checked = result.and_then(|r| r.map_err(PluginError::from)).and_then(|req| self.checked_request(req));
         (checked, fuel)
     }
 
@@ -654,29 +752,63 @@ impl Runtime {
     pub fn lookup_request(
         &self,
         plugin: &Plugin,
-        doc: &wit::PostingDocument,
-        target: &wit::TargetConfig,
-    ) -> Result<Option<wit::ErpRequest>, PluginError> {
-        let req = self.with_mapper(plugin, |m, s| m.call_lookup_request(s, doc, target))?;
-        if let Some(r) = &req {
-            check_request(r)?;
+        doc: &pwit::PostingDocument,
+        target: &pwit::TargetConfig,
+    ) -> Result<Option<pwit::ErpRequest>, PluginError> {
+        let req = self.with_mapper(plugin, |m, s| match m {
+            MapperInstance::V3(i) => i.tollgate_plugin_posting().call_lookup_request(s, doc, target),
+            MapperInstance::V1(i) => i.call_lookup_request(s, &doc.into(), &target.into()).map(|r| r.map(Into::into)),
+        })?;
+        req.map(|r| self.checked_request(r)).transpose()
+    }
+
+    /// Reads a look-up answer: nothing there, posted under a number, or a
+    /// request to finish an earlier posting.
+    pub fn read_lookup(
+        &self,
+        plugin: &Plugin,
+        doc: &pwit::PostingDocument,
+        target: &pwit::TargetConfig,
+        response: &pwit::ErpResponse,
+    ) -> Result<pwit::LookupOutcome, PluginError> {
+        let outcome = self.with_mapper(plugin, |m, s| match m {
+            MapperInstance::V3(i) => i.tollgate_plugin_posting().call_read_lookup(s, doc, target, response),
+            MapperInstance::V1(i) => i.call_read_lookup(s, &response.into()).map(|r| {
+                r.map(|found| found.map_or(pwit::LookupOutcome::Absent, pwit::LookupOutcome::Found))
+                    .map_err(pwit::PluginError::from)
+            }),
+        })??;
+        match outcome {
+            pwit::LookupOutcome::Next(r) => Ok(pwit::LookupOutcome::Next(self.checked_request(r)?)),
+            other => Ok(other),
         }
-        Ok(req)
     }
 
-    /// Reads a look-up answer: the ERP number of an earlier posting, if any.
-    pub fn read_lookup(&self, plugin: &Plugin, response: &wit::ErpResponse) -> Result<Option<String>, PluginError> {
-        Ok(self.with_mapper(plugin, |m, s| m.call_read_lookup(s, response))??)
-    }
-
-    /// Reads the ERP's answer to a posting.
+    /// Reads the ERP's answer `response` to `request`, a request of the
+    /// conversation posting `doc`.
     pub fn read_response(
         &self,
         plugin: &Plugin,
-        response: &wit::ErpResponse,
-    ) -> Result<wit::PostingOutcome, PluginError> {
-        self.with_mapper(plugin, |m, s| m.call_read_response(s, response))
+        doc: &pwit::PostingDocument,
+        target: &pwit::TargetConfig,
+        request: &pwit::ErpRequest,
+        response: &pwit::ErpResponse,
+    ) -> Result<pwit::Step, PluginError> {
+        let step = self.with_mapper(plugin, |m, s| match m {
+            MapperInstance::V3(i) => i.tollgate_plugin_posting().call_read_response(s, doc, target, request, response),
+            MapperInstance::V1(i) => i.call_read_response(s, &response.into()).map(Into::into),
+        })?;
+        match step {
+            pwit::Step::Next(r) => Ok(pwit::Step::Next(self.checked_request(r)?)),
+            other => Ok(other),
+        }
     }
+}
+
+/// A fresh ERP mapper instance, of the version its component implements.
+enum MapperInstance<'a> {
+    V3(&'a MapperV3),
+    V1(&'a MapperV1),
 }
 
 /// A rater instance kept across calls (see [`Runtime::warm_rater`]).
@@ -713,7 +845,7 @@ impl WarmRater {
 }
 
 /// An ERP request must have an HTTP method token and a path starting with '/'.
-fn check_request(req: &wit::ErpRequest) -> Result<(), PluginError> {
+fn check_request(req: &pwit::ErpRequest) -> Result<(), PluginError> {
     let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
     if !token(&req.method) {
         return Err(PluginError::InvalidOutput {
@@ -806,7 +938,7 @@ macro_rules! wit_decimal {
         }
     )*};
 }
-wit_decimal!(wit::Decimal, rwit::Decimal);
+wit_decimal!(wit::Decimal, rwit::Decimal, pwit::Decimal);
 
 /// Exact decimal → WIT decimal (of whichever version the context needs).
 pub fn to_wit<D: WitDecimal>(d: rust_decimal::Decimal) -> D {
