@@ -38,6 +38,26 @@
 //!   and inclusive of the lock date …".
 //! - `POST /json/2/account.move/search_read` `{"domain": [["ref", "=", X], ...]}`.
 //!
+//! SAP S/4HANA Cloud (what the `sap-s4hana` mapper speaks; HTTP Basic
+//! required, else 401):
+//! - `POST /sap/bc/srt/scs_ext/sap/billingdocumentrequest_in`: the
+//!   asynchronous SOAP service `BDR_REQUEST_IN`
+//!   (`BillingDocumentRequestBulkRequest`, one `BillableDocument` with
+//!   `ReferenceDocument`, `SoldToParty`, `BillingDocumentDate`,
+//!   `TransactionCurrency` and `BillableDocumentItem`s with `Material`,
+//!   `BillingQuantity` and a `ConditionRateAmount`): 202 without a body. A
+//!   message id already received is not processed again (as SAP's SOAP
+//!   runtime). Processing is asynchronous as far as the client can tell
+//!   (here it happens at once): a closed period (of `BillingDocumentDate`)
+//!   fails it, visible only on the read-back. A malformed request gets a
+//!   SOAP fault, 400.
+//! - `GET /sap/opu/odata/sap/API_BILLING_DOCUMENT_REQUEST_SRV/A_BillingDocumentRequest?$filter=ReferenceDocument eq '…'`:
+//!   `{"d": {"results": [{BillingDocumentRequest, ReferenceDocument,
+//!   BillingDocumentDate, TotalNetAmount, TransactionCurrency,
+//!   SAP__Messages}]}}` in the order received; a failed processing has an
+//!   empty `BillingDocumentRequest` and its error in `SAP__Messages`
+//!   (`{code: "F5/201", message: "Posting period 005 2025 is not open"}`).
+//!
 //! Control API:
 //! - `POST /_sim/faults`: queue faults, consumed one per invoice request:
 //!   `{"kind": "status", "status": 503, "retry_after": 1}` (fails before
@@ -141,6 +161,9 @@ struct SimState {
     injected: std::collections::BTreeMap<String, u64>,
     /// Documents refused with a business rejection, and the code.
     rejected: std::collections::BTreeMap<String, String>,
+    /// SAP: message ids received, and the processed requests in order.
+    sap_messages: std::collections::BTreeSet<String>,
+    sap_entries: Vec<serde_json::Value>,
 }
 
 impl SimState {
@@ -188,6 +211,8 @@ impl Sim {
             .route("/api/v2.0/{company}/salesInvoices", post(bc_create).get(bc_find))
             .route("/json/2/account.move/create", post(odoo_create))
             .route("/json/2/account.move/search_read", post(odoo_search))
+            .route("/sap/bc/srt/scs_ext/sap/billingdocumentrequest_in", post(sap_bdr_request))
+            .route("/sap/opu/odata/sap/API_BILLING_DOCUMENT_REQUEST_SRV/A_BillingDocumentRequest", get(sap_read_back))
             .route("/_sim/stats", get(stats))
             .with_state(self.clone())
     }
@@ -846,6 +871,149 @@ async fn odoo_search(State(sim): State<Sim>, headers: HeaderMap, Json(q): Json<s
         .map(|i| json!({ "id": i.number.parse::<u64>().unwrap_or_default(), "name": "/", "state": "draft" }))
         .collect();
     Json(json!(found)).into_response()
+}
+
+/// The text of the first `<name>` (or `<name …>`) element in `xml`, unescaped.
+fn xml_text(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>")).or_else(|| xml.find(&format!("<{name} ")))?;
+    let open_end = start + xml[start..].find('>')? + 1;
+    let end = open_end + xml[open_end..].find(&format!("</{name}>"))?;
+    let text = &xml[open_end..end];
+    Some(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+fn soap_fault(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = format!(
+        "<soap-env:Envelope xmlns:soap-env=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap-env:Body>\
+         <soap-env:Fault><faultcode>soap-env:Client</faultcode><faultstring>{}</faultstring></soap-env:Fault>\
+         </soap-env:Body></soap-env:Envelope>",
+        message.into().replace('&', "&amp;").replace('<', "&lt;")
+    );
+    (status, [("content-type", "text/xml; charset=utf-8")], body).into_response()
+}
+
+fn basic_authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("basic ") && v.len() > 6)
+}
+
+/// A billing document request as the simulator stores it.
+fn sap_invoice(xml: &str) -> Result<Invoice, String> {
+    let field = |name: &str| xml_text(xml, name).ok_or_else(|| format!("{name} is missing"));
+    let mut lines = Vec::new();
+    for (i, item) in xml.split("<BillableDocumentItem>").skip(1).enumerate() {
+        let get =
+            |name: &str| xml_text(item, name).ok_or_else(|| format!("BillableDocumentItem[{i}]: {name} is missing"));
+        let number = |name: &str| {
+            get(name).and_then(|v| {
+                Decimal::from_str_exact(v.trim()).map_err(|e| format!("BillableDocumentItem[{i}]: {name}: {e}"))
+            })
+        };
+        let (quantity, unit_price) = (number("BillingQuantity")?, number("ConditionRateAmount")?);
+        let amount = quantity
+            .checked_mul(unit_price)
+            .ok_or_else(|| format!("BillableDocumentItem[{i}]: net amount overflows"))?
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        let material = get("Material")?;
+        let description = xml_text(item, "BillableDocumentItemText").unwrap_or_default();
+        lines.push(InvoiceLine { sku: material.clone(), item: material, description, quantity, unit_price, amount });
+    }
+    if lines.is_empty() {
+        return Err("BillableDocumentItem: at least one item".into());
+    }
+    Ok(Invoice {
+        number: String::new(),
+        idempotency_key: None,
+        document_id: field("ReferenceDocument")?,
+        company: field("SalesOrganization")?,
+        customer: field("SoldToParty")?,
+        account: field("SoldToParty")?,
+        currency: field("TransactionCurrency")?,
+        period_start: String::new(),
+        period_end: String::new(),
+        issue_date: field("BillingDocumentDate")?,
+        total: lines.iter().map(|l| l.amount).sum(),
+        lines,
+    })
+}
+
+const SAP: Shape = Shape {
+    transient: |status, message| soap_fault(status, message),
+    business: |_, message| soap_fault(StatusCode::BAD_REQUEST, message),
+};
+
+async fn sap_bdr_request(State(sim): State<Sim>, headers: HeaderMap, body: String) -> Response {
+    if !basic_authorized(&headers) {
+        return soap_fault(StatusCode::UNAUTHORIZED, "authentication required");
+    }
+    let fault = sim.take_fault(None);
+    if let Some(answer) = sim.before_commit(&fault, xml_text(&body, "ReferenceDocument"), &SAP).await {
+        return answer;
+    }
+    let Some(message_id) = xml_text(&body, "ID") else {
+        return soap_fault(StatusCode::BAD_REQUEST, "MessageHeader/ID is missing");
+    };
+    let mut invoice = match sap_invoice(&body) {
+        Ok(i) => i,
+        Err(message) => return soap_fault(StatusCode::BAD_REQUEST, message),
+    };
+    {
+        let mut s = sim.lock();
+        if s.sap_messages.insert(message_id) {
+            let (year, month) = (invoice.issue_date.get(..4).unwrap_or_default(), invoice.issue_date.get(5..7));
+            let mut entry = json!({
+                "BillingDocumentRequest": "",
+                "ReferenceDocument": invoice.document_id,
+                "BillingDocumentDate": invoice.issue_date,
+                "TotalNetAmount": invoice.total.to_string(),
+                "TransactionCurrency": invoice.currency,
+                "SAP__Messages": [],
+            });
+            if s.closed_periods.contains(invoice.issue_date.get(..7).unwrap_or_default()) {
+                let message = format!("Posting period 0{} {year} is not open", month.unwrap_or_default());
+                entry["SAP__Messages"] = json!([{ "code": "F5/201", "message": message, "severity": "error" }]);
+                s.rejected.insert(invoice.document_id.clone(), "period-closed".into());
+            } else {
+                invoice.number = format!("9{:08}", s.invoices.len() + 1);
+                entry["BillingDocumentRequest"] = json!(invoice.number);
+                s.invoices.push(invoice);
+            }
+            s.sap_entries.push(entry);
+        }
+    }
+    if let Some(answer) = after_commit(&fault, &SAP).await {
+        return answer;
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn sap_read_back(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if !basic_authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    }
+    let filter = q.get("$filter").map(String::as_str).unwrap_or_default();
+    let Some(reference) =
+        filter.strip_prefix("ReferenceDocument eq '").and_then(|r| r.strip_suffix('\'')).map(|r| r.replace("''", "'"))
+    else {
+        let error = json!({ "error": { "code": "400", "message": { "lang": "en", "value": "$filter must be ReferenceDocument eq '…'" } } });
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    };
+    let s = sim.lock();
+    let results: Vec<_> =
+        s.sap_entries.iter().filter(|e| e["ReferenceDocument"] == reference.as_str()).cloned().collect();
+    Json(json!({ "d": { "results": results } })).into_response()
 }
 
 async fn set_chaos(State(sim): State<Sim>, Json(chaos): Json<Chaos>) -> Json<serde_json::Value> {

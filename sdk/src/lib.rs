@@ -193,6 +193,11 @@ macro_rules! mapper_helpers {
             })
         }
 
+        /// An HTTP Basic `Authorization` header value for `user` and `password`.
+        pub fn basic_auth(user: &str, password: &str) -> String {
+            format!("Basic {}", crate::base64(format!("{user}:{password}").as_bytes()))
+        }
+
         /// A rejection the ERP gave in no shape the mapper knows: `http-error`
         /// with the status and the start of the body.
         pub fn http_error(status: u16, body: &str) -> PluginError {
@@ -252,6 +257,20 @@ pub mod mapper_v3 {
     };
 
     mapper_helpers!(Step);
+}
+
+/// Standard base64 (RFC 4648, with padding).
+#[cfg(any(feature = "erp-mapper", feature = "erp-mapper-v0-3"))]
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// Parses a plugin's JSON parameters into `T`, with an error naming the

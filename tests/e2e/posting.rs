@@ -413,3 +413,46 @@ async fn a_target_rate_limit_spaces_the_requests() {
     // Ten requests at ten a second: the last leaves 0.9 s after the first at the earliest.
     assert!(elapsed >= std::time::Duration::from_millis(900), "{elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sap_requests_are_read_back_and_async_failures_reach_the_exception_queue() {
+    let erp = Erp::start().await.unwrap();
+    let settings = [
+        ("user", "TOLLGATE"),
+        ("password", "s3cret"),
+        ("logical_system", "TOLLGATE01"),
+        ("sales_organization", "1010"),
+    ];
+    let env = Env::posting_to(&erp, "sap-s4hana", &settings, 300).await.unwrap();
+    env.ingest(usage()).await.unwrap();
+    // The first SOAP request is processed and its answer never comes: the
+    // read-back by reference document finds the billing document request,
+    // so nothing is sent twice.
+    erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 800 }])).await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    let invoices = posted_once_each(&closed, &erp).await;
+    assert!(invoices.iter().all(|i| i["number"].as_str().unwrap().starts_with('9')), "{invoices:#?}");
+    assert_eq!(erp.stats().await.unwrap()["requests"], 2, "one SOAP request per document");
+
+    // April is closed in S/4HANA: the request is accepted (202) and fails
+    // in processing; only the read-back shows it, and it reaches finance.
+    env.ingest(vec![event("apr", "globex", "api_calls", "2025-04-10T10:00:00Z", "10")]).await.unwrap();
+    erp.close_periods(&["2025-04"]).await.unwrap();
+    let april = env.close("2025-04").await.unwrap();
+    let doc = april["documents"][0].clone();
+    assert_eq!(doc["state"]["status"], "rejected", "{april:#}");
+    assert_eq!(doc["state"]["rejection"]["code"], "period-closed");
+    let message = doc["state"]["rejection"]["message"].as_str().unwrap();
+    assert_eq!(message, "Posting period 004 2025 is not open (F5/201)");
+
+    // Re-routed to May, it is sent again (a new message: its date changed) and posts.
+    let id = doc["id"].as_str().unwrap();
+    let (status, body) = env.post(&format!("/v1/exceptions/{id}/actions"), &json!({ "action": "reroute" })).await;
+    assert_eq!(status, 200, "{body}");
+    let posted = env.wait_status(id, "posted").await;
+    let invoices = erp.invoices().await.unwrap();
+    let found: Vec<_> = invoices.iter().filter(|i| i["document_id"] == posted["id"]).collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["number"], posted["state"]["erp_document_number"]);
+    assert_eq!(found[0]["issue_date"], "2025-05-01");
+}

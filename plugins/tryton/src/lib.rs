@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 use tollgate_sdk::Decimal;
 use tollgate_sdk::mapper_v3::{
     DocumentLine, ErpRequest, ErpResponse, Guest, LookupOutcome, PluginError, PostingDocument, Step, TargetConfig,
-    exact, http_error, json_number, setting, transient_status,
+    basic_auth, exact, http_error, json_number, setting, transient_status,
 };
 
 pub struct Tryton;
@@ -62,7 +62,7 @@ fn call(target: &TargetConfig, method: &str, invoice: u64, params: Value) -> Erp
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(user) = setting(target, "user") {
         let password = setting(target, "password").unwrap_or_default();
-        headers.push(("authorization".into(), format!("Basic {}", base64(&format!("{user}:{password}")))));
+        headers.push(("authorization".into(), basic_auth(user, password)));
     }
     let database = setting(target, "database").unwrap_or("erp");
     ErpRequest {
@@ -71,23 +71,6 @@ fn call(target: &TargetConfig, method: &str, invoice: u64, params: Value) -> Erp
         headers,
         body: json!({ "id": invoice, "method": method, "params": params }).to_string(),
     }
-}
-
-fn base64(s: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// A Tryton record id from the document or a setting, or an error naming it.
