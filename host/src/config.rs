@@ -147,7 +147,9 @@ impl Default for PostingConfig {
 
 /// When a month closes by itself: on `day` of the next month at `hour`
 /// (UTC), once the gateway finds the period still open; it looks every
-/// `check_every_s` seconds.
+/// `check_every_s` seconds. With `interim_daily`, each tenant's interim
+/// documents of the previous day are built too, once a day, for
+/// reconciliation (never posted).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloseSchedule {
@@ -156,6 +158,8 @@ pub struct CloseSchedule {
     pub hour: u32,
     #[serde(default = "default_check_every")]
     pub check_every_s: u64,
+    #[serde(default)]
+    pub interim_daily: bool,
 }
 
 fn default_check_every() -> u64 {

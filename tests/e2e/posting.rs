@@ -354,8 +354,9 @@ async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
         .unwrap();
     assert!(erp.invoices().await.unwrap().is_empty(), "nothing closes without a schedule");
 
-    // Due from the 1st, 00:00 UTC: last month is due now.
-    env.config.posting.close_schedule = Some(CloseSchedule { day: 1, hour: 0, check_every_s: 1 });
+    // Due from the 1st, 00:00 UTC: last month is due now. Yesterday's
+    // interim documents are built too.
+    env.config.posting.close_schedule = Some(CloseSchedule { day: 1, hour: 0, check_every_s: 1, interim_daily: true });
     let env = env.restart().await.unwrap();
     let mut invoices = Vec::new();
     for _ in 0..500 {
@@ -376,6 +377,12 @@ async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
     // Later checks find it closed and post nothing more.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
+    let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    let period = Period::containing(yesterday, None);
+    let (status, listed) = env.get(&format!("/v1/periods/{}/interim", period.id)).await.unwrap();
+    assert_eq!(status, 200, "{listed}");
+    let days: Vec<_> = listed["interim"].as_array().unwrap().iter().map(|r| r["as_of"].clone()).collect();
+    assert_eq!(days, vec![json!(yesterday.date_naive().to_string())], "built once: {listed:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,4 +462,52 @@ async fn sap_requests_are_read_back_and_async_failures_reach_the_exception_queue
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["number"], posted["state"]["erp_document_number"]);
     assert_eq!(found[0]["issue_date"], "2025-05-01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_documents_show_the_period_to_date_and_are_never_posted() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    env.ingest(vec![
+        event("early", "globex", "api_calls", "2025-05-03T08:00:00Z", "100"),
+        event("late", "globex", "api_calls", "2025-05-20T08:00:00Z", "50"),
+    ])
+    .await
+    .unwrap();
+    let interim = |date: &'static str| {
+        let env = &env;
+        async move { env.post(&format!("/v1/periods/2025-05/interim?date={date}"), &serde_json::Value::Null).await }
+    };
+    // To the 10th: the first 100 calls only, all in the first tier.
+    let (status, tenth) = interim("2025-05-10").await;
+    assert_eq!(status, 200, "{tenth}");
+    assert_eq!(tenth["as_of"], "2025-05-10");
+    let docs = tenth["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 1, "{tenth:#}");
+    assert_eq!(docs[0]["state"]["status"], "interim");
+    assert!(docs[0]["id"].as_str().unwrap().starts_with("TGI-"), "{}", docs[0]["id"]);
+    assert_eq!(dec(&docs[0]["total"]), "10.00".parse().unwrap());
+    // To the last day: all 150.
+    let (status, last) = interim("2025-05-31").await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(dec(&last["documents"][0]["total"]), "10.63".parse().unwrap());
+
+    // Kept day by day; the ERP has seen none of them.
+    let (_, listed) = env.get("/v1/periods/2025-05/interim").await.unwrap();
+    let days: Vec<_> = listed["interim"].as_array().unwrap().iter().map(|r| r["as_of"].clone()).collect();
+    assert_eq!(days, vec![json!("2025-05-10"), json!("2025-05-31")]);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(erp.invoices().await.unwrap().is_empty(), "interim documents are never posted");
+
+    // The close bills what the last day's interim showed, under its own id.
+    let closed = env.close("2025-05").await.unwrap();
+    let doc = &closed["documents"][0];
+    assert_eq!(dec(&doc["total"]), dec(&last["documents"][0]["total"]));
+    assert_ne!(doc["id"], last["documents"][0]["id"]);
+    assert_eq!(erp.invoices().await.unwrap().len(), 1);
+
+    // A day outside the period is refused, naming the field.
+    let (status, body) = interim("2025-06-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "date");
 }

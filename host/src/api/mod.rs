@@ -42,6 +42,8 @@
 //! - `GET  /v1/activations/{contract_line}`: the activation history
 //! - `/v1/masterdata…`: effective-dated master data, "as of" reads and
 //!   history (see [`masterdata`])
+//! - `POST /v1/periods/{period}/interim[?date=YYYY-MM-DD]`, `GET …/interim`:
+//!   interim documents (period to date, never posted) for reconciliation
 //! - `POST /v1/periods/{period}/close[?wait_ms=N]`: close a billing period
 //!   (`YYYY-MM`); with `wait_ms`, answer once every document is posted or
 //!   rejected, or after N ms
@@ -152,6 +154,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         ep(M::GET, "/v1/masterdata/{collection}/{id}/versions", masterdata::entity_versions),
         ep(M::POST, "/v1/masterdata/{collection}/{id}/versions", masterdata::amend_entity),
         ep(M::POST, "/v1/periods/{period}/close", close_period),
+        ep(M::POST, "/v1/periods/{period}/interim", build_interim),
+        ep(M::GET, "/v1/periods/{period}/interim", list_interim),
         ep(M::GET, "/v1/documents/{id}", get_document),
         ep(M::GET, "/v1/lineage/documents/{number}", document_lineage),
         ep(M::GET, "/v1/lineage/events/{id}", event_lineage),
@@ -362,6 +366,33 @@ async fn close_period(
         }
     }
     Ok(Json(report))
+}
+
+#[derive(Deserialize)]
+struct InterimQuery {
+    date: Option<String>,
+}
+
+async fn build_interim(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(period): Path<String>,
+    Query(q): Query<InterimQuery>,
+) -> Result<Json<posting::interim::InterimReport>, ApiError> {
+    let t = tenant(&s, &h)?;
+    // Everything acknowledged before this call is metered first.
+    s.ingestor.log().sync().await?;
+    let now = chrono::Utc::now();
+    Ok(Json(posting::interim::build_interim(&s.store, &s.registry, &t, &period, q.date.as_deref(), now).await?))
+}
+
+async fn list_interim(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(period): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = tenant(&s, &h)?;
+    Ok(Json(serde_json::json!({ "interim": posting::interim::list_interim(&s.store, &t, &period)? })))
 }
 
 async fn get_document(

@@ -138,12 +138,14 @@ pub type PeriodUsage = (LinePart, Period, Vec<(CanonicalUsage, Vec<String>)>);
 
 /// Every part of every contract line in effect during the billing period
 /// `base` (each line's own period: `base` shifted to its anchor day), in
-/// the order lines first appeared, with the canonical usage of each.
+/// the order lines first appeared, with the canonical usage of each; with
+/// `until`, only the usage before it (period to date).
 pub fn usages_of_period(
     store: &Store,
     history: &History,
     tenant: &str,
     base: &Period,
+    until: Option<DateTime<Utc>>,
     known_at: DateTime<Utc>,
 ) -> Result<Vec<PeriodUsage>, String> {
     let mut anchors: Vec<u32> = history
@@ -159,7 +161,11 @@ pub fn usages_of_period(
     let mut out = Vec::new();
     for anchor in anchors {
         let period = base.anchored(Some(anchor));
-        let segments = enrich::segments(history, period.start, period.end, known_at).map_err(|e| e.to_string())?;
+        let end = until.map_or(period.end, |u| u.min(period.end));
+        if end <= period.start {
+            continue;
+        }
+        let segments = enrich::segments(history, period.start, end, known_at).map_err(|e| e.to_string())?;
         for part in enrich::line_parts(history, &segments) {
             if part.line.billing_anchor_day.unwrap_or(1) != anchor {
                 continue;
@@ -185,11 +191,35 @@ fn prepare(
     period: &Period,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    let units = usages_of_period(store, history, tenant, period, now)
+    let units = usages_of_period(store, history, tenant, period, None, now)
         .map_err(|e| precondition(format!("period not closed: {e}")))?;
     if units.is_empty() {
         return Err(precondition("no contract lines in the master data; nothing to close".into()));
     }
+    let records = rate_usages(store, registry, tenant, units, now)
+        .map_err(|problems| precondition(format!("period not closed; rating failed: {}", problems.join("; "))))?;
+    let md = history.as_of(period.end - chrono::Duration::nanoseconds(1), now).map_err(ApiError::internal)?;
+    let charge_records: Vec<ChargeRecord> = records.iter().map(|(r, _)| r.clone()).collect();
+    let docs = document::build_documents(tenant, &md, period, REVISION, &charge_records)
+        .map_err(|e| precondition(format!("period not closed: {e}")))?;
+    let mut documents = Vec::new();
+    for doc in docs {
+        let entry = super::outbox_entry(registry, targets, &doc, now).map_err(precondition)?;
+        documents.push((doc, entry));
+    }
+    Ok(Prepared { records, documents })
+}
+
+/// Rates every canonical usage with its line's rater, in order (each
+/// customer's earlier charges are the related charges of the next); `Err`
+/// lists every line that failed.
+pub fn rate_usages(
+    store: &Store,
+    registry: &Registry,
+    tenant: &str,
+    units: Vec<PeriodUsage>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(ChargeRecord, Vec<String>)>, Vec<String>> {
     let mut problems = Vec::new();
     let mut records: Vec<(ChargeRecord, Vec<String>)> = Vec::new();
     for (part, _, usages) in units {
@@ -217,19 +247,7 @@ fn prepare(
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(precondition(format!("period not closed; rating failed: {}", problems.join("; "))));
-    }
-    let md = history.as_of(period.end - chrono::Duration::nanoseconds(1), now).map_err(ApiError::internal)?;
-    let charge_records: Vec<ChargeRecord> = records.iter().map(|(r, _)| r.clone()).collect();
-    let docs = document::build_documents(tenant, &md, period, REVISION, &charge_records)
-        .map_err(|e| precondition(format!("period not closed: {e}")))?;
-    let mut documents = Vec::new();
-    for doc in docs {
-        let entry = super::outbox_entry(registry, targets, &doc, now).map_err(precondition)?;
-        documents.push((doc, entry));
-    }
-    Ok(Prepared { records, documents })
+    if problems.is_empty() { Ok(records) } else { Err(problems) }
 }
 
 enum CommitError {
@@ -292,7 +310,9 @@ fn late_usage(
             .map(|r| ((r.usage.contract_line, r.usage.part), (r.usage.quantity, r.usage.contract_line_version)))
             .collect();
     let mut current = BTreeMap::new();
-    for (_, _, usages) in usages_of_period(store, history, &closed.tenant, &period, now).map_err(ApiError::internal)? {
+    for (_, _, usages) in
+        usages_of_period(store, history, &closed.tenant, &period, None, now).map_err(ApiError::internal)?
+    {
         for (u, _) in usages {
             current.insert((u.contract_line, u.part), (u.quantity, u.contract_line_version));
         }

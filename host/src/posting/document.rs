@@ -51,6 +51,8 @@ pub enum PostingStatus {
     Rejected,
     /// Finance cancelled it after a rejection; nothing was posted.
     Cancelled,
+    /// An interim document (period to date, for reconciliation): never posted.
+    Interim,
 }
 
 /// A business rejection as the ERP gave it, classified for the exception queue.

@@ -7,13 +7,16 @@
 //! - `outbox`: the worker that sends outbox entries to their ERP with the
 //!   document id as idempotency key, retries transient failures with
 //!   backoff, and records the ERP document number.
-//! - `schedule`: closing each tenant's previous month by itself.
+//! - `schedule`: closing each tenant's previous month by itself (and the
+//!   daily interim documents).
+//! - `interim`: period-to-date documents for reconciliation, never posted.
 //! - `exceptions`: business rejections as a queue finance acts on (retry
 //!   after a fix, re-route to the next open period, cancel with a reason).
 
 pub mod close;
 pub mod document;
 pub mod exceptions;
+pub mod interim;
 pub mod outbox;
 pub mod schedule;
 

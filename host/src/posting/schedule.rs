@@ -4,6 +4,8 @@
 //! would close it (everything acknowledged so far is metered first; a
 //! period closed already is left alone). A close that fails (no contract
 //! lines, a rater error) is logged and tried again at the next check.
+//! With `interim_daily`, the previous day's interim documents
+//! ([`super::interim`]) are built once for each tenant.
 
 use super::{Poster, close_period};
 use crate::config::{CloseSchedule, ErpTargetConfig};
@@ -54,6 +56,9 @@ impl Scheduler {
     }
 
     async fn check(&self, now: DateTime<Utc>) {
+        if self.schedule.interim_daily {
+            self.interim(now).await;
+        }
         let Some(period) = due_period(now, &self.schedule) else { return };
         for tenant in &self.tenants {
             match self.store.get::<super::PeriodClose>(&self.store.periods, &store::key(&[tenant, &period.id])) {
@@ -81,13 +86,40 @@ impl Scheduler {
     }
 }
 
+impl Scheduler {
+    /// Builds each tenant's interim documents of the day before `now`, once.
+    async fn interim(&self, now: DateTime<Utc>) {
+        let yesterday = now - chrono::Duration::days(1);
+        let (period, day) = (Period::containing(yesterday, None), yesterday.date_naive().to_string());
+        for tenant in &self.tenants {
+            match super::interim::has_interim(&self.store, tenant, &period.id, &day) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(tenant, error = %e.message, "daily interim: reading the store");
+                    continue;
+                }
+            }
+            if let Err(e) = self.log.sync().await {
+                tracing::error!(tenant, error = %e, "daily interim: waiting for metering");
+                continue;
+            }
+            let built =
+                super::interim::build_interim(&self.store, &self.registry, tenant, &period.id, Some(&day), now).await;
+            if let Err(e) = built {
+                tracing::warn!(tenant, period = %period.id, %day, error = %e.message, "daily interim failed; will retry");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_previous_month_is_due_from_the_scheduled_day_and_hour() {
-        let s = CloseSchedule { day: 3, hour: 6, check_every_s: 60 };
+        let s = CloseSchedule { day: 3, hour: 6, check_every_s: 60, interim_daily: false };
         let t = |x: &str| x.parse::<DateTime<Utc>>().unwrap();
         assert_eq!(due_period(t("2026-12-03T05:59:59Z"), &s), None);
         assert_eq!(due_period(t("2026-12-03T06:00:00Z"), &s).map(|p| p.id), Some("2026-11".into()));

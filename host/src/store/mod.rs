@@ -14,6 +14,7 @@
 //! - `event_charges`  tenant·event id·period·contract line·part → () (the reverse)
 //! - `documents`      tenant·document id → [`crate::posting::Document`]
 //! - `periods`        tenant·period → [`crate::posting::PeriodClose`]
+//! - `interim`        tenant·period·day → [`crate::posting::interim::InterimReport`]
 //! - `outbox`         document key → [`crate::posting::OutboxEntry`]
 //! - `erp_numbers`    tenant·ERP document number·target → document id
 //! - `plugins`        tenant·plugin name·version → uploaded plugin record
@@ -52,6 +53,7 @@ pub struct Store {
     pub event_charges: sled::Tree,
     pub documents: sled::Tree,
     pub periods: sled::Tree,
+    pub interim: sled::Tree,
     pub outbox: sled::Tree,
     pub erp_numbers: sled::Tree,
     pub plugins: sled::Tree,
@@ -71,6 +73,7 @@ impl Store {
             event_charges: db.open_tree("event_charges")?,
             documents: db.open_tree("documents")?,
             periods: db.open_tree("periods")?,
+            interim: db.open_tree("interim")?,
             outbox: db.open_tree("outbox")?,
             erp_numbers: db.open_tree("erp_numbers")?,
             plugins: db.open_tree("plugins")?,
