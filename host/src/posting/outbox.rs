@@ -73,7 +73,9 @@ pub struct OutboxEntry {
     pub step: u32,
 }
 
-/// Most requests one posting conversation may take.
+/// Most requests one attempt may send in a posting conversation: a mapper
+/// that keeps asking for more is refused (`invalid-output`), not followed
+/// for ever.
 pub const MAX_STEPS: u32 = 16;
 
 /// What one attempt came to.
@@ -305,7 +307,9 @@ impl Poster {
                 Err(e) => return Attempt::retry(format!("look-up before resend: {e}")),
             }
         }
+        let mut sent = 0;
         loop {
+            sent += 1;
             let request = entry.request.clone();
             let method = match parse_method(&request) {
                 Ok(m) => m,
@@ -333,7 +337,7 @@ impl Poster {
                     return Attempt::Retry { error, ambiguous: status >= 500, retry_after };
                 }
                 Ok(wit::Step::Next(next)) => {
-                    if entry.step + 1 >= MAX_STEPS {
+                    if sent >= MAX_STEPS {
                         return Attempt::Rejected {
                             code: "invalid-output".into(),
                             field: None,
