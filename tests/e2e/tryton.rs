@@ -45,7 +45,7 @@ async fn invoices_post_into_a_real_tryton_exactly_once() {
 
     // May: one posted Tryton invoice per customer, totals equal to the cent
     // (globex: 100 × 0.10 + 50 × 0.0125 rounded; initech: 3 × 0.333 rounded).
-    let may = env.close("2025-05").await.unwrap();
+    let may = env.close_within("2025-05", 90_000).await.unwrap();
     let docs = may["documents"].as_array().unwrap().clone();
     assert_eq!(docs.len(), 2, "{may:#}");
     let totals: Vec<_> = docs.iter().map(|d| dec(&d["total"])).collect();
@@ -61,7 +61,7 @@ async fn invoices_post_into_a_real_tryton_exactly_once() {
     // created twice and the numbers are Tryton's first ones.
     let again = start().await.unwrap();
     again.ingest(usage.clone()).await.unwrap();
-    let may_again = again.close("2025-05").await.unwrap();
+    let may_again = again.close_within("2025-05", 90_000).await.unwrap();
     for (first, second) in docs.iter().zip(may_again["documents"].as_array().unwrap()) {
         assert_eq!(first["id"], second["id"]);
         assert_eq!(second["state"]["status"], "posted", "{second}");
@@ -72,7 +72,7 @@ async fn invoices_post_into_a_real_tryton_exactly_once() {
 
     // April is closed in Tryton: the rejection waits in the exception queue
     // with Tryton's own message, for finance.
-    let april = env.close("2025-04").await.unwrap();
+    let april = env.close_within("2025-04", 90_000).await.unwrap();
     let doc = april["documents"][0].clone();
     assert_eq!(doc["state"]["status"], "rejected", "{april:#}");
     let (_, queue) = env.get("/v1/exceptions").await.unwrap();

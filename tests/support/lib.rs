@@ -263,10 +263,16 @@ impl Env {
         self.ingest_as(Some(API_KEY), events).await.context("ingest")
     }
 
-    /// Closes `period` and waits until every document is posted or rejected.
+    /// Closes `period` and waits (20 s at most) until every document is
+    /// posted or rejected.
     pub async fn close(&self, period: &str) -> Result<serde_json::Value> {
+        self.close_within(period, 20_000).await
+    }
+
+    /// [`Env::close`], waiting `wait_ms` at most.
+    pub async fn close_within(&self, period: &str, wait_ms: u64) -> Result<serde_json::Value> {
         let r = http()
-            .post(format!("{}/v1/periods/{period}/close?wait_ms=20000", self.base))
+            .post(format!("{}/v1/periods/{period}/close?wait_ms={wait_ms}", self.base))
             .bearer_auth(API_KEY)
             .send()
             .await?;
@@ -315,10 +321,10 @@ impl Env {
         self.post(&format!("/v1/periods/{period}/close"), &serde_json::Value::Null).await
     }
 
-    /// Polls a document until its status is `want` (30 s at most).
+    /// Polls a document until its status is `want` (60 s at most).
     pub async fn wait_status(&self, id: &str, want: &str) -> serde_json::Value {
         let mut doc = serde_json::Value::Null;
-        for _ in 0..1500 {
+        for _ in 0..3000 {
             doc = self.get(&format!("/v1/documents/{id}")).await.expect("GET /v1/documents/{id}").1;
             if doc["state"]["status"] == want {
                 return doc;

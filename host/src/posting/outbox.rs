@@ -348,7 +348,8 @@ impl Poster {
                         return Attempt::retry(format!("storing the next request: {e}"));
                     }
                 }
-                Err(e) => return Attempt::retry(e),
+                // The ERP answered, but what it said is unknown: it may have committed.
+                Err(e) => return Attempt::Retry { error: e, ambiguous: true, retry_after: None },
             }
         }
     }
