@@ -155,3 +155,52 @@ async fn activation_pins_a_version_and_rollback_is_activating_an_earlier_one() {
     assert_eq!(versions, ["1.0.0", "2.0.0", "1.0.0"], "history is kept, never overwritten");
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_posts_through_a_mapper_it_uploaded() {
+    use tollgate::config::ErpTargetConfig;
+    let erp = Erp::start().await.unwrap();
+    // The operator's target names a mapper the tenant brings itself.
+    let env = Env::start_configured(&erp, |c| {
+        c.erp_targets.insert("own".into(), ErpTargetConfig::new(erp.base.clone(), "acme-ledger"));
+    })
+    .await
+    .unwrap();
+    let mut md = tollgate_e2e::masterdata();
+    md["legal_entities"][0]["erp_target"] = json!("own");
+    let (status, body) = env.put("/v1/masterdata?effective_from=2025-01-01T00:00:00Z", &md).await;
+    assert_eq!(status, 200, "{body}");
+    env.ingest(vec![event("m1", "globex", "api_calls", "2025-05-03T08:00:00Z", "150")]).await.unwrap();
+
+    // Not uploaded yet: the document waits (retried), nothing is lost.
+    let (status, closed) = env.close_nowait("2025-05").await;
+    assert_eq!(status, 422, "mapping happens at close and names the mapper: {closed}");
+    assert!(closed["error"]["message"].as_str().unwrap().contains("acme-ledger"), "{closed}");
+
+    // Uploaded (a generic JSON mapper of interface 0.1.0), the close posts through it.
+    let mapper = bundled_component("generic-json-0.1.0.wasm");
+    let (status, body) = env.upload(API_KEY, "name=acme-ledger&version=1.0.0&kind=erp-mapper", mapper).await;
+    assert_eq!(status, 201, "{body}");
+    let closed = env.close("2025-05").await.unwrap();
+    let doc = &closed["documents"][0];
+    assert_eq!(doc["state"]["status"], "posted", "{closed:#}");
+    let invoices = erp.invoices().await.unwrap();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0]["number"], doc["state"]["erp_document_number"]);
+
+    // A mapper of interface 0.3.0 is accepted too, and only its tenant sees either.
+    let (status, body) = env
+        .upload(API_KEY, "name=acme-tryton&version=1.0.0&kind=erp-mapper", bundled_component("tryton-0.1.0.wasm"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, mine) = env.get("/v1/plugins").await.unwrap();
+    let world = |list: &serde_json::Value, name: &str| {
+        list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["world"].clone())
+    };
+    assert_eq!(world(&mine, "acme-tryton"), Some(json!("tollgate:plugin/erp-mapper@0.3.0")), "{mine:#}");
+    assert_eq!(world(&mine, "acme-ledger"), Some(json!("tollgate:plugin/erp-mapper@0.1.0")));
+    let r =
+        tollgate_e2e::http().get(format!("{}/v1/plugins", env.base)).bearer_auth(OTHER_API_KEY).send().await.unwrap();
+    let theirs: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(world(&theirs, "acme-ledger"), None);
+}
