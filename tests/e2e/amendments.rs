@@ -96,6 +96,16 @@ async fn a_retroactive_amendment_rates_usage_before_it_on_the_old_terms_and_afte
         "{doc}"
     );
     assert_eq!(dec(&doc["total"]), Decimal::new(1150, 2));
+    // Each line says which part of the period it bills.
+    let service: Vec<_> =
+        doc["lines"].as_array().unwrap().iter().map(|l| (l["usage_from"].clone(), l["usage_to"].clone())).collect();
+    assert_eq!(
+        service,
+        [
+            (json!("2025-05-01T00:00:00Z"), json!("2025-05-15T00:00:00Z")),
+            (json!("2025-05-15T00:00:00Z"), json!("2025-06-01T00:00:00Z")),
+        ]
+    );
     let invoices = erp.invoices().await.unwrap();
     let globex = invoices.iter().find(|i| i["account"] == "C-1").unwrap();
     assert_eq!(dec(&globex["total"]), Decimal::new(1150, 2), "{globex}");

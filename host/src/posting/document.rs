@@ -29,6 +29,14 @@ pub struct DocumentLine {
     pub quantity: Decimal,
     pub unit_price: Decimal,
     pub amount: Decimal,
+    /// The service period of the line, `[from, to)`: the usage it bills
+    /// (a part of the period after a mid-period amendment, the line's own
+    /// period when it bills on an anchor day). Absent in documents stored
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_from: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_to: Option<DateTime<Utc>>,
     /// The usage's dimensions (e.g. region).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dimensions: BTreeMap<String, String>,
@@ -222,6 +230,8 @@ pub fn build_documents(
                 quantity: c.quantity,
                 unit_price: c.unit_price,
                 amount: c.amount,
+                usage_from: Some(r.usage.from),
+                usage_to: Some(r.usage.to),
                 dimensions: r.usage.dimensions.clone(),
                 revenue_category: sku
                     .and_then(|s| s.revenue_category.clone())

@@ -91,6 +91,8 @@ pub fn to_wit_document(d: &Document) -> wit::PostingDocument {
                 quantity: to_wit(l.quantity),
                 unit_price: to_wit(l.unit_price),
                 amount: to_wit(l.amount),
+                usage_from: ts(l.usage_from.unwrap_or(d.period.start)),
+                usage_to: ts(l.usage_to.unwrap_or(d.period.end)),
                 dimensions: l.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 revenue_category: l.revenue_category.clone(),
                 gl_account: l.gl_account.clone(),

@@ -35,7 +35,8 @@
 //! ```
 //!
 //! (documents also take `tax_context`, `posting_period` and, per line,
-//! `contract_line`, `dimensions`, `revenue_category`, `gl_account`). A
+//! `contract_line`, `usage_from`, `usage_to`, `dimensions`,
+//! `revenue_category`, `gl_account`). A
 //! mapper that posts in several requests is tested with `"conversation":
 //! [answer, answer, ...]`: the first answers the mapped request, each next
 //! one the request the mapper asked for after the previous answer.
@@ -274,6 +275,11 @@ pub struct FixtureLine {
     pub quantity: Decimal,
     pub unit_price: Decimal,
     pub amount: Decimal,
+    /// Default: the document's period.
+    #[serde(default)]
+    pub usage_from: Option<String>,
+    #[serde(default)]
+    pub usage_to: Option<String>,
     #[serde(default)]
     pub dimensions: BTreeMap<String, String>,
     #[serde(default)]
@@ -363,6 +369,8 @@ impl FixtureDocument {
                     quantity: to_wit(l.quantity),
                     unit_price: to_wit(l.unit_price),
                     amount: to_wit(l.amount),
+                    usage_from: l.usage_from.clone().unwrap_or_else(|| ts(period.start)),
+                    usage_to: l.usage_to.clone().unwrap_or_else(|| ts(period.end)),
                     dimensions: l.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     revenue_category: l.revenue_category.clone(),
                     gl_account: l.gl_account.clone(),

@@ -141,7 +141,13 @@ fn create(doc: &PostingDocument, target: &TargetConfig, address: u64) -> Result<
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let (quantity, price, description) = line_terms(l, i, target)?;
+            let (quantity, price, mut description) = line_terms(l, i, target)?;
+            // A line billing part of the period (an amendment, an anchor
+            // day) says which part.
+            if (&l.usage_from, &l.usage_to) != (&doc.period_start, &doc.period_end) {
+                let day = |t: &str| t.get(..10).unwrap_or(t).to_string();
+                description = format!("{description} [{} – {})", day(&l.usage_from), day(&l.usage_to));
+            }
             let account = match &l.gl_account {
                 Some(a) => id(a, &format!("lines[{i}].gl_account"))?,
                 None => required(target, "revenue_account")?,
