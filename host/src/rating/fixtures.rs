@@ -381,12 +381,59 @@ impl FixtureDocument {
     }
 }
 
+/// A request as expected files hold it. A JSON body is held as JSON (and
+/// compared as JSON) only when every number in it survives serde_json's
+/// `f64` exactly; otherwise as its text, so money is never compared through
+/// a float.
 fn request_json(r: &mwit::ErpRequest) -> Value {
     let body = match serde_json::from_str::<Value>(&r.body) {
-        Ok(v) if v.is_object() || v.is_array() => json!({ "json": v }),
+        Ok(v) if (v.is_object() || v.is_array()) && inexact_numbers(&r.body).is_empty() => json!({ "json": v }),
         _ => json!({ "text": r.body }),
     };
     json!({ "method": r.method, "path": r.path, "headers": r.headers, "body": body })
+}
+
+/// The number tokens of a JSON text whose value is not exactly the value
+/// serde_json reads them as (an `f64`): more significant digits than a
+/// float holds.
+pub fn inexact_numbers(text: &str) -> Vec<String> {
+    let (mut out, mut in_string, mut escaped) = (Vec::new(), false, false);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            let token = &text[start..i];
+            let exact = Decimal::from_str_exact(token).or_else(|_| Decimal::from_scientific(token)).ok();
+            let read =
+                token.parse::<f64>().ok().and_then(|f| Decimal::from_str_exact(&serde_json::to_string(&f).ok()?).ok());
+            if exact.is_none() || exact != read {
+                out.push(token.to_string());
+            }
+            continue;
+        }
+        i += 1;
+    }
+    out
 }
 
 fn error_json(e: &PluginError) -> Value {
@@ -496,6 +543,11 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
             Outcome::Failed(vec![format!("no {name}.expected.json (run with --bless to write it)")])
         } else {
             let mut diffs = Vec::new();
+            let text = std::fs::read_to_string(&expected_path)
+                .map_err(|source| FixtureError::Io { path: expected_path.clone(), source })?;
+            for n in inexact_numbers(&text) {
+                diffs.push(format!("{n}: a JSON number with more digits than a float holds; write it as a string"));
+            }
             diff(&read_json(&expected_path)?, &actual, "", &mut diffs);
             if diffs.is_empty() { Outcome::Passed } else { Outcome::Failed(diffs) }
         };
@@ -507,6 +559,20 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_beyond_a_float_are_found_outside_strings_only() {
+        let text = r#"{"a": 0.0125, "b": 12345678901234567.89, "c": "99999999999999999.99", "d": [1e2, -3, 10.630]}"#;
+        assert_eq!(inexact_numbers(text), vec!["12345678901234567.89".to_string()]);
+        assert!(inexact_numbers(r#"{"s": "say \"1.00000000000000000001\""}"#).is_empty());
+        let r = mwit::ErpRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            headers: vec![],
+            body: r#"{"amount": 12345678901234567.89}"#.into(),
+        };
+        assert!(request_json(&r)["body"]["text"].is_string(), "held as text, compared exactly");
+    }
 
     #[test]
     fn decimals_compare_by_value_and_other_fields_exactly() {
