@@ -403,6 +403,20 @@ mod tests {
         let c = Config::load(&path).unwrap();
         assert_eq!(c.tenants[0].api_key_sha256[0], crate::auth::hash_key("demo-acme-key"));
         assert_eq!(c.erp_targets["erp-sim"].mapper, "generic-json");
+        // The commented-out examples are valid too, once uncommented.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") || rest.starts_with("   ") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = parse(&uncommented).unwrap();
+        assert_eq!(c.erp_targets["tryton"].mapper, "tryton");
+        assert_eq!(c.erp_targets["s4"].settings["logical_system"], "TOLLGATE01");
+        assert!(c.posting.close_schedule.as_ref().is_some_and(|s| s.interim_daily));
     }
 
     #[test]
