@@ -143,6 +143,21 @@ pub struct PostingState {
     pub actions: Vec<ExceptionAction>,
 }
 
+impl PostingState {
+    /// A new document's state: waiting for its first attempt.
+    pub fn pending() -> PostingState {
+        PostingState {
+            status: PostingStatus::Pending,
+            erp_document_number: None,
+            attempts: 0,
+            last_error: None,
+            posted_at: None,
+            rejection: None,
+            actions: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
     pub id: String,
@@ -265,15 +280,7 @@ pub fn build_documents(
                 revision,
                 lines: lines.clone(),
                 total,
-                state: PostingState {
-                    status: PostingStatus::Pending,
-                    erp_document_number: None,
-                    attempts: 0,
-                    last_error: None,
-                    posted_at: None,
-                    rejection: None,
-                    actions: Vec::new(),
-                },
+                state: PostingState::pending(),
             });
         }
     }

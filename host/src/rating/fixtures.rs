@@ -337,47 +337,62 @@ pub struct MapperFixture {
 }
 
 impl FixtureDocument {
+    /// The document as the gateway would post it to `target`, seen by the
+    /// mapper exactly as production shows it ([`crate::posting::to_wit_document`]).
     fn to_wit(&self, target: &str) -> Result<mwit::PostingDocument, String> {
+        use crate::posting::{Document, DocumentLine, PostingState};
         let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
-        let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let total = match self.total {
             Some(t) => t,
             None => crate::money::exact_sum(self.lines.iter().map(|l| l.amount)).map_err(|e| format!("total: {e}"))?,
         };
-        Ok(mwit::PostingDocument {
+        let instant = |v: &Option<String>, field: String| {
+            v.as_deref()
+                .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().map_err(|e| format!("{field}: {t:?}: {e}")))
+                .transpose()
+        };
+        let lines = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(DocumentLine {
+                    contract_line: l.contract_line.clone(),
+                    part: String::new(),
+                    charge_index: i,
+                    sku: l.sku.clone(),
+                    erp_item: l.erp_item.clone(),
+                    description: l.description.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    amount: l.amount,
+                    usage_from: instant(&l.usage_from, format!("lines[{i}].usage_from"))?,
+                    usage_to: instant(&l.usage_to, format!("lines[{i}].usage_to"))?,
+                    dimensions: l.dimensions.clone(),
+                    revenue_category: l.revenue_category.clone(),
+                    gl_account: l.gl_account.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let doc = Document {
             id: self.id.clone(),
             tenant: self.tenant.clone(),
             legal_entity: self.legal_entity.clone(),
             erp_company: self.erp_company.clone(),
             tax_context: self.tax_context.clone(),
+            erp_target: target.to_string(),
             customer: self.customer.clone(),
             erp_account: self.erp_account.clone(),
-            target: target.to_string(),
             currency: self.currency.clone(),
-            period_start: ts(period.start),
-            period_end: ts(period.end),
-            posting_period: self.posting_period.clone().unwrap_or_else(|| period.id.clone()),
             issue_date: self.issue_date.clone().unwrap_or_else(|| period.last_day()),
-            lines: self
-                .lines
-                .iter()
-                .map(|l| mwit::DocumentLine {
-                    contract_line: l.contract_line.clone(),
-                    sku: l.sku.clone(),
-                    erp_item: l.erp_item.clone(),
-                    description: l.description.clone(),
-                    quantity: to_wit(l.quantity),
-                    unit_price: to_wit(l.unit_price),
-                    amount: to_wit(l.amount),
-                    usage_from: l.usage_from.clone().unwrap_or_else(|| ts(period.start)),
-                    usage_to: l.usage_to.clone().unwrap_or_else(|| ts(period.end)),
-                    dimensions: l.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    revenue_category: l.revenue_category.clone(),
-                    gl_account: l.gl_account.clone(),
-                })
-                .collect(),
-            total: to_wit(total),
-        })
+            posting_period: self.posting_period.clone(),
+            period,
+            revision: 1,
+            lines,
+            total,
+            state: PostingState::pending(),
+        };
+        Ok(crate::posting::to_wit_document(&doc))
     }
 }
 
