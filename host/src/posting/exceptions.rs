@@ -64,14 +64,17 @@ impl From<Document> for Exception {
 
 /// The tenant's open exceptions (rejected documents); with `all`, also the
 /// documents an action resolved (cancelled, or re-queued and since posted).
+/// Reads the `exceptions` index (documents ever rejected), not every document.
 pub fn list(store: &Store, tenant: &str, all: bool) -> Result<Vec<Exception>, StoreError> {
-    let docs = store.scan::<Document>(&store.documents, &store::prefix(&[tenant]))?;
-    Ok(docs
-        .into_iter()
-        .map(|(_, d)| d)
-        .filter(|d| d.state.status == PostingStatus::Rejected || (all && !d.state.actions.is_empty()))
-        .map(Exception::from)
-        .collect())
+    let mut out = Vec::new();
+    for item in store.exceptions.scan_prefix(store::prefix(&[tenant])) {
+        let (key, _) = item?;
+        let Some(d) = store.get::<Document>(&store.documents, &key)? else { continue };
+        if d.state.status == PostingStatus::Rejected || (all && !d.state.actions.is_empty()) {
+            out.push(Exception::from(d));
+        }
+    }
+    Ok(out)
 }
 
 /// What finance does about an exception.
@@ -217,4 +220,58 @@ fn requeue(
     doc.state.last_error = None;
     doc.state.attempts = 0;
     Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::posting::document::{PostingState, Rejection};
+
+    fn document(id: &str, status: PostingStatus) -> Document {
+        let mut state = PostingState::pending();
+        state.status = status;
+        if status == PostingStatus::Rejected {
+            state.rejection = Some(Rejection::classify("period-closed", None, "closed".into(), Utc::now()));
+        }
+        Document {
+            id: id.into(),
+            tenant: "acme".into(),
+            legal_entity: "acme-eu".into(),
+            erp_company: "1000".into(),
+            tax_context: None,
+            erp_target: "sim".into(),
+            customer: "globex".into(),
+            erp_account: "C-1".into(),
+            currency: "EUR".into(),
+            period: Period::parse("2025-05").unwrap(),
+            issue_date: "2025-05-31".into(),
+            posting_period: None,
+            revision: 1,
+            lines: Vec::new(),
+            total: rust_decimal::Decimal::ONE,
+            state,
+        }
+    }
+
+    #[test]
+    fn a_store_from_before_the_index_is_indexed_once_at_open() {
+        let dir = std::env::temp_dir().join(format!("tollgate-exceptions-index-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir).unwrap();
+            for (id, status) in [("TG-1", PostingStatus::Rejected), ("TG-2", PostingStatus::Posted)] {
+                store.put(&store.documents, &document_key("acme", id), &document(id, status)).unwrap();
+            }
+            // As a store written before the index existed: no entries, no marker.
+            store.exceptions.clear().unwrap();
+            store.exceptions.flush().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let listed: Vec<_> = list(&store, "acme", false).unwrap().into_iter().map(|e| e.document_id).collect();
+        assert_eq!(listed, ["TG-1"]);
+        assert!(list(&store, "umbrella", true).unwrap().is_empty());
+        assert!(store.exceptions.contains_key(store::EXCEPTIONS_INDEXED).unwrap());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -447,7 +447,8 @@ impl Poster {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let s = &self.store;
-        let result = (&s.documents, &s.outbox, &s.erp_numbers).transaction(|(documents, outbox, numbers)| {
+        let trees = (&s.documents, &s.outbox, &s.erp_numbers, &s.exceptions);
+        let result = trees.transaction(|(documents, outbox, numbers, exceptions)| {
             let abort = |m: String| ConflictableTransactionError::Abort(m);
             let bytes =
                 documents.get(key)?.ok_or_else(|| abort(format!("document {} is missing", entry.document_id)))?;
@@ -462,6 +463,9 @@ impl Poster {
                 numbers.insert(store::key(&[&entry.tenant, n, &entry.target]), entry.document_id.as_bytes())?;
             }
             documents.insert(key, serde_json::to_vec(&doc).map_err(|e| abort(e.to_string()))?)?;
+            if status == PostingStatus::Rejected {
+                exceptions.insert(key, &[][..])?;
+            }
             outbox.remove(key)?;
             Ok(())
         });

@@ -16,6 +16,9 @@
 //! - `periods`        tenant·period → [`crate::posting::PeriodClose`]
 //! - `interim`        tenant·period·day → [`crate::posting::interim::InterimReport`]
 //! - `outbox`         document key → [`crate::posting::OutboxEntry`]
+//! - `exceptions`     document key → () for every document an ERP ever
+//!   rejected (the exception queue reads these, not every document); the
+//!   key `EXCEPTIONS_INDEXED` marks the index complete
 //! - `erp_numbers`    tenant·ERP document number·target → document id
 //! - `plugins`        tenant·plugin name·version → uploaded plugin record
 //! - `blobs`          plugin SHA-256 → component bytes
@@ -40,6 +43,10 @@ pub enum StoreError {
     Aborted(String),
 }
 
+/// The marker of a complete `exceptions` index (not a document key: those
+/// start with a tenant id, which is never empty).
+pub const EXCEPTIONS_INDEXED: &[u8] = b"\0indexed";
+
 /// The database and its trees.
 #[derive(Clone)]
 pub struct Store {
@@ -55,6 +62,7 @@ pub struct Store {
     pub periods: sled::Tree,
     pub interim: sled::Tree,
     pub outbox: sled::Tree,
+    pub exceptions: sled::Tree,
     pub erp_numbers: sled::Tree,
     pub plugins: sled::Tree,
     pub blobs: sled::Tree,
@@ -65,7 +73,7 @@ pub struct Store {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
-        Ok(Store {
+        let store = Store {
             eventlog: Index::open(&dir.join("eventlog"))?,
             masterdata: db.open_tree("masterdata")?,
             charges: db.open_tree("charges")?,
@@ -75,13 +83,38 @@ impl Store {
             periods: db.open_tree("periods")?,
             interim: db.open_tree("interim")?,
             outbox: db.open_tree("outbox")?,
+            exceptions: db.open_tree("exceptions")?,
             erp_numbers: db.open_tree("erp_numbers")?,
             plugins: db.open_tree("plugins")?,
             blobs: db.open_tree("blobs")?,
             activations: db.open_tree("activations")?,
             api_keys: db.open_tree("api_keys")?,
             db,
-        })
+        };
+        store.index_exceptions()?;
+        Ok(store)
+    }
+
+    /// Builds the `exceptions` index of a store written before it existed:
+    /// every document rejected now or acted on since (a document is only
+    /// acted on after a rejection). Done once; later rejections are indexed
+    /// as they happen, in the transaction that records them.
+    fn index_exceptions(&self) -> Result<(), StoreError> {
+        if self.exceptions.contains_key(EXCEPTIONS_INDEXED)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.documents.iter() {
+            let (key, bytes) = item?;
+            let doc: crate::posting::Document = decode(&self.documents, &bytes)?;
+            if doc.state.status == crate::posting::PostingStatus::Rejected || !doc.state.actions.is_empty() {
+                batch.insert(key, &[][..]);
+            }
+        }
+        batch.insert(EXCEPTIONS_INDEXED, &[][..]);
+        self.exceptions.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Writes every pending change to disk and fsyncs. Acknowledge only after.
