@@ -2,7 +2,7 @@
 //! 127.0.0.1 by the test, installed from PyPI by the test set-up) through
 //! the Tryton mapper and the normal outbox, read back from Tryton, posted
 //! again without a duplicate, and a closed period's rejection handled in
-//! the exception queue.
+//! the exception queue (re-routed, retried after a master-data fix, posted).
 
 use serde_json::{Value, json};
 use tollgate_e2e::tryton::{Tryton, tryton_date, tryton_decimal};
@@ -96,12 +96,35 @@ async fn invoices_post_into_a_real_tryton_exactly_once() {
     assert_eq!(rejected["state"]["rejection"]["code"], "date-out-of-sequence", "{rejected:#}");
     assert_eq!(rejected["state"]["rejection"]["suggested_action"], "reroute");
 
-    // Re-routed to June, it posts — still one invoice for the document.
+    // Master data learns that globex is billed to its other Tryton party;
+    // finance retries: the draft Tryton holds no longer matches the
+    // document, so the mapper deletes it and creates the invoice anew (still
+    // refused for its date).
+    let other_party = tryton.ids["customers"]["initech"].to_string();
+    let globex = json!({ "id": "globex", "name": "Globex", "legal_entity": "acme-eu", "erp_account": other_party });
+    let (status, body) = env
+        .post(
+            "/v1/masterdata/customers/globex/versions",
+            &json!({ "effective_from": "2025-01-01T00:00:00Z", "value": globex }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = env.post(&format!("/v1/exceptions/{id}/actions"), &json!({ "action": "retry" })).await;
+    assert_eq!(status, 200, "{body}");
+    let rejected = env.wait_status(id, "rejected").await;
+    assert_eq!(rejected["state"]["rejection"]["code"], "date-out-of-sequence", "{rejected:#}");
+    let drafts = tryton.invoices(id).await.unwrap();
+    assert_eq!(drafts.len(), 1, "the stale draft was replaced, not kept beside: {drafts:#?}");
+    assert_eq!(drafts[0]["party"].to_string(), other_party);
+
+    // Re-routed to June, it posts — still one invoice for the document, to
+    // the party master data now names.
     let (status, body) =
         env.post(&format!("/v1/exceptions/{id}/actions"), &json!({ "action": "reroute", "period": "2025-06" })).await;
     assert_eq!(status, 200, "{body}");
     let posted = env.wait_status(id, "posted").await;
-    the_invoice(&tryton, &posted, "2025-06-01").await;
+    let invoice = the_invoice(&tryton, &posted, "2025-06-01").await;
+    assert_eq!(invoice["party"].to_string(), other_party);
     assert_eq!(tryton.all_invoices().await.unwrap().len(), 3);
     let (_, queue) = env.get("/v1/exceptions").await.unwrap();
     assert_eq!(queue["exceptions"], json!([]));

@@ -7,8 +7,11 @@
 //!    idempotency key and no uniqueness on `reference`, so every
 //!    conversation (and the gateway's look-up after an ambiguous failure)
 //!    starts by finding an earlier posting: posted or paid → done under its
-//!    number; a draft (e.g. left by a rejected post into a closed period) →
-//!    its invoice date is brought to the document's, then it is posted;
+//!    number; a draft (e.g. left by a rejected post into a closed period)
+//!    with the document's content (a digest kept in its `comment`) → its
+//!    invoice date is brought to the document's, then it is posted; a
+//!    draft with other content (the lines changed since, e.g. a retry after
+//!    a master-data fix) → deleted, and the conversation starts over;
 //!    nothing (or only cancelled ones) → go on;
 //! 2. `party.address.search`: the customer's invoice address;
 //! 3. `account.invoice.create` with the lines;
@@ -41,6 +44,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tollgate_sdk::Decimal;
 use tollgate_sdk::mapper_v3::{
     DocumentLine, ErpRequest, ErpResponse, Guest, LookupOutcome, PluginError, PostingDocument, Step, TargetConfig,
@@ -53,6 +57,7 @@ const SEARCH: &str = "model.account.invoice.search_read";
 const ADDRESS: &str = "model.party.address.search";
 const CREATE: &str = "model.account.invoice.create";
 const WRITE: &str = "model.account.invoice.write";
+const DELETE: &str = "model.account.invoice.delete";
 const POST: &str = "model.account.invoice.post";
 const SKIP: &str = "model.res.user.warning.skip";
 const READ: &str = "model.account.invoice.read";
@@ -130,14 +135,14 @@ fn line_terms(line: &DocumentLine, i: usize, target: &TargetConfig) -> Result<(D
 
 fn search(doc: &PostingDocument, target: &TargetConfig) -> Result<ErpRequest, PluginError> {
     let domain = json!([["reference", "=", doc.id], ["type", "=", "out"], ["company", "=", company(doc, target)?]]);
-    let fields = json!(["number", "state", "invoice_date"]);
+    let fields = json!(["number", "state", "invoice_date", "comment"]);
     Ok(call(target, SEARCH, 0, json!([domain, 0, null, [["id", "ASC"]], fields, context(doc, target)?])))
 }
 
-fn create(doc: &PostingDocument, target: &TargetConfig, address: u64) -> Result<ErpRequest, PluginError> {
+/// The invoice lines Tryton gets for the document.
+fn lines_json(doc: &PostingDocument, target: &TargetConfig) -> Result<Vec<Value>, PluginError> {
     let unit = required(target, "unit")?;
-    let lines = doc
-        .lines
+    doc.lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
@@ -161,7 +166,20 @@ fn create(doc: &PostingDocument, target: &TargetConfig, address: u64) -> Result<
                 "account": account,
             }))
         })
-        .collect::<Result<Vec<_>, PluginError>>()?;
+        .collect()
+}
+
+/// What the invoice says about its content, kept in its `comment`: a draft
+/// found later is posted only if it still holds exactly what the document
+/// now holds (a retry after a master-data fix may change the lines).
+fn content_tag(doc: &PostingDocument, target: &TargetConfig) -> Result<String, PluginError> {
+    let content = json!([doc.erp_account, required(target, "receivable_account")?, lines_json(doc, target)?]);
+    let digest = Sha256::digest(content.to_string().as_bytes());
+    Ok(format!("tollgate-content:{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+fn create(doc: &PostingDocument, target: &TargetConfig, address: u64) -> Result<ErpRequest, PluginError> {
+    let lines = lines_json(doc, target)?;
     let mut invoice = json!({
         "type": "out",
         "company": company(doc, target)?,
@@ -172,6 +190,7 @@ fn create(doc: &PostingDocument, target: &TargetConfig, address: u64) -> Result<
         "reference": doc.id,
         "invoice_date": doc.issue_date,
         "description": format!("Tollgate usage {} – {}", doc.period_start, doc.period_end),
+        "comment": content_tag(doc, target)?,
         "lines": [["create", lines]],
     });
     if let Some(term) = setting(target, "payment_term") {
@@ -188,6 +207,8 @@ struct Found {
     state: String,
     #[serde(default)]
     invoice_date: Option<Value>,
+    #[serde(default)]
+    comment: Option<String>,
 }
 
 /// Tryton sends dates as `{"__class__": "date", "year": .., "month": .., "day": ..}`.
@@ -206,6 +227,10 @@ fn read_found(doc: &PostingDocument, target: &TargetConfig, found: Vec<Found>) -
         return Ok(LookupOutcome::Absent);
     };
     let ctx = context(doc, target)?;
+    if draft.comment.as_deref() != Some(content_tag(doc, target)?.as_str()) {
+        // Stale (the lines changed since): remove it, then start over.
+        return Ok(LookupOutcome::Next(call(target, DELETE, draft.id, json!([[draft.id], ctx]))));
+    }
     if draft.invoice_date.as_ref().and_then(tryton_date).as_deref() == Some(doc.issue_date.as_str()) {
         return Ok(LookupOutcome::Next(call(target, POST, draft.id, json!([[draft.id], ctx]))));
     }
@@ -366,6 +391,7 @@ fn next_step(
             None => bad("no invoice id"),
         },
         WRITE | SKIP => Step::Next(call(target, POST, invoice, json!([[invoice], ctx]))),
+        DELETE => Step::Next(search(doc, target)?),
         POST => Step::Next(call(target, READ, invoice, json!([[invoice], ["number", "state"], ctx]))),
         READ => match value.get(0).map(|v| serde_json::from_value::<Found>(v.clone())) {
             Some(Ok(f)) if matches!(f.state.as_str(), "posted" | "paid") => {
