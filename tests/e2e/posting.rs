@@ -307,7 +307,7 @@ async fn a_gateway_killed_mid_request_looks_the_document_up_before_sending_again
     erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 5000 }])).await.unwrap();
     let (status, body) = env.close_nowait("2025-05").await;
     assert_eq!(status, 200, "{body}");
-    for _ in 0..500 {
+    for _ in 0..1500 {
         if !erp.invoices().await.unwrap().is_empty() {
             break;
         }
@@ -430,12 +430,12 @@ async fn sap_requests_are_read_back_and_async_failures_reach_the_exception_queue
         ("logical_system", "TOLLGATE01"),
         ("sales_organization", "1010"),
     ];
-    let env = Env::posting_to(&erp, "sap-s4hana", &settings, 300).await.unwrap();
+    let env = Env::posting_to(&erp, "sap-s4hana", &settings, 1_000).await.unwrap();
     env.ingest(usage()).await.unwrap();
     // The first SOAP request is processed and its answer never comes: the
     // read-back by reference document finds the billing document request,
     // so nothing is sent twice.
-    erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 800 }])).await.unwrap();
+    erp.inject(json!([{ "kind": "timeout_after_commit", "ms": 2_500 }])).await.unwrap();
     let closed = env.close("2025-05").await.unwrap();
     let invoices = posted_once_each(&closed, &erp).await;
     assert!(invoices.iter().all(|i| i["number"].as_str().unwrap().starts_with('9')), "{invoices:#?}");
