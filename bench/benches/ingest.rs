@@ -9,6 +9,10 @@
 //! Knobs: `TOLLGATE_BENCH_EVENTS` (events per measured run, default 300000),
 //! `TOLLGATE_BENCH_CONCURRENCY` (requests in flight, default 16).
 
+/// The gateway's allocator (see `host/src/bin/tollgate.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};

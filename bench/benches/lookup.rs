@@ -8,6 +8,10 @@
 //! `TOLLGATE_BENCH_LOOKUP_RPS` (default 5 000) and
 //! `TOLLGATE_BENCH_LOOKUP_SECONDS` (default 10) set the load.
 
+/// The gateway's allocator (see `host/src/bin/tollgate.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::Utc;
 use serde_json::json;
 use std::time::{Duration, Instant};

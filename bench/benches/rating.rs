@@ -8,6 +8,10 @@
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// The gateway's allocator (see `host/src/bin/tollgate.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::enrich::{CanonicalUsage, Period, UsageLineage};
 use tollgate::rating::runtime::{Kind, Limits, Runtime, bindings::rating as wit};
 use tollgate::rating::{self, Charge, RuleRef, registry::Registry};

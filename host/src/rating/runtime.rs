@@ -869,14 +869,21 @@ fn charges_from_wit(lines: Vec<rwit::ChargeLine>) -> Result<Vec<Charge>, PluginE
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
+            // Field names are only written out for an error: this runs on every call.
             let f = |name: &str| format!("lines[{i}].{name}");
+            let exact = |d: &rwit::Decimal, name: &str| {
+                tollgate_sdk::decimal::from_parts(d.parts()).ok_or_else(|| PluginError::InvalidOutput {
+                    field: f(name),
+                    message: format!("decimal scale {} is above 28", d.scale),
+                })
+            };
             if l.sku.is_empty() {
                 return Err(PluginError::InvalidOutput { field: f("sku"), message: "empty".into() });
             }
             Ok(Charge {
-                quantity: from_wit(&l.quantity, &f("quantity"))?,
-                unit_price: from_wit(&l.unit_price, &f("unit_price"))?,
-                amount: from_wit(&l.amount, &f("amount"))?,
+                quantity: exact(&l.quantity, "quantity")?,
+                unit_price: exact(&l.unit_price, "unit_price")?,
+                amount: exact(&l.amount, "amount")?,
                 sku: l.sku,
                 description: l.description,
                 explain: l.explain,
