@@ -223,6 +223,13 @@ async fn a_legal_entity_split_bills_each_region_by_its_company_once_the_sku_is_m
         .map(|d| (d["erp_company"].as_str().unwrap().to_string(), d["customer"].clone(), dec(&d["total"])))
         .collect();
     docs.sort_by(|a, b| a.0.cmp(&b.0));
+    // The Acme NL document carries its tax context; its line, the usage's
+    // dimensions and the SKU's GL account.
+    let nl = closed["documents"].as_array().unwrap().iter().find(|d| d["erp_company"] == "3000").unwrap();
+    assert_eq!(nl["tax_context"], "NL-VAT-21", "{nl:#}");
+    let regional_line = nl["lines"].as_array().unwrap().iter().find(|l| l["sku"] == "REG").unwrap();
+    assert_eq!(regional_line["dimensions"], json!({ "region": "nl" }), "{nl:#}");
+    assert_eq!(regional_line["gl_account"], "4010");
     assert_eq!(
         docs,
         [

@@ -33,7 +33,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_sdk::mapper_v3::{
-    ErpRequest, ErpResponse, Guest, LookupOutcome, PluginError, PostingDocument, Step, TargetConfig, basic_auth, exact,
+    ErpRequest, ErpResponse, Guest, LookupOutcome, PluginError, PostingDocument, Step, TargetConfig, basic_auth,
     http_error, priced_line, setting, transient_status,
 };
 
@@ -82,7 +82,6 @@ fn bdr_request(doc: &PostingDocument, target: &TargetConfig) -> Result<ErpReques
             return Err(PluginError::new("invalid-input", Some(&format!("lines[{i}].erp_item")), "no material"));
         }
         let (quantity, price, description) = priced_line(l, i)?;
-        exact(&l.amount, &format!("lines[{i}].amount"))?;
         items.push_str(&format!(
             "<BillableDocumentItem><ReferenceDocumentItem>{item}</ReferenceDocumentItem>\
              <Material>{material}</Material><BillableDocumentItemText>{text}</BillableDocumentItemText>\

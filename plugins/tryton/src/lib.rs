@@ -173,7 +173,12 @@ fn lines_json(doc: &PostingDocument, target: &TargetConfig) -> Result<Vec<Value>
 /// found later is posted only if it still holds exactly what the document
 /// now holds (a retry after a master-data fix may change the lines).
 fn content_tag(doc: &PostingDocument, target: &TargetConfig) -> Result<String, PluginError> {
-    let content = json!([doc.erp_account, required(target, "receivable_account")?, lines_json(doc, target)?]);
+    content_tag_of(doc, target, &lines_json(doc, target)?)
+}
+
+/// [`content_tag`] of lines already built.
+fn content_tag_of(doc: &PostingDocument, target: &TargetConfig, lines: &[Value]) -> Result<String, PluginError> {
+    let content = json!([doc.erp_account, required(target, "receivable_account")?, lines]);
     let digest = Sha256::digest(content.to_string().as_bytes());
     Ok(format!("tollgate-content:{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()))
 }
@@ -190,7 +195,7 @@ fn create(doc: &PostingDocument, target: &TargetConfig, address: u64) -> Result<
         "reference": doc.id,
         "invoice_date": doc.issue_date,
         "description": format!("Tollgate usage {} – {}", doc.period_start, doc.period_end),
-        "comment": content_tag(doc, target)?,
+        "comment": content_tag_of(doc, target, &lines)?,
         "lines": [["create", lines]],
     });
     if let Some(term) = setting(target, "payment_term") {
@@ -241,8 +246,6 @@ fn read_found(doc: &PostingDocument, target: &TargetConfig, found: Vec<Found>) -
 #[derive(Deserialize)]
 struct Answer {
     #[serde(default)]
-    id: u64,
-    #[serde(default)]
     result: Option<Value>,
     #[serde(default)]
     error: Option<Value>,
@@ -258,8 +261,8 @@ enum Failure {
     },
 }
 
-/// The answer's invoice id (the call's id) and result, or why there is none.
-fn result(r: &ErpResponse) -> Result<(u64, Value), Failure> {
+/// The answer's result, or why there is none.
+fn result(r: &ErpResponse) -> Result<Value, Failure> {
     if let Some(t) = transient_status(r) {
         return Err(Failure::Step(t));
     }
@@ -275,7 +278,7 @@ fn result(r: &ErpResponse) -> Result<(u64, Value), Failure> {
         _ => return Err(Failure::Step(Step::Rejected(http_error(r.status, &r.body)))),
     };
     let Some(e) = answer.error else {
-        return Ok((answer.id, answer.result.unwrap_or(Value::Null)));
+        return Ok(answer.result.unwrap_or(Value::Null));
     };
     let kind = e.get(0).and_then(Value::as_str).unwrap_or_default();
     let args = e.get(1).cloned().unwrap_or(Value::Null);
@@ -342,7 +345,7 @@ fn next_step(
     let ctx = context(doc, target)?;
     let invoice = request_invoice(request);
     let value = match result(r) {
-        Ok((_, value)) => value,
+        Ok(value) => value,
         Err(Failure::Warning { name, .. }) if method == POST && acknowledged(target, &name) => {
             // Acknowledge the warning as Tryton's client does, then post again.
             return Ok(Step::Next(call(target, SKIP, invoice, json!([name, false, ctx]))));
@@ -422,9 +425,7 @@ impl Guest for Tryton {
     fn read_lookup(doc: PostingDocument, target: TargetConfig, r: ErpResponse) -> Result<LookupOutcome, PluginError> {
         let failed = |m: String| PluginError::new("lookup-failed", None, m);
         match result(&r) {
-            Ok((_, value)) => {
-                read_found(&doc, &target, serde_json::from_value(value).map_err(|e| failed(e.to_string()))?)
-            }
+            Ok(value) => read_found(&doc, &target, serde_json::from_value(value).map_err(|e| failed(e.to_string()))?),
             Err(Failure::Step(Step::Rejected(e))) => Err(e),
             Err(Failure::Step(Step::Transient(m))) => Err(failed(m)),
             Err(Failure::Warning { message, .. }) => Err(failed(message)),
