@@ -72,7 +72,7 @@ impl Index {
 
     /// A batch of changes, applied atomically by [`Batch::commit`].
     pub fn batch(&self) -> Batch<'_> {
-        Batch { inner: self.db.batch().durability(None), keyspace: &self.keyspace }
+        Batch { db: &self.db, keyspace: &self.keyspace, changes: Vec::new() }
     }
 
     /// Makes every committed batch durable (fsync).
@@ -83,24 +83,39 @@ impl Index {
 
 /// Changes to the index, applied all or nothing.
 pub struct Batch<'a> {
-    inner: fjall::OwnedWriteBatch,
+    db: &'a Database,
     keyspace: &'a Keyspace,
+    /// Key and new value (`None`: removed), in the order they were made.
+    changes: Vec<(Slice, Option<Slice>)>,
 }
 
 impl Batch<'_> {
     pub fn insert(&mut self, key: impl Into<Slice>, value: impl Into<Slice>) {
-        self.inner.insert(self.keyspace, key, value);
+        self.changes.push((key.into(), Some(value.into())));
     }
 
     pub fn remove(&mut self, key: impl Into<Slice>) {
-        self.inner.remove(self.keyspace, key);
+        self.changes.push((key.into(), None));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.changes.is_empty()
     }
 
-    pub fn commit(self) -> Result<(), IndexError> {
-        Ok(self.inner.commit()?)
+    /// Applies the changes in key order: the memtable is a skip list searched
+    /// from its top for every insert, and consecutive keys share most of
+    /// that path, so sorted inserts find it in the CPU cache (see
+    /// BENCHMARKS.md). The sort is stable: of two changes to one key the
+    /// later still wins, as it would applied in order.
+    pub fn commit(mut self) -> Result<(), IndexError> {
+        self.changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut batch = self.db.batch().durability(None);
+        for (key, value) in self.changes {
+            match value {
+                Some(value) => batch.insert(self.keyspace, key, value),
+                None => batch.remove(self.keyspace, key),
+            }
+        }
+        Ok(batch.commit()?)
     }
 }
