@@ -239,7 +239,7 @@ fn build_wasm(package: &str, feature: Option<&str>) -> Result<()> {
     // Plugins ship without debug info: smaller components, faster loads.
     let status = cmd
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "false")
         // Whole-program optimisation: guest code runs on every rating call.
         .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "false")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")

@@ -45,7 +45,7 @@ impl Index {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
         let db =
-            Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).open().map_err(|e| {
+            Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).worker_threads(1).open().map_err(|e| {
                 match e {
                     fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
                     e => IndexError::Storage(e),

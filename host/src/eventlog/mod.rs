@@ -183,7 +183,7 @@ pub const RETRY_AFTER_MS: u64 = 200;
 /// Most events one group commit takes.
 const MAX_GROUP_EVENTS: usize = 50_000;
 /// Most records one index batch applies.
-const MAX_INDEX_BATCH: usize = 50_000;
+const MAX_INDEX_BATCH: usize = 10_000;
 /// How long a deferred write waits in [`Durability::UnsafeAckBeforeWrite`].
 const UNSAFE_DEFER: Duration = Duration::from_millis(300);
 

@@ -354,27 +354,44 @@ pub struct Runtime {
 
 /// Counts free pool slots; a call waits for one.
 struct Slots {
-    free: Mutex<u32>,
+    free: Mutex<SlotCount>,
     freed: Condvar,
+}
+
+struct SlotCount {
+    free: u32,
+    /// Calls waiting for a slot: only then is a returned slot signalled
+    /// (a wake-up is a system call, on every rating call otherwise).
+    waiting: u32,
 }
 
 struct SlotGuard<'a>(&'a Slots);
 
 impl Slots {
+    fn new(slots: u32) -> Slots {
+        Slots { free: Mutex::new(SlotCount { free: slots, waiting: 0 }), freed: Condvar::new() }
+    }
+
     fn acquire(&self) -> SlotGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        let mut count = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while count.free == 0 {
+            count.waiting += 1;
+            count = self.freed.wait(count).unwrap_or_else(|p| p.into_inner());
+            count.waiting -= 1;
         }
-        *free -= 1;
+        count.free -= 1;
         SlotGuard(self)
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.freed.notify_one();
+        let mut count = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        count.free += 1;
+        if count.waiting > 0 {
+            drop(count);
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -451,7 +468,7 @@ impl Runtime {
             engine,
             limits,
             cache_dir,
-            slots: Arc::new(Slots { free: Mutex::new(POOL_SLOTS), freed: Condvar::new() }),
+            slots: Arc::new(Slots::new(POOL_SLOTS)),
             _ticker: Arc::new(Ticker(stop)),
         })
     }
