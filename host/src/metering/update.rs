@@ -35,9 +35,11 @@ pub struct Overlay<'a> {
     unmetered: HashMap<Vec<u8>, i64, FoldHash>,
 }
 
-fn window_error(key: &[u8], sum: Decimal) -> impl FnOnce(DecimalError) -> LogError {
+/// The error of a window whose value cannot take a sample; the message is
+/// written only when there is one (this runs for every counted event).
+fn window_error(key: &[u8], sum: Decimal, source: DecimalError) -> LogError {
     let window = format!("{} (value {sum})", String::from_utf8_lossy(key).replace('\0', "/"));
-    move |source| LogError::Window { window, source }
+    LogError::Window { window, source }
 }
 
 fn corrupt(what: &str) -> LogError {
@@ -104,7 +106,7 @@ impl<'a> Overlay<'a> {
         match (m.aggregation, sample) {
             (Aggregation::Count, _) => w.value = Decimal::from(w.events),
             (Aggregation::Sum, Sample::Number(q)) => {
-                w.value = money::exact_add(w.value, q).map_err(window_error(key, w.value))?
+                w.value = money::exact_add(w.value, q).map_err(|e| window_error(key, w.value, e))?
             }
             (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
                 // Normalised (2.50 → 2.5), so the value does not depend on
@@ -143,7 +145,7 @@ impl<'a> Overlay<'a> {
         match (m.aggregation, sample) {
             (Aggregation::Count, _) => w.value = Decimal::from(w.events),
             (Aggregation::Sum, Sample::Number(q)) => {
-                w.value = money::exact_sub(w.value, q).map_err(window_error(key, w.value))?
+                w.value = money::exact_sub(w.value, q).map_err(|e| window_error(key, w.value, e))?
             }
             (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
                 let left = self.bump(member(key, q.normalize().to_string().as_bytes()), -1)?;
