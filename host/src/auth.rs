@@ -24,7 +24,7 @@ pub fn hash_key(key: &str) -> String {
 
 /// The SHA-256 of bytes, hex: API keys and plugin components alike.
 pub fn hash_key_bytes(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    crate::hex(&Sha256::digest(bytes))
 }
 
 /// Who a request comes from.
@@ -132,9 +132,9 @@ pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<Creat
     let mut secret = [0u8; 32];
     let mut id = [0u8; 8];
     getrandom::fill(&mut secret).and_then(|()| getrandom::fill(&mut id)).map_err(ApiError::internal)?;
-    let key = format!("tg_{}", hex::encode(secret));
+    let key = format!("tg_{}", crate::hex(&secret));
     let record = ApiKeyRecord {
-        id: format!("key_{}", hex::encode(id)),
+        id: format!("key_{}", crate::hex(&id)),
         tenant: tenant.to_string(),
         name: name.to_string(),
         created_at: Utc::now(),

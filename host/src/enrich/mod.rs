@@ -359,7 +359,7 @@ pub fn canonical_usage(
             lineage: UsageLineage {
                 event_count: event_ids.len() as u64,
                 windows,
-                event_ids_digest: hex::encode(h.finalize()),
+                event_ids_digest: crate::hex(&h.finalize()),
                 transformation_version: TRANSFORMATION_VERSION,
             },
         };

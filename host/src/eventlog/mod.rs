@@ -178,8 +178,13 @@ impl LogError {
     }
 }
 
-/// How long a refused client should wait before retrying.
+/// How long a refused client should wait before retrying while the indexer's
+/// pace is not measured yet; afterwards the hint is the time the indexer
+/// needs to make room for the request, within [`MIN_RETRY_AFTER_MS`,
+/// `MAX_RETRY_AFTER_MS`].
 pub const RETRY_AFTER_MS: u64 = 200;
+const MIN_RETRY_AFTER_MS: u64 = 10;
+const MAX_RETRY_AFTER_MS: u64 = 2_000;
 /// Most events one group commit takes.
 const MAX_GROUP_EVENTS: usize = 50_000;
 /// Most records one index batch applies.
@@ -225,6 +230,9 @@ struct Shared {
     meters: Arc<Meters>,
     pending: Mutex<Pending>,
     unindexed: AtomicUsize,
+    /// Records the indexer applies per second (moving average; 0 = not
+    /// measured yet): the basis of the retry hint when saturated.
+    index_rate: AtomicU64,
     /// Last lsn handed out.
     last_lsn: AtomicU64,
     /// Highest lsn whose index entries are flushed to disk.
@@ -249,6 +257,23 @@ impl Shared {
 
     fn failed(&self) -> Option<String> {
         self.progress.borrow().failed.clone()
+    }
+
+    /// How long until the indexer, at its measured pace, has applied
+    /// `excess` more records.
+    fn retry_after_ms(&self, excess: usize) -> u64 {
+        match self.index_rate.load(Ordering::Relaxed) {
+            0 => RETRY_AFTER_MS,
+            per_s => ((excess as u64).saturating_mul(1000) / per_s).clamp(MIN_RETRY_AFTER_MS, MAX_RETRY_AFTER_MS),
+        }
+    }
+
+    /// Folds one applied batch into the indexer's measured pace.
+    fn record_index_pace(&self, records: usize, took: Duration) {
+        let per_s = (records as u128 * 1_000_000 / took.as_micros().max(1)) as u64;
+        let old = self.index_rate.load(Ordering::Relaxed);
+        let new = if old == 0 { per_s } else { (old * 3 + per_s) / 4 };
+        self.index_rate.store(new.max(1), Ordering::Relaxed);
     }
 }
 
@@ -315,6 +340,7 @@ impl EventLog {
             meters,
             pending: Mutex::new(HashMap::default()),
             unindexed: AtomicUsize::new(0),
+            index_rate: AtomicU64::new(0),
             last_lsn: AtomicU64::new(applied),
             durable_through: AtomicU64::new(applied),
             progress,
@@ -352,7 +378,8 @@ impl EventLog {
         let queued = self.shared.unindexed.fetch_add(n, Ordering::AcqRel);
         if queued > 0 && queued + n > limit {
             self.shared.unindexed.fetch_sub(n, Ordering::AcqRel);
-            return Err(LogError::Saturated { queued, limit, retry_after_ms: RETRY_AFTER_MS });
+            let retry_after_ms = self.shared.retry_after_ms(queued + n - limit);
+            return Err(LogError::Saturated { queued, limit, retry_after_ms });
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         match self.jobs.try_send(Job::Append { tenant: tenant.to_string(), events, reply }) {
@@ -360,7 +387,9 @@ impl EventLog {
             Err(e) => {
                 self.shared.unindexed.fetch_sub(n, Ordering::AcqRel);
                 return Err(match e {
-                    TrySendError::Full(_) => LogError::Saturated { queued, limit, retry_after_ms: RETRY_AFTER_MS },
+                    TrySendError::Full(_) => {
+                        LogError::Saturated { queued, limit, retry_after_ms: self.shared.retry_after_ms(n) }
+                    }
                     TrySendError::Disconnected(_) => LogError::Closed,
                 });
             }
@@ -678,10 +707,12 @@ fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
             }
         }
         if let Some(last) = batch.last().map(|r| r.lsn) {
+            let started = Instant::now();
             if let Err(e) = apply(&shared.index, &shared.meters, &batch) {
                 shared.fail(format!("indexing: {e}"));
                 break;
             }
+            shared.record_index_pace(batch.len(), started.elapsed());
             let mut pending = shared.pending();
             for r in &batch {
                 if let Some(t) = pending.get_mut(&r.tenant) {

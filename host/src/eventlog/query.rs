@@ -66,7 +66,7 @@ pub fn events(
                 continue;
             }
             if out.len() == limit {
-                return Ok(Page { events: out, next: last_key.map(hex::encode) });
+                return Ok(Page { events: out, next: last_key.map(|k: Vec<u8>| crate::hex(&k)) });
             }
             out.push(e);
             last_key = Some(k.to_vec());

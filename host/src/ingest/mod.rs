@@ -36,6 +36,8 @@ pub const MAX_DIMENSION_KEY_BYTES: usize = 64;
 pub const MAX_DIMENSION_VALUE_BYTES: usize = 256;
 /// How far in the future an event time may be.
 pub const MAX_FUTURE_SKEW: Duration = Duration::hours(24);
+/// 2000-01-01T00:00:00Z: no usage is older.
+const EARLIEST_EVENT_SECONDS: i64 = 946_684_800;
 
 /// Refuses a batch of more than [`MAX_EVENTS_PER_BATCH`] events as a whole.
 pub fn check_batch_size(events: usize, field: &str) -> Result<(), crate::error::ApiError> {
@@ -91,7 +93,7 @@ fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<()
 }
 
 /// Checks one event against every documented limit.
-pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Rejection> {
+pub fn validate(e: UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Rejection> {
     check_text("id", &e.id, MAX_ID_BYTES, true)?;
     if e.retract {
         // A retraction names the event and the revision that replaces it;
@@ -102,7 +104,7 @@ pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Reject
         let digest = content_digest(&[], &BTreeMap::new(), true);
         return Ok(ValidEvent(StoredEvent {
             lsn: 0,
-            id: e.id.clone(),
+            id: e.id,
             revision: e.revision,
             retracted: true,
             customer: String::new(),
@@ -126,8 +128,7 @@ pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Reject
         .ok()
         .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
         .ok_or_else(|| reject("time", "not a valid timestamp"))?;
-    let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap_or(time);
-    if time < earliest {
+    if time.timestamp() < EARLIEST_EVENT_SECONDS {
         return Err(reject("time", format!("{} is before 2000-01-01", time.to_rfc3339())));
     }
     if time > now + MAX_FUTURE_SKEW {
@@ -144,21 +145,21 @@ pub fn validate(e: &UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Reject
         check_text(&format!("dimensions.{k}"), k, MAX_DIMENSION_KEY_BYTES, true)?;
         check_text(&format!("dimensions.{k}"), v, MAX_DIMENSION_VALUE_BYTES, false)?;
     }
-    let dimensions: BTreeMap<String, String> = e.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let dimensions: BTreeMap<String, String> = e.dimensions.into_iter().collect();
     let time_text = time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let quantity_text = quantity.normalize().to_string();
     let digest = content_digest(&[&e.customer, &e.meter, &time_text, &quantity_text, &e.source], &dimensions, false);
     Ok(ValidEvent(StoredEvent {
         lsn: 0,
-        id: e.id.clone(),
+        id: e.id,
         revision: e.revision,
         retracted: false,
-        customer: e.customer.clone(),
-        meter: e.meter.clone(),
+        customer: e.customer,
+        meter: e.meter,
         time,
         quantity,
         dimensions,
-        source: e.source.clone(),
+        source: e.source,
         digest,
         received_at: now,
     }))
@@ -182,7 +183,7 @@ fn content_digest(parts: &[&str], dimensions: &BTreeMap<String, String>, retract
         h.update(v.as_bytes());
         h.update([0]);
     }
-    hex::encode(h.finalize())
+    crate::hex(&h.finalize())
 }
 
 /// Refuses an event a meter of its type could not read (a dimension the
@@ -255,7 +256,7 @@ impl Ingestor {
         let mut positions = Vec::with_capacity(events.len());
         let mut valid = Vec::with_capacity(events.len());
         let meters = self.log.meters().tenant(tenant);
-        for (i, e) in events.iter().enumerate() {
+        for (i, e) in events.into_iter().enumerate() {
             match validate(e, now).and_then(|v| readable(meters.as_deref(), v)) {
                 Err(r) => outcomes[i] = Some(Outcome::Rejected(r)),
                 Ok(ValidEvent(ev)) => {

@@ -200,7 +200,7 @@ pub fn document_id(
         h.update(part.as_bytes());
         h.update([0]);
     }
-    format!("TG-{}", &hex::encode(h.finalize())[..24])
+    format!("TG-{}", &crate::hex(&h.finalize())[..24])
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

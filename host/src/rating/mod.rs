@@ -144,7 +144,7 @@ fn digest_input(i: &wit::Usage) -> String {
         let a = &r.amount;
         h.update(format!("{}:{}:{}:{}", a.negative, a.mantissa_high, a.mantissa_low, a.scale).as_bytes());
     }
-    hex::encode(h.finalize())
+    crate::hex(&h.finalize())
 }
 
 fn digest_output(charges: &[Charge]) -> String {
@@ -163,7 +163,7 @@ fn digest_output(charges: &[Charge]) -> String {
         }
         h.update([1]);
     }
-    hex::encode(h.finalize())
+    crate::hex(&h.finalize())
 }
 
 /// Rates one canonical usage with `plugin` (blocking: run off the async runtime).

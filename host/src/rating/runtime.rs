@@ -479,7 +479,7 @@ impl Runtime {
         let dir = self.cache_dir.as_ref()?;
         let mut h = ShaHasher(Sha256::new());
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let engine = hex::encode(h.0.finalize());
+        let engine = crate::hex(&h.0.finalize());
         Some(dir.join(format!("{sha256}-{}.cwasm", &engine[..16])))
     }
 
@@ -561,7 +561,7 @@ impl Runtime {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(PluginError::TooLarge(format!("{} bytes; at most {MAX_COMPONENT_BYTES}", bytes.len())));
         }
-        let sha256 = hex::encode(Sha256::digest(bytes));
+        let sha256 = crate::hex(&Sha256::digest(bytes));
         let component = self.compile(bytes, &sha256)?;
         check_imports(&self.engine, &component)?;
         let linker: Linker<CallState> = Linker::new(&self.engine);
