@@ -13,7 +13,12 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use std::alloc::System;
 
-const ARENA_BYTES: usize = 192 * 1024;
+/// Ample for a rating call (its input, parameters and output take a few
+/// KiB); kept small because a fresh instance's memory is reset page by page
+/// after every call, and every page of the initial memory is walked (see
+/// BENCHMARKS.md). Bigger calls (a mapper's document of many lines) continue
+/// in the standard allocator.
+const ARENA_BYTES: usize = 64 * 1024;
 
 #[repr(C, align(16))]
 struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);

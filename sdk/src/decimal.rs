@@ -53,8 +53,9 @@ pub fn push_decimal(out: &mut String, d: Decimal) {
     }
     let m = d.mantissa().unsigned_abs();
     let mut buf = [0u8; 40];
-    // One 128-bit division at most; the rest is 64-bit arithmetic.
-    let (high, low) = ((m / E19) as u64, (m % E19) as u64);
+    // One 128-bit division at most (none for amounts below 10^19, i.e.
+    // nearly all); the rest is 64-bit arithmetic.
+    let (high, low) = if m < E19 { (0, m as u64) } else { ((m / E19) as u64, (m % E19) as u64) };
     let start = if high > 0 {
         let mid = digits(&mut buf, 40, low, 19);
         digits(&mut buf, mid, high, 0)
