@@ -44,12 +44,14 @@ pub type Entry = (Slice, Slice);
 impl Index {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db =
-            Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).worker_threads(1).open().map_err(|e| {
-                match e {
-                    fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
-                    e => IndexError::Storage(e),
-                }
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .worker_threads(1)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
+                e => IndexError::Storage(e),
             })?;
         let keyspace =
             db.keyspace("eventlog", || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
@@ -117,5 +119,32 @@ impl Batch<'_> {
             }
         }
         Ok(batch.commit()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_two_changes_to_one_key_in_a_batch_the_later_wins_though_the_batch_is_sorted() {
+        let dir = std::env::temp_dir().join(format!("tollgate-index-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let index = Index::open(&dir).unwrap();
+        let mut batch = index.batch();
+        batch.insert(b"k".to_vec(), b"first".to_vec());
+        batch.insert(b"b".to_vec(), b"x".to_vec());
+        batch.remove(b"k".to_vec());
+        batch.insert(b"a".to_vec(), b"y".to_vec());
+        batch.insert(b"k".to_vec(), b"last".to_vec());
+        batch.insert(b"gone".to_vec(), b"z".to_vec());
+        batch.remove(b"gone".to_vec());
+        batch.commit().unwrap();
+        assert_eq!(index.get(b"k").unwrap().as_deref(), Some(&b"last"[..]));
+        assert_eq!(index.get(b"gone").unwrap(), None);
+        let keys: Vec<Vec<u8>> = index.prefix(b"").map(|e| e.unwrap().0.to_vec()).collect();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec(), b"k".to_vec()]);
+        drop(index);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -259,22 +259,32 @@ impl Shared {
         self.progress.borrow().failed.clone()
     }
 
-    /// How long until the indexer, at its measured pace, has applied
-    /// `excess` more records.
     fn retry_after_ms(&self, excess: usize) -> u64 {
-        match self.index_rate.load(Ordering::Relaxed) {
-            0 => RETRY_AFTER_MS,
-            per_s => ((excess as u64).saturating_mul(1000) / per_s).clamp(MIN_RETRY_AFTER_MS, MAX_RETRY_AFTER_MS),
-        }
+        retry_hint_ms(excess, self.index_rate.load(Ordering::Relaxed))
     }
 
     /// Folds one applied batch into the indexer's measured pace.
     fn record_index_pace(&self, records: usize, took: Duration) {
-        let per_s = (records as u128 * 1_000_000 / took.as_micros().max(1)) as u64;
         let old = self.index_rate.load(Ordering::Relaxed);
-        let new = if old == 0 { per_s } else { (old * 3 + per_s) / 4 };
-        self.index_rate.store(new.max(1), Ordering::Relaxed);
+        self.index_rate.store(next_pace(old, records, took), Ordering::Relaxed);
     }
+}
+
+/// How long until an indexer applying `per_s` records a second (0: not
+/// measured yet) has applied `excess` more.
+fn retry_hint_ms(excess: usize, per_s: u64) -> u64 {
+    match per_s {
+        0 => RETRY_AFTER_MS,
+        per_s => ((excess as u64).saturating_mul(1000) / per_s).clamp(MIN_RETRY_AFTER_MS, MAX_RETRY_AFTER_MS),
+    }
+}
+
+/// The indexer's pace after a batch of `records` that took `took`: a moving
+/// average, in records per second, never 0 once measured.
+fn next_pace(old: u64, records: usize, took: Duration) -> u64 {
+    let per_s = u64::try_from(records as u128 * 1_000_000 / took.as_micros().max(1)).unwrap_or(u64::MAX);
+    let new = if old == 0 { per_s } else { old.saturating_mul(3).saturating_add(per_s) / 4 };
+    new.max(1)
 }
 
 /// A handle on the event log; cheap to clone.
@@ -909,6 +919,23 @@ mod tests {
         options.dedup_retention = retention;
         options.sweep_every = Some(Duration::from_millis(100));
         EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap()
+    }
+
+    #[test]
+    fn the_retry_hint_is_the_time_the_indexer_needs_to_make_room() {
+        // Not measured yet: the default.
+        assert_eq!(retry_hint_ms(5_000, 0), RETRY_AFTER_MS);
+        // 100 000 records a second: room for 5 000 more in 50 ms.
+        assert_eq!(retry_hint_ms(5_000, 100_000), 50);
+        // Bounded both ways: never a busy loop, never minutes.
+        assert_eq!(retry_hint_ms(10, 100_000), MIN_RETRY_AFTER_MS);
+        assert_eq!(retry_hint_ms(1_000_000, 100), MAX_RETRY_AFTER_MS);
+        // The pace: the first batch sets it, later ones move it by a quarter.
+        let pace = next_pace(0, 10_000, Duration::from_millis(100));
+        assert_eq!(pace, 100_000);
+        assert_eq!(next_pace(pace, 10_000, Duration::from_millis(50)), 125_000);
+        assert_eq!(next_pace(pace, 0, Duration::from_secs(1)), 75_000);
+        assert!(next_pace(0, 0, Duration::ZERO) >= 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
