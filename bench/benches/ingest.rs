@@ -214,9 +214,12 @@ async fn http_load(base: &str, batches: Vec<IngestRequest>, concurrency: usize) 
                         .expect("http send");
                     if r.status() == 429 {
                         retries += 1;
+                        // The body's `retry_after_ms` is finer than `Retry-After` (whole seconds).
                         let secs: u64 =
                             r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
-                        tokio::time::sleep(Duration::from_secs(secs)).await;
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        let ms = body["error"]["retry_after_ms"].as_u64().unwrap_or(secs * 1000);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
                         continue;
                     }
                     assert!(r.status().is_success(), "HTTP ingest failed: {}", r.status());
