@@ -44,14 +44,12 @@ pub type Entry = (Slice, Slice);
 impl Index {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db = Database::builder(dir)
-            .cache_size(CACHE_BYTES)
-            .max_journaling_size(JOURNAL_BYTES)
-            .worker_threads(1)
-            .open()
-            .map_err(|e| match e {
-                fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
-                e => IndexError::Storage(e),
+        let db =
+            Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).open().map_err(|e| {
+                match e {
+                    fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
+                    e => IndexError::Storage(e),
+                }
             })?;
         let keyspace =
             db.keyspace("eventlog", || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
