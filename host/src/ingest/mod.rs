@@ -80,16 +80,22 @@ pub enum Outcome {
 }
 
 fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<(), Rejection> {
+    text_problem(value, max, required).map_or(Ok(()), |why| Err(reject(field, why)))
+}
+
+/// What is wrong with a text value, if anything (the field is named by the
+/// caller, only when there is a problem).
+fn text_problem(value: &str, max: usize, required: bool) -> Option<String> {
     if required && value.is_empty() {
-        return Err(reject(field, "required"));
+        return Some("required".into());
     }
     if value.len() > max {
-        return Err(reject(field, format!("{} bytes; at most {max}", value.len())));
+        return Some(format!("{} bytes; at most {max}", value.len()));
     }
     if value.chars().any(char::is_control) {
-        return Err(reject(field, "contains control characters"));
+        return Some("contains control characters".into());
     }
-    Ok(())
+    None
 }
 
 /// Checks one event against every documented limit.
@@ -141,11 +147,16 @@ pub fn validate(e: UsageEvent, now: DateTime<Utc>) -> Result<ValidEvent, Rejecti
             format!("{} dimensions; at most {MAX_DIMENSIONS} (MAX_DIMENSIONS)", e.dimensions.len()),
         ));
     }
-    for (k, v) in &e.dimensions {
-        check_text(&format!("dimensions.{k}"), k, MAX_DIMENSION_KEY_BYTES, true)?;
-        check_text(&format!("dimensions.{k}"), v, MAX_DIMENSION_VALUE_BYTES, false)?;
+    let mut dimensions = BTreeMap::new();
+    for (k, v) in e.dimensions {
+        let problem = text_problem(&k, MAX_DIMENSION_KEY_BYTES, true)
+            .or_else(|| text_problem(&v, MAX_DIMENSION_VALUE_BYTES, false));
+        if let Some(why) = problem {
+            return Err(reject(format!("dimensions.{k}"), why));
+        }
+        // Inserted one by one: `collect` would first gather and sort a vector.
+        dimensions.insert(k, v);
     }
-    let dimensions: BTreeMap<String, String> = e.dimensions.into_iter().collect();
     let time_text = time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let quantity_text = quantity.normalize().to_string();
     let digest = content_digest(&[&e.customer, &e.meter, &time_text, &quantity_text, &e.source], &dimensions, false);
