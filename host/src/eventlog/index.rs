@@ -102,6 +102,11 @@ impl Batch<'_> {
         self.changes.is_empty()
     }
 
+    /// Room for `n` more changes.
+    pub fn reserve(&mut self, n: usize) {
+        self.changes.reserve(n);
+    }
+
     /// Applies the changes in key order: the memtable is a skip list searched
     /// from its top for every insert, and consecutive keys share most of
     /// that path, so sorted inserts find it in the CPU cache (see
@@ -109,7 +114,7 @@ impl Batch<'_> {
     /// later still wins, as it would applied in order.
     pub fn commit(mut self) -> Result<(), IndexError> {
         self.changes.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut batch = self.db.batch().durability(None);
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), self.changes.len()).durability(None);
         for (key, value) in self.changes {
             match value {
                 Some(value) => batch.insert(self.keyspace, key, value),

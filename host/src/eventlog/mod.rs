@@ -814,6 +814,8 @@ fn create_meter(shared: &Shared, tenant: &str, meter: Meter) -> Result<(Meter, b
 fn apply(index: &Index, meters: &Meters, records: &[Record]) -> Result<(), LogError> {
     let Some(last) = records.last() else { return Ok(()) };
     let mut batch = index.batch();
+    // An event and its dedup entry, a window per meter, the checkpoint.
+    batch.reserve(records.len() * 3 + 1);
     let mut windows = Overlay::new(index);
     for r in records {
         let t = &r.tenant;
