@@ -941,6 +941,40 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_log_hints_at_the_time_its_measured_indexer_needs() {
+        let dir = std::env::temp_dir().join(format!("tollgate-pace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut options = LogOptions::new(dir.join("wal"));
+        options.max_unindexed_events = 100;
+        let log = EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap();
+        let now = Utc::now();
+        let batch = |from: usize, n: usize| (from..from + n).map(|i| event(&format!("e{i}"), now)).collect::<Vec<_>>();
+        // Before anything is indexed the pace is unknown: the default hint.
+        log.hold_indexing(true);
+        assert_eq!(log.append("t", batch(0, 80)).await.unwrap().len(), 80);
+        match log.append("t", batch(80, 50)).await {
+            Err(LogError::Saturated { retry_after_ms, .. }) => assert_eq!(retry_after_ms, RETRY_AFTER_MS),
+            other => panic!("not saturated: {other:?}"),
+        }
+        // Once a batch is indexed, the hint is the time that pace needs for the excess.
+        log.hold_indexing(false);
+        log.sync().await.unwrap();
+        let pace = log.shared.index_rate.load(Ordering::Relaxed);
+        assert!(pace > 0, "the indexer's pace was not measured");
+        log.hold_indexing(true);
+        assert_eq!(log.append("t", batch(200, 80)).await.unwrap().len(), 80);
+        match log.append("t", batch(280, 50)).await {
+            Err(LogError::Saturated { queued, limit, retry_after_ms }) => {
+                assert_eq!(retry_after_ms, retry_hint_ms(queued + 50 - limit, pace))
+            }
+            other => panic!("not saturated: {other:?}"),
+        }
+        log.hold_indexing(false);
+        log.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dedup_forgets_an_id_only_after_the_configured_retention() {
         let dir = std::env::temp_dir().join(format!("tollgate-retention-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
