@@ -4,30 +4,31 @@
 //! `tollgate:plugin` WIT package (`wit/`, one frozen folder per version; see
 //! `wit/README.md`). This crate gives it the bindings, exact decimal
 //! conversion and pricing helpers, so the plugin itself is business logic
-//! only. Enable the feature of the world you implement — `rater` (0.1.0),
-//! `rater-v0-2` (0.2.0, sees the customer's other charges), `erp-mapper`
-//! (0.1.0) or `erp-mapper-v0-3` (0.3.0, posting in several requests) —
-//! and export your type:
+//! only. Enable the feature of the world you implement — `rater-v0-4`
+//! (0.4.0, the newest rater: rated in batches, sees the customer's other
+//! charges), `rater-v0-2` (0.2.0), `rater` (0.1.0, deprecated: still runs,
+//! no longer accepted for upload), `erp-mapper` (0.1.0) or `erp-mapper-v0-3`
+//! (0.3.0, posting in several requests) — and export your type:
 //!
 //! ```ignore
-//! use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage};
+//! use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage};
 //! struct MyRater;
-//! impl Guest for MyRater {
+//! impl Rater for MyRater {
 //!     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
 //!         // One line at a flat 0.01 per unit, exact.
 //!         let q = input.quantity_decimal()?;
 //!         let price = tollgate_sdk::Decimal::new(1, 2);
-//!         let amount = tollgate_sdk::rater::mul(q, price, "quantity")?;
+//!         let amount = tollgate_sdk::rater_v4::mul(q, price, "quantity")?;
 //!         Ok(vec![input.charge("usage", q, price, amount, format!("{q} × {price}"))])
 //!     }
 //! }
-//! tollgate_sdk::rater::export_rater!(MyRater);
+//! tollgate_sdk::export_rater_v4!(MyRater);
 //! ```
 //!
 //! A step-by-step guide with a complete example is `sdk/README.md`.
 //!
 //! Layout: `decimal` (the WIT decimal ↔ `rust_decimal::Decimal`), `pricing`
-//! (tiers and rounding), `rater` / `rater_v2` / `mapper` / `mapper_v3` (generated bindings,
+//! (tiers and rounding), `rater` / `rater_v2` / `rater_v4` / `mapper` / `mapper_v3` (generated bindings,
 //! one per world and version, each with `PluginError::new` and `Usage`
 //! helpers).
 //!
@@ -50,7 +51,7 @@ pub use rust_decimal::RoundingStrategy;
 
 /// Helpers on a rater world's `Usage` and `ChargeLine` (the same in every
 /// version of the interface).
-#[cfg(any(feature = "rater", feature = "rater-v0-2"))]
+#[cfg(any(feature = "rater", feature = "rater-v0-2", feature = "rater-v0-4"))]
 macro_rules! usage_helpers {
     () => {
         impl Usage {
@@ -98,6 +99,25 @@ macro_rules! usage_helpers {
     };
 }
 
+/// Helpers on `RelatedCharge` (rater 0.2.0 and later).
+#[cfg(any(feature = "rater-v0-2", feature = "rater-v0-4"))]
+macro_rules! related_helpers {
+    () => {
+        impl RelatedCharge {
+            /// The charge's amount, exact.
+            pub fn amount_decimal(&self) -> Result<crate::Decimal, PluginError> {
+                self.amount.to_decimal().ok_or_else(|| {
+                    PluginError::new(
+                        "invalid-input",
+                        Some(&format!("related[{}].amount", self.contract_line)),
+                        "decimal scale above 28",
+                    )
+                })
+            }
+        }
+    };
+}
+
 /// Bindings of the `rater` world, interface 0.1.0 (`wit/since_v0.1.0`).
 #[cfg(feature = "rater")]
 pub mod rater {
@@ -133,19 +153,66 @@ pub mod rater_v2 {
     pub use tollgate::plugin::types::{ChargeLine, Decimal as WitDecimal, PluginError, RelatedCharge, Usage};
 
     usage_helpers!();
+    related_helpers!();
+}
 
-    impl RelatedCharge {
-        /// The charge's amount, exact.
-        pub fn amount_decimal(&self) -> Result<crate::Decimal, PluginError> {
-            self.amount.to_decimal().ok_or_else(|| {
-                PluginError::new(
-                    "invalid-input",
-                    Some(&format!("related[{}].amount", self.contract_line)),
-                    "decimal scale above 28",
-                )
-            })
-        }
+/// Bindings of the `rater` world, interface 0.4.0 (`wit/since_v0.4.0`): the
+/// types of 0.2.0, rated in batches. A plugin implements [`rater_v4::Rater`]
+/// (one usage at a time) and exports it with [`export_rater_v4!`], which
+/// answers a batch by rating each input on its own.
+#[cfg(feature = "rater-v0-4")]
+pub mod rater_v4 {
+    wit_bindgen::generate!({
+        world: "rater",
+        path: "../wit/since_v0.4.0",
+        default_bindings_module: "tollgate_sdk::rater_v4",
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+    });
+    crate::decimal::impl_wit_decimal!(tollgate::plugin::types::Decimal);
+    crate::decimal::impl_plugin_error!(tollgate::plugin::types::PluginError);
+    pub use tollgate::plugin::types::{ChargeLine, Decimal as WitDecimal, PluginError, RelatedCharge, Usage};
+
+    usage_helpers!();
+    related_helpers!();
+
+    /// A pricing rule: one usage (with its related charges) in, charge lines out.
+    pub trait Rater {
+        fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError>;
     }
+
+    /// A batch answered input by input: what [`export_rater_v4!`] exports.
+    /// Each result depends on its own input only, as the interface requires.
+    pub fn rate_each<R: Rater>(inputs: Vec<Usage>) -> Vec<Result<Vec<ChargeLine>, PluginError>> {
+        inputs.into_iter().map(R::rate).collect()
+    }
+}
+
+/// Exports a [`rater_v4::Rater`] as the component's `rater@0.4.0` world.
+/// Only a WebAssembly build exports anything, so the same crate also links
+/// natively (as the benchmarks and tests do with bundled rules).
+#[cfg(feature = "rater-v0-4")]
+#[macro_export]
+macro_rules! export_rater_v4 {
+    ($rater:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct Export;
+            impl $crate::rater_v4::exports::tollgate::plugin::rating::Guest for Export {
+                fn rate_batch(
+                    inputs: ::std::vec::Vec<$crate::rater_v4::Usage>,
+                ) -> ::std::vec::Vec<
+                    ::core::result::Result<
+                        ::std::vec::Vec<$crate::rater_v4::ChargeLine>,
+                        $crate::rater_v4::PluginError,
+                    >,
+                > {
+                    $crate::rater_v4::rate_each::<$rater>(inputs)
+                }
+            }
+    $crate::rater_v4::export_bindings!(Export with_types_in $crate::rater_v4);
+        };
+    };
 }
 
 /// Helpers of an `erp-mapper` world (the same in every version); `$outcome`

@@ -41,6 +41,13 @@ async fn uploads_are_validated_immutable_and_private_to_their_tenant() {
             Some("incompatible-interface"),
         ),
         ("name=x&version=1.0.0&kind=erp-mapper", tiers.clone(), 400, "body", Some("incompatible-interface")),
+        (
+            "name=x&version=1.0.0&kind=rater",
+            test_component("legacy-rater-v0-1"),
+            400,
+            "body",
+            Some("incompatible-interface"),
+        ),
         ("name=x&version=1.0.0&kind=rater", b"not wasm".to_vec(), 400, "body", Some("incompatible-interface")),
         ("name=x&version=1.0.0&kind=rater", vec![0; 16 << 20 | 1], 400, "body", Some("too-large")),
     ];
@@ -52,6 +59,8 @@ async fn uploads_are_validated_immutable_and_private_to_their_tenant() {
     let (_, body) =
         env.upload(API_KEY, "name=x&version=1.0.0&kind=rater", test_component("hostile-imports-wasi")).await;
     assert!(body["error"]["message"].as_str().unwrap().contains("wasi:clocks/wall-clock@0.2.0"), "{body}");
+    let (_, body) = env.upload(API_KEY, "name=x&version=1.0.0&kind=rater", test_component("legacy-rater-v0-1")).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("rater@0.1.0, which is deprecated"), "{body}");
 
     let list = |key: &'static str| {
         let base = env.base.clone();

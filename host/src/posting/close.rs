@@ -14,13 +14,15 @@ use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
 use crate::masterdata::history::{self, History};
 use crate::rating::registry::Registry;
+use crate::rating::runtime::Plugin;
 use crate::rating::{self, ChargeRecord, RelatedCharge};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// The record of a closed period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,9 +212,12 @@ fn prepare(
     Ok(Prepared { records, documents })
 }
 
-/// Rates every canonical usage with its line's rater, in order (each
-/// customer's earlier charges are the related charges of the next); `Err`
-/// lists every line that failed.
+/// Rates every canonical usage with its line's rater; `Err` lists every
+/// line that failed. A customer's usages rate in master-data order, each
+/// seeing the charges of the earlier ones as related charges; usages of
+/// different customers do not depend on each other. So the k-th usage of
+/// every customer rates in round k, in batches per rater (one fresh
+/// instance per batch, see [`rating::rate_many`]).
 pub fn rate_usages(
     store: &Store,
     registry: &Registry,
@@ -220,34 +225,84 @@ pub fn rate_usages(
     units: Vec<PeriodUsage>,
     now: DateTime<Utc>,
 ) -> Result<Vec<(ChargeRecord, Vec<String>)>, Vec<String>> {
-    let mut problems = Vec::new();
-    let mut records: Vec<(ChargeRecord, Vec<String>)> = Vec::new();
+    struct Job {
+        plugin: Arc<Plugin>,
+        line: String,
+        customer: String,
+        usage: Option<CanonicalUsage>,
+        events: Vec<String>,
+    }
+    // Problems are listed in master-data order: keyed by the job they precede.
+    let mut problems: Vec<(usize, String)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for (part, _, usages) in units {
         let line = &part.line;
         let plugin = match rating::activation::rater_for(store, registry, tenant, line, part.to) {
             Ok(p) => p,
             Err(e) => {
-                problems.push(format!("contract line {}: rater: {e}", line.id));
+                problems.push((jobs.len(), format!("contract line {}: rater: {e}", line.id)));
                 continue;
             }
         };
-        for (usage, events) in usages {
-            if usage.erp_item.is_none() {
-                continue;
-            }
-            // The charges already rated for this customer, in master-data order.
-            let related = records
-                .iter()
-                .filter(|(r, _)| r.usage.customer == line.customer)
-                .flat_map(|(r, _)| RelatedCharge::of(r))
-                .collect();
-            match rating::rate(registry, &plugin, usage, related, now) {
-                Ok(record) => records.push((record, events)),
-                Err(e) => problems.push(format!("contract line {}: {}: {e}", line.id, e.code())),
-            }
+        for (usage, events) in usages.into_iter().filter(|(u, _)| u.erp_item.is_some()) {
+            jobs.push(Job {
+                plugin: plugin.clone(),
+                line: line.id.clone(),
+                customer: line.customer.clone(),
+                usage: Some(usage),
+                events,
+            });
         }
     }
-    if problems.is_empty() { Ok(records) } else { Err(problems) }
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let k = seen.entry(job.customer.as_str()).or_default();
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(i);
+        *k += 1;
+    }
+    // The charges already rated for each customer, in master-data order.
+    let mut related: HashMap<String, Vec<RelatedCharge>> = HashMap::new();
+    let mut results: Vec<Option<Result<ChargeRecord, rating::runtime::PluginError>>> =
+        jobs.iter().map(|_| None).collect();
+    for round in rounds {
+        let mut by_rater: Vec<(Arc<Plugin>, Vec<usize>)> = Vec::new();
+        for &i in &round {
+            match by_rater.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &jobs[i].plugin)) {
+                Some((_, batch)) => batch.push(i),
+                None => by_rater.push((jobs[i].plugin.clone(), vec![i])),
+            }
+        }
+        let mut rated = Vec::with_capacity(round.len());
+        for (plugin, batch) in by_rater {
+            let items = batch
+                .iter()
+                .map(|&i| {
+                    let usage = jobs[i].usage.take().expect("each usage rates once");
+                    (usage, related.get(&jobs[i].customer).cloned().unwrap_or_default())
+                })
+                .collect();
+            rated.extend(batch.into_iter().zip(rating::rate_many(registry, &plugin, items, now)));
+        }
+        for (i, result) in rated {
+            if let Ok(record) = &result {
+                related.entry(jobs[i].customer.clone()).or_default().extend(RelatedCharge::of(record));
+            }
+            results[i] = Some(result);
+        }
+    }
+    let mut records = Vec::with_capacity(jobs.len());
+    for (i, (job, result)) in jobs.into_iter().zip(results).enumerate() {
+        match result.expect("every usage rated") {
+            Ok(record) => records.push((record, job.events)),
+            Err(e) => problems.push((i, format!("contract line {}: {}: {e}", job.line, e.code()))),
+        }
+    }
+    problems.sort_by_key(|(i, _)| *i);
+    if problems.is_empty() { Ok(records) } else { Err(problems.into_iter().map(|(_, p)| p).collect()) }
 }
 
 enum CommitError {

@@ -529,6 +529,8 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
         return Err(FixtureError::Empty(dir.into()));
     }
     let mut reports = Vec::new();
+    // Each rater case's input and answer, to rate them again in one batch.
+    let mut singles: Vec<(usize, wit::Usage, Value)> = Vec::new();
     for input_path in inputs {
         let file = input_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let name = file.trim_end_matches(".input.json").to_string();
@@ -539,6 +541,7 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
                     serde_json::from_value(read_json(&input_path)?).map_err(|e| bad(e.to_string()))?;
                 let usage = input.to_usage().map_err(bad)?;
                 let (result, fuel_used) = runtime.rate_metered(plugin, &usage);
+                singles.push((reports.len(), usage, result_json(&result)));
                 (result_json(&result), fuel_used)
             }
             Kind::ErpMapper => {
@@ -568,7 +571,47 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
         };
         reports.push(CaseReport { name, outcome, fuel_used, fuel_budget: runtime.limits().fuel });
     }
+    check_batches(runtime, plugin, &singles, &mut reports);
     Ok(reports)
+}
+
+/// Production rates many usages per call (a rater of 0.4.0 takes batches):
+/// every case is rated again with all the others in one batch, forwards and
+/// backwards, and must answer exactly as alone. A rater that keeps state
+/// between inputs, or reads the other inputs, fails here.
+fn check_batches(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    singles: &[(usize, wit::Usage, Value)],
+    reports: &mut [CaseReport],
+) {
+    if singles.len() < 2 {
+        return;
+    }
+    for backwards in [false, true] {
+        let mut order: Vec<&(usize, wit::Usage, Value)> = singles.iter().collect();
+        if backwards {
+            order.reverse();
+        }
+        let usages: Vec<wit::Usage> = order.iter().map(|(_, u, _)| u.clone()).collect();
+        for ((report, _, alone), answer) in order.into_iter().zip(runtime.rate_batch(plugin, &usages)) {
+            let mut diffs = Vec::new();
+            diff(alone, &result_json(&answer), "", &mut diffs);
+            if diffs.is_empty() {
+                continue;
+            }
+            let which = if backwards { "backwards" } else { "in file order" };
+            let mut lines = vec![format!(
+                "rated in one batch with the other cases ({which}), the answer differs from rating it alone \
+                              (an answer must depend on its own input only):"
+            )];
+            lines.extend(diffs.into_iter().map(|d| format!("  {d}")));
+            match &mut reports[*report].outcome {
+                Outcome::Failed(existing) => existing.extend(lines),
+                other => *other = Outcome::Failed(lines),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

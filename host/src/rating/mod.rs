@@ -174,9 +174,24 @@ pub fn rate(
     related: Vec<RelatedCharge>,
     now: DateTime<Utc>,
 ) -> Result<ChargeRecord, PluginError> {
-    let rule =
-        RuleRef { plugin: plugin.name.clone(), version: plugin.version.to_string(), sha256: plugin.sha256.clone() };
-    rate_with(usage, related, rule, now, |input| registry.runtime().rate(plugin, input))
+    rate_with(usage, related, rule_of(plugin), now, |input| registry.runtime().rate(plugin, input))
+}
+
+/// Rates many canonical usages (each with its related charges) with
+/// `plugin`, in batches where the rater takes them (see
+/// [`runtime::Runtime::rate_batch`]); result `i` is what [`rate`] gives for
+/// `items[i]`. Blocking: run off the async runtime.
+pub fn rate_many(
+    registry: &Registry,
+    plugin: &Plugin,
+    items: Vec<(CanonicalUsage, Vec<RelatedCharge>)>,
+    now: DateTime<Utc>,
+) -> Vec<Result<ChargeRecord, PluginError>> {
+    rate_many_with(items, rule_of(plugin), now, |inputs| registry.runtime().rate_batch(plugin, inputs))
+}
+
+fn rule_of(plugin: &Plugin) -> RuleRef {
+    RuleRef { plugin: plugin.name.clone(), version: plugin.version.to_string(), sha256: plugin.sha256.clone() }
 }
 
 /// The rating stage around any rater: builds the input, runs `rater`, and
@@ -191,16 +206,48 @@ pub fn rate_with(
 ) -> Result<ChargeRecord, PluginError> {
     let input = rater_input(&usage, &related);
     let charges = rater(&input)?;
+    Ok(record(usage, related, &input, charges, rule, now))
+}
+
+/// [`rate_with`] for many usages at once: `rater` answers every input, in
+/// order ([`rate_many`] runs a Wasm plugin in batches).
+pub fn rate_many_with(
+    items: Vec<(CanonicalUsage, Vec<RelatedCharge>)>,
+    rule: RuleRef,
+    now: DateTime<Utc>,
+    rater: impl FnOnce(&[wit::Usage]) -> Vec<Result<Vec<Charge>, PluginError>>,
+) -> Vec<Result<ChargeRecord, PluginError>> {
+    let inputs: Vec<wit::Usage> = items.iter().map(|(usage, related)| rater_input(usage, related)).collect();
+    let answers = rater(&inputs);
+    assert_eq!(answers.len(), inputs.len(), "a rater answers every input");
+    items
+        .into_iter()
+        .zip(&inputs)
+        .zip(answers)
+        .map(|(((usage, related), input), answer)| {
+            answer.map(|charges| record(usage, related, input, charges, rule.clone(), now))
+        })
+        .collect()
+}
+
+fn record(
+    usage: CanonicalUsage,
+    related: Vec<RelatedCharge>,
+    input: &wit::Usage,
+    charges: Vec<Charge>,
+    rule: RuleRef,
+    now: DateTime<Utc>,
+) -> ChargeRecord {
     let usage = CanonicalUsage { pricing_plan: Some(rule.clone()), ..usage };
-    Ok(ChargeRecord {
+    ChargeRecord {
         rule,
-        input_digest: digest_input(&input),
+        input_digest: digest_input(input),
         output_digest: digest_output(&charges),
         usage,
         related,
         charges,
         rated_at: now,
-    })
+    }
 }
 
 /// Reads a stored charge record.

@@ -9,7 +9,7 @@
 //! A version is immutable: its identity is the SHA-256 of its bytes; the
 //! same name and version with other bytes is refused.
 
-use super::runtime::{Kind, Plugin, PluginError, Runtime};
+use super::runtime::{self, Kind, Plugin, PluginError, Runtime};
 use crate::masterdata::{PluginRef, References};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -34,6 +34,14 @@ pub enum RegistryError {
     KindChanged { name: String, version: String, existing: Kind, kind: Kind },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a plugin version comes in: a new upload must implement a live
+/// interface; bundled and stored plugins may implement a deprecated one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Upload,
+    Stored,
 }
 
 /// Who a plugin belongs to.
@@ -154,7 +162,7 @@ impl Registry {
         let existed = self.version(&owner, name, &version);
         let registry = self.clone();
         let (n, v, b) = (name.to_string(), version.clone(), bytes.clone());
-        let plugin = tokio::task::spawn_blocking(move || registry.register(owner, &n, v, kind, &b))
+        let plugin = tokio::task::spawn_blocking(move || registry.register_as(owner, &n, v, kind, &b, Admit::Upload))
             .await
             .map_err(|e| StoreError::Aborted(format!("compile task: {e}")))??;
         if existed.is_none() {
@@ -183,8 +191,9 @@ impl Registry {
         self.read().get(&(owner.clone(), name.to_string()))?.iter().find(|p| p.version == *version).cloned()
     }
 
-    /// Compiles, checks and adds a plugin version. The same bytes again are a
-    /// no-op; other bytes under a registered version are refused.
+    /// Compiles, checks and adds a plugin version (bundled, or an upload
+    /// kept in the store: deprecated interfaces still run). The same bytes
+    /// again are a no-op; other bytes under a registered version are refused.
     pub fn register(
         &self,
         owner: Owner,
@@ -192,6 +201,18 @@ impl Registry {
         version: semver::Version,
         kind: Kind,
         bytes: &[u8],
+    ) -> Result<Arc<Plugin>, RegistryError> {
+        self.register_as(owner, name, version, kind, bytes, Admit::Stored)
+    }
+
+    fn register_as(
+        &self,
+        owner: Owner,
+        name: &str,
+        version: semver::Version,
+        kind: Kind,
+        bytes: &[u8],
+        admit: Admit,
     ) -> Result<Arc<Plugin>, RegistryError> {
         let sha = crate::auth::hash_key_bytes(bytes);
         if let Some(existing) = self.version(&owner, name, &version) {
@@ -214,6 +235,14 @@ impl Registry {
         }
         let err = |source| RegistryError::Plugin { name: name.into(), version: version.to_string(), source };
         let plugin = Arc::new(self.runtime.load(name, version.clone(), kind, bytes).map_err(err)?);
+        if admit == Admit::Upload && runtime::is_deprecated(plugin.world()) {
+            let newest = kind.worlds()[0];
+            return Err(err(PluginError::IncompatibleInterface(format!(
+                "implements {}, which is deprecated: plugins uploaded before keep running, but a new upload must \
+                 implement {newest} (SDK feature `rater-v0-4`; see wit/README.md)",
+                plugin.world()
+            ))));
+        }
         let mut all = self.plugins.write().unwrap_or_else(|p| p.into_inner());
         let versions = all.entry((owner.clone(), name.to_string())).or_default();
         if let Some(raced) = versions.iter().find(|p| p.version == version) {
@@ -292,5 +321,85 @@ impl References for RegistryRefs<'_> {
     }
     fn meter(&self, id: &str) -> Option<std::sync::Arc<crate::metering::Meter>> {
         self.meters.tenant(self.tenant).and_then(|t| t.by_id.get(id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rating::runtime::{Limits, bindings::rating as wit, to_wit};
+    use rust_decimal::Decimal;
+
+    /// A test component as `cargo xtask build-plugins` left it.
+    fn component(name: &str) -> Vec<u8> {
+        let dir = std::env::var_os("TOLLGATE_TEST_COMPONENTS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-components"));
+        let path = dir.join(format!("{name}.wasm"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", path.display()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deprecated_interface_is_refused_for_upload_but_a_stored_upload_of_it_still_runs() {
+        let dir = std::env::temp_dir().join(format!("tollgate-registry-deprecated-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let registry = Registry::new(Runtime::new(Limits::default(), None).unwrap());
+        let (v1, v2) = (component("legacy-rater-v0-1"), component("legacy-rater-v0-2"));
+        let version = semver::Version::new(1, 0, 0);
+
+        let err =
+            registry.upload(&store, "acme", "legacy", version.clone(), Kind::Rater, v1.clone()).await.unwrap_err();
+        let RegistryError::Plugin { source, .. } = &err else { panic!("{err}") };
+        assert_eq!(source.code(), "incompatible-interface");
+        let text = err.to_string();
+        assert!(text.contains("tollgate:plugin/rater@0.1.0, which is deprecated"), "{text}");
+        assert!(text.contains("must implement tollgate:plugin/rater@0.4.0"), "{text}");
+        assert!(registry.list("acme").iter().all(|p| p.name != "legacy"), "nothing registered");
+        assert!(store.scan::<UploadRecord>(&store.plugins, b"").unwrap().is_empty(), "nothing stored");
+        // The older live interface is still accepted.
+        let (p, new) = registry.upload(&store, "acme", "current", version.clone(), Kind::Rater, v2).await.unwrap();
+        assert!(new);
+        assert_eq!(p.world(), "tollgate:plugin/rater@0.2.0");
+
+        // An upload of 0.1.0 stored before the deprecation, as the gateway
+        // finds it at start-up: it loads and rates.
+        let sha = crate::auth::hash_key_bytes(&v1);
+        store.blobs.insert(sha.as_bytes(), v1.as_slice()).unwrap();
+        let record = UploadRecord {
+            tenant: "acme".into(),
+            name: "legacy".into(),
+            version: version.to_string(),
+            kind: Kind::Rater,
+            sha256: sha,
+            size: v1.len(),
+            uploaded_at: Utc::now(),
+        };
+        store.put(&store.plugins, &store::key(&["acme", "legacy", "1.0.0"]), &record).unwrap();
+        let restarted = Registry::new(Runtime::new(Limits::default(), None).unwrap());
+        assert_eq!(restarted.load_uploaded(&store).unwrap(), 2);
+        let legacy = restarted.find("acme", "legacy", None, Kind::Rater).unwrap();
+        assert_eq!(legacy.world(), "tollgate:plugin/rater@0.1.0");
+        let input = wit::Usage {
+            tenant: "acme".into(),
+            customer: "c".into(),
+            contract_line: "l".into(),
+            sku: "API".into(),
+            meter: "api_calls".into(),
+            currency: "EUR".into(),
+            period_start: "2026-10-01T00:00:00Z".into(),
+            period_end: "2026-11-01T00:00:00Z".into(),
+            quantity: to_wit(Decimal::new(250, 0)),
+            dimensions: vec![],
+            params: "{}".into(),
+            related: vec![],
+        };
+        let charges = restarted.runtime().rate(&legacy, &input).unwrap();
+        assert_eq!(charges[0].amount, Decimal::new(250, 2));
+        // Re-uploading the very same version is the usual no-op, not a refusal.
+        let (_, new) = restarted.upload(&store, "acme", "legacy", version, Kind::Rater, v1).await.unwrap();
+        assert!(!new);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,7 +6,8 @@
 //! function of its input and therefore replayable.
 //!
 //! Every call gets a fresh instance (from a pre-instantiated component) in a
-//! fresh store with: a fuel budget (deterministic instruction limit), an epoch
+//! fresh store — a rater of interface 0.4.0 rates up to [`BATCH_INPUTS`]
+//! usages per call, older ones one (see [`Runtime::rate_batch`]) — with: a fuel budget (deterministic instruction limit), an epoch
 //! deadline (wall-clock limit), a linear-memory cap, instance/table limits,
 //! and an output-size cap. NaNs are canonicalised so floats inside a plugin
 //! cannot make results differ across machines.
@@ -65,9 +66,21 @@ pub mod bindings {
         }
         pub use mapper::tollgate::plugin::types;
     }
+    /// `tollgate:plugin@0.4.0` (`wit/since_v0.4.0`): the rater in batches.
+    /// Its types are those of 0.2.0 (the component model compares types by
+    /// structure), so the host uses the 0.2.0 Rust types for both.
+    pub mod v0_4 {
+        pub mod rater {
+            wasmtime::component::bindgen!({
+                world: "rater",
+                path: "../wit/since_v0.4.0",
+                with: { "tollgate:plugin/types": super::super::v0_2::types },
+            });
+        }
+    }
     /// The 0.1.0 types (rater and ERP mapper).
     pub use v0_1::types;
-    /// The newest rating types, in which the host rates.
+    /// The newest rating types (0.2.0, unchanged in 0.4.0), in which the host rates.
     pub use v0_2::types as rating;
     /// The newest posting types, in which the host maps and posts.
     pub use v0_3::types as posting;
@@ -80,12 +93,19 @@ use bindings::v0_1::mapper::{ErpMapper as MapperV1, ErpMapperPre as MapperV1Pre}
 use bindings::v0_1::rater::{Rater as RaterV1, RaterPre as RaterV1Pre};
 use bindings::v0_2::rater::{Rater as RaterV2, RaterPre as RaterV2Pre};
 use bindings::v0_3::mapper::{ErpMapper as MapperV3, ErpMapperPre as MapperV3Pre};
+use bindings::v0_4::rater::{Rater as RaterV4, RaterPre as RaterV4Pre};
 
 /// A rater world the host serves, newest first.
-const RATER_WORLDS: [&str; 2] = ["tollgate:plugin/rater@0.2.0", "tollgate:plugin/rater@0.1.0"];
+const RATER_WORLDS: [&str; 3] =
+    ["tollgate:plugin/rater@0.4.0", "tollgate:plugin/rater@0.2.0", "tollgate:plugin/rater@0.1.0"];
+/// Worlds that still run but are no longer accepted for upload (see
+/// `wit/README.md`: at most two live versions per world).
+const DEPRECATED_WORLDS: [&str; 1] = ["tollgate:plugin/rater@0.1.0"];
 /// An ERP mapper world the host serves, newest first.
 const MAPPER_WORLDS: [&str; 2] = ["tollgate:plugin/erp-mapper@0.3.0", "tollgate:plugin/erp-mapper@0.1.0"];
 
+/// Most usages a 0.4.0 rater rates in one call (one fresh instance).
+pub const BATCH_INPUTS: usize = 32;
 /// Largest component accepted, bytes.
 pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
 /// Longest a component may take to compile.
@@ -117,6 +137,11 @@ impl Kind {
             Kind::ErpMapper => &MAPPER_WORLDS,
         }
     }
+}
+
+/// Whether a world still runs but is refused for new uploads.
+pub fn is_deprecated(world: &str) -> bool {
+    DEPRECATED_WORLDS.contains(&world)
 }
 
 /// Why a plugin failed, with a stable code per kind (see [`PluginError::code`]).
@@ -316,8 +341,9 @@ impl Plugin {
     /// `tollgate:plugin/rater@0.2.0`.
     pub fn world(&self) -> &'static str {
         match self.pre {
-            Pre::RaterV2(_) => RATER_WORLDS[0],
-            Pre::RaterV1(_) => RATER_WORLDS[1],
+            Pre::RaterV4(_) => RATER_WORLDS[0],
+            Pre::RaterV2(_) => RATER_WORLDS[1],
+            Pre::RaterV1(_) => RATER_WORLDS[2],
             Pre::MapperV3(_) => MAPPER_WORLDS[0],
             Pre::MapperV1(_) => MAPPER_WORLDS[1],
         }
@@ -325,6 +351,7 @@ impl Plugin {
 }
 
 enum Pre {
+    RaterV4(RaterV4Pre<CallState>),
     RaterV2(RaterV2Pre<CallState>),
     RaterV1(RaterV1Pre<CallState>),
     MapperV3(MapperV3Pre<CallState>),
@@ -576,11 +603,20 @@ impl Runtime {
             ))
         };
         let pre = match kind {
-            Kind::Rater => match RaterV2Pre::new(pre.clone()) {
-                Ok(p) => Pre::RaterV2(p),
-                Err(e2) => match RaterV1Pre::new(pre) {
-                    Ok(p) => Pre::RaterV1(p),
-                    Err(e1) => return Err(refused(vec![(RATER_WORLDS[0], e2), (RATER_WORLDS[1], e1)])),
+            Kind::Rater => match RaterV4Pre::new(pre.clone()) {
+                Ok(p) => Pre::RaterV4(p),
+                Err(e4) => match RaterV2Pre::new(pre.clone()) {
+                    Ok(p) => Pre::RaterV2(p),
+                    Err(e2) => match RaterV1Pre::new(pre) {
+                        Ok(p) => Pre::RaterV1(p),
+                        Err(e1) => {
+                            return Err(refused(vec![
+                                (RATER_WORLDS[0], e4),
+                                (RATER_WORLDS[1], e2),
+                                (RATER_WORLDS[2], e1),
+                            ]));
+                        }
+                    },
                 },
             },
             Kind::ErpMapper => match MapperV3Pre::new(pre.clone()) {
@@ -645,32 +681,87 @@ impl Runtime {
     /// [`Runtime::rate`], also telling how much fuel the call used (with a
     /// fuel error, the whole budget).
     pub fn rate_metered(&self, plugin: &Plugin, input: &rwit::Usage) -> (Result<Vec<Charge>, PluginError>, u64) {
+        let (answers, fuel) = self.call_rater(plugin, std::slice::from_ref(input));
+        (answers.and_then(single_answer).and_then(|lines| self.checked(lines)), fuel)
+    }
+
+    /// Rates several usages with one rater; answer `i` is exactly what
+    /// [`Runtime::rate`] gives for `inputs[i]`. A 0.4.0 rater takes up to
+    /// [`BATCH_INPUTS`] usages per call (one fresh instance, the limits of
+    /// one call: a batch that stays within them means each usage would
+    /// have); older raters take one per call. A batch that traps or exceeds
+    /// a limit is rated again usage by usage, so only the offending usage
+    /// fails, with its own error; after a batch runs out of fuel or time,
+    /// the remaining usages go one by one too (this rule is costly).
+    pub fn rate_batch(&self, plugin: &Plugin, inputs: &[rwit::Usage]) -> Vec<Result<Vec<Charge>, PluginError>> {
+        if !matches!(plugin.pre, Pre::RaterV4(_)) {
+            return inputs.iter().map(|input| self.rate(plugin, input)).collect();
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut batched = true;
+        for chunk in inputs.chunks(BATCH_INPUTS) {
+            if batched && chunk.len() > 1 {
+                match self.call_rater(plugin, chunk).0 {
+                    Ok(answers) if answers.len() == chunk.len() => {
+                        out.extend(answers.into_iter().map(|a| a.and_then(|lines| self.checked(lines))));
+                        continue;
+                    }
+                    Err(PluginError::FuelExhausted { .. } | PluginError::DeadlineExceeded { .. }) => batched = false,
+                    _ => {}
+                }
+            }
+            out.extend(chunk.iter().map(|input| self.rate(plugin, input)));
+        }
+        out
+    }
+
+    /// One call of a rater on a fresh instance: `inputs` in one batch (a
+    /// 0.4.0 rater) or exactly one input (older ones). `Err` is a failure of
+    /// the whole call (a trap or limit); `Ok` holds the rater's answer per
+    /// input, unchecked. Also tells the fuel used.
+    #[allow(clippy::type_complexity)]
+    fn call_rater(
+        &self,
+        plugin: &Plugin,
+        inputs: &[rwit::Usage],
+    ) -> (Result<Vec<Result<Vec<rwit::ChargeLine>, PluginError>>, PluginError>, u64) {
         if matches!(plugin.pre, Pre::MapperV3(_) | Pre::MapperV1(_)) {
             return (Err(PluginError::IncompatibleInterface(format!("{} is not a rater", plugin.name))), 0);
         }
+        let one = |r: Result<Vec<rwit::ChargeLine>, PluginError>| vec![r];
         let _slot = self.slots.acquire();
         let mut store = match self.store() {
             Ok(s) => s,
             Err(e) => return (Err(e), 0),
         };
-        let result = match &plugin.pre {
-            Pre::RaterV2(pre) => pre
+        let result = match (&plugin.pre, inputs) {
+            (Pre::RaterV4(pre), _) => pre
+                .instantiate(&mut store)
+                .and_then(|i: RaterV4| i.tollgate_plugin_rating().call_rate_batch(&mut store, inputs))
+                .map(|answers| answers.into_iter().map(|a| a.map_err(PluginError::from)).collect()),
+            (Pre::RaterV2(pre), [input]) => pre
                 .instantiate(&mut store)
                 .and_then(|i: RaterV2| i.tollgate_plugin_rating().call_rate(&mut store, input))
-                .map(|r| r.map_err(PluginError::from)),
-            Pre::RaterV1(pre) => pre
+                .map(|r| one(r.map_err(PluginError::from))),
+            (Pre::RaterV1(pre), [input]) => pre
                 .instantiate(&mut store)
                 .and_then(|i: RaterV1| i.call_rate(&mut store, &wit::Usage::from(input)))
-                .map(|r| r.map(|lines| lines.into_iter().map(rwit::ChargeLine::from).collect()).map_err(Into::into)),
-            Pre::MapperV3(_) | Pre::MapperV1(_) => unreachable!("checked above"),
+                .map(|r| {
+                    one(r.map(|lines| lines.into_iter().map(rwit::ChargeLine::from).collect()).map_err(Into::into))
+                }),
+            (Pre::RaterV2(_) | Pre::RaterV1(_), _) => unreachable!("older raters are called with one input"),
+            (Pre::MapperV3(_) | Pre::MapperV1(_), _) => unreachable!("checked above"),
         };
         let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let result = result.map_err(|e| self.classify(e)).and_then(|r| r).and_then(|lines| {
-            let size: usize = lines.iter().map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64).sum();
-            self.check_output(size)?;
-            charges_from_wit(lines)
-        });
-        (result, fuel_used)
+        (result.map_err(|e| self.classify(e)), fuel_used)
+    }
+
+    /// A rater's answer for one input: within the output cap, converted to
+    /// exact decimals (errors name the field).
+    fn checked(&self, answer: Vec<rwit::ChargeLine>) -> Result<Vec<Charge>, PluginError> {
+        let size: usize = answer.iter().map(|l| l.sku.len() + l.description.len() + l.explain.len() + 64).sum();
+        self.check_output(size)?;
+        charges_from_wit(answer)
     }
 
     /// One rater instance reused across calls, for benchmarks and tools only:
@@ -678,6 +769,7 @@ impl Runtime {
     pub fn warm_rater(&self, plugin: &Plugin) -> Result<WarmRater, PluginError> {
         let mut store = self.store()?;
         let instance = match &plugin.pre {
+            Pre::RaterV4(pre) => WarmInstance::V4(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
             Pre::RaterV2(pre) => WarmInstance::V2(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
             Pre::RaterV1(pre) => WarmInstance::V1(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
             Pre::MapperV3(_) | Pre::MapperV1(_) => {
@@ -704,7 +796,7 @@ impl Runtime {
         plugin: &Plugin,
         f: impl FnOnce(MapperInstance<'_>, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> (Result<R, PluginError>, u64) {
-        if matches!(plugin.pre, Pre::RaterV1(_) | Pre::RaterV2(_)) {
+        if matches!(plugin.pre, Pre::RaterV1(_) | Pre::RaterV2(_) | Pre::RaterV4(_)) {
             return (Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name))), 0);
         }
         let _slot = self.slots.acquire();
@@ -715,7 +807,7 @@ impl Runtime {
         let result = match &plugin.pre {
             Pre::MapperV3(pre) => pre.instantiate(&mut store).and_then(|i| f(MapperInstance::V3(&i), &mut store)),
             Pre::MapperV1(pre) => pre.instantiate(&mut store).and_then(|i| f(MapperInstance::V1(&i), &mut store)),
-            Pre::RaterV1(_) | Pre::RaterV2(_) => unreachable!("checked above"),
+            Pre::RaterV1(_) | Pre::RaterV2(_) | Pre::RaterV4(_) => unreachable!("checked above"),
         };
         let fuel_used = self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         (result.map_err(|e| self.classify(e)), fuel_used)
@@ -836,6 +928,7 @@ pub struct WarmRater {
 }
 
 enum WarmInstance {
+    V4(RaterV4),
     V1(RaterV1),
     V2(RaterV2),
 }
@@ -847,6 +940,14 @@ impl WarmRater {
         self.store.set_fuel(rt.limits.fuel).map_err(|e| rt.classify(e))?;
         self.store.set_epoch_deadline(rt.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1));
         let lines = match &self.instance {
+            WarmInstance::V4(i) => single_answer(
+                i.tollgate_plugin_rating()
+                    .call_rate_batch(&mut self.store, std::slice::from_ref(input))
+                    .map_err(|e| rt.classify(e))?
+                    .into_iter()
+                    .map(|a| a.map_err(PluginError::from))
+                    .collect(),
+            )?,
             WarmInstance::V2(i) => {
                 i.tollgate_plugin_rating().call_rate(&mut self.store, input).map_err(|e| rt.classify(e))??
             }
@@ -858,6 +959,19 @@ impl WarmRater {
                 .collect(),
         };
         charges_from_wit(lines)
+    }
+}
+
+/// The one answer a rater gave for one input.
+fn single_answer(
+    mut answers: Vec<Result<Vec<rwit::ChargeLine>, PluginError>>,
+) -> Result<Vec<rwit::ChargeLine>, PluginError> {
+    match answers.len() {
+        1 => answers.pop().expect("one answer"),
+        n => Err(PluginError::InvalidOutput {
+            field: "results".into(),
+            message: format!("{n} answers for 1 input; a rater answers once per input"),
+        }),
     }
 }
 

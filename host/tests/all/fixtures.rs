@@ -77,3 +77,39 @@ fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
     assert!(std::fs::read_to_string(&expected).unwrap().contains("\"11.25\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plugin_test_fails_a_rater_whose_answers_in_a_batch_differ_from_its_answers_alone() {
+    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/graduated-tiers/fixtures");
+    for f in ["three-tiers.input.json", "no-usage.input.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    // Numbers the inputs it rates: alone always "input number 1".
+    let wasm = crate::built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join("hostile-rater-stateful.wasm");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["plugin", "test"])
+            .arg(&wasm)
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Blessing writes what each case answers alone, but cannot make the
+    // batch answers agree.
+    for extra in [&["--bless"][..], &[]] {
+        let (ok, out) = run(extra);
+        assert!(!ok, "{out}");
+        assert!(out.contains("answer must depend on its own input only"), "{out}");
+        let differs = r#"charges[0].description: expected "input number 1 of this instance", got "input number 2 of this instance""#;
+        assert!(out.contains(differs), "{out}");
+        // Forwards the second case differs, backwards the first.
+        assert!(out.contains("0 passed, 2 failed"), "{out}");
+    }
+    assert!(std::fs::read_to_string(dir.join("no-usage.expected.json")).unwrap().contains("input number 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

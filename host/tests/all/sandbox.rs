@@ -122,9 +122,9 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     assert!(err.to_string().contains("host-log"), "{err}");
     let err = load(&rt, "wrong", &bytes("hostile-imports-wrong-world"), Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "incompatible-interface");
-    assert_names_both_rater_worlds(&err);
+    assert_names_every_rater_world(&err);
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
-    assert_names_both_rater_worlds(&err);
+    assert_names_every_rater_world(&err);
     let err = load(&rt, "rater", &bundled("graduated-tiers"), Kind::ErpMapper).unwrap_err();
     assert!(err.to_string().contains("tollgate:plugin/erp-mapper@0.1.0"), "{err}");
     let err = load(&rt, "junk", b"\0asm\x0d\0\x01\0garbage", Kind::Rater).unwrap_err();
@@ -135,19 +135,25 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     load(&rt, "generic-json", &bundled("generic-json"), Kind::ErpMapper).unwrap();
 }
 
-fn assert_names_both_rater_worlds(err: &PluginError) {
+fn assert_names_every_rater_world(err: &PluginError) {
     assert_eq!(err.code(), "incompatible-interface");
     let s = err.to_string();
-    assert!(s.contains("tollgate:plugin/rater@0.2.0: ") && s.contains("tollgate:plugin/rater@0.1.0: "), "{s}");
+    for world in ["tollgate:plugin/rater@0.4.0: ", "tollgate:plugin/rater@0.2.0: ", "tollgate:plugin/rater@0.1.0: "] {
+        assert!(s.contains(world), "{world} in {s}");
+    }
 }
 
 #[test]
-fn raters_of_interface_0_1_and_0_2_run_side_by_side_and_only_0_2_sees_related_charges() {
+fn raters_of_interface_0_1_0_2_and_0_4_run_side_by_side_and_only_newer_ones_see_related_charges() {
     let rt = Runtime::new(limits(), None).unwrap();
     let tiers = good(&rt);
     let fee = load(&rt, "percentage-fee", &bundled("percentage-fee"), Kind::Rater).unwrap();
-    assert_eq!(tiers.world(), "tollgate:plugin/rater@0.1.0");
-    assert_eq!(fee.world(), "tollgate:plugin/rater@0.2.0");
+    let v1 = load(&rt, "legacy-v1", &bytes("legacy-rater-v0-1"), Kind::Rater).unwrap();
+    let v2 = load(&rt, "legacy-v2", &bytes("legacy-rater-v0-2"), Kind::Rater).unwrap();
+    assert_eq!(tiers.world(), "tollgate:plugin/rater@0.4.0");
+    assert_eq!(fee.world(), "tollgate:plugin/rater@0.4.0");
+    assert_eq!(v2.world(), "tollgate:plugin/rater@0.2.0");
+    assert_eq!(v1.world(), "tollgate:plugin/rater@0.1.0");
     let related = |amount: &str| wit::RelatedCharge {
         contract_line: "cl-api".into(),
         sku: "API".into(),
@@ -157,18 +163,73 @@ fn raters_of_interface_0_1_and_0_2_run_side_by_side_and_only_0_2_sees_related_ch
     };
     let mut input = usage("150");
     input.related = vec![related("1000.00"), related("234.10")];
-    // The 0.1.0 rater gets the same input converted (without `related`).
     let charges = rt.rate(&tiers, &input).unwrap();
     assert_eq!(charges.iter().map(|c| c.amount).sum::<rust_decimal::Decimal>().to_string(), "10.50");
+    // The 0.2.0 rater sees the related charges; the 0.1.0 one gets the same
+    // input converted (without them).
+    let legacy = |p: &Plugin| {
+        let c = rt.rate(p, &input).unwrap();
+        assert_eq!(c.len(), 1);
+        (c[0].description.clone(), c[0].amount.to_string())
+    };
+    assert_eq!(legacy(&v2), ("usage (2 related)".to_string(), "1.50".to_string()));
+    assert_eq!(legacy(&v1), ("usage".to_string(), "1.50".to_string()));
     input.params = r#"{"percent":"2.5"}"#.into();
     let charges = rt.rate(&fee, &input).unwrap();
     assert_eq!(charges.len(), 1);
     assert_eq!((charges[0].quantity.to_string(), charges[0].amount.to_string()), ("1234.10".into(), "30.85".into()));
-    // Both keep working, interleaved, on the same engine and pool.
+    // All keep working, interleaved, on the same engine and pool, alone or
+    // in batches (older raters are called once per input).
     for _ in 0..3 {
         assert_good_call(&rt, &tiers);
         assert_eq!(rt.rate(&fee, &input).unwrap(), charges);
+        for p in [&v1, &v2] {
+            let batch = rt.rate_batch(p, &[input.clone(), usage("7")]);
+            assert_eq!(batch, vec![rt.rate(p, &input), rt.rate(p, &usage("7"))]);
+        }
     }
+}
+
+fn calm(quantity: &str) -> wit::Usage {
+    wit::Usage { customer: "calm".into(), ..usage(quantity) }
+}
+
+#[test]
+fn a_batch_answers_as_each_input_alone_and_only_the_hostile_input_fails() {
+    let rt = Runtime::new(limits(), None).unwrap();
+    let cases = [
+        ("hostile-rater-spin", "fuel-exhausted"),
+        ("hostile-rater-grow", "memory-limit"),
+        ("hostile-rater-recurse", "trap"),
+        ("hostile-rater-panic", "trap"),
+        ("hostile-rater-oversize", "too-large"),
+        ("hostile-rater-refuse", "plugin-error"),
+        ("hostile-rater-bad-decimal", "invalid-output"),
+    ];
+    for (name, code) in cases {
+        let p = load(&rt, name, &bytes(name), Kind::Rater).unwrap();
+        let calm_alone = rt.rate(&p, &calm("3")).unwrap();
+        assert_eq!(calm_alone[0].amount.to_string(), "3", "{name}");
+        let batch = rt.rate_batch(&p, &[calm("3"), usage("1"), calm("4"), calm("3")]);
+        assert_eq!(batch.len(), 4, "{name}");
+        assert_eq!(batch[0].as_ref().unwrap(), &calm_alone, "{name}");
+        assert_eq!(batch[1].as_ref().unwrap_err().code(), code, "{name}: {:?}", batch[1]);
+        assert_eq!(batch[1].as_ref().unwrap_err(), &rt.rate(&p, &usage("1")).unwrap_err(), "{name}: same error alone");
+        assert_eq!(batch[2].as_ref().unwrap()[0].amount.to_string(), "4", "{name}");
+        assert_eq!(batch[3].as_ref().unwrap(), &calm_alone, "{name}");
+    }
+    // More inputs than one call takes: several batches, each answer as alone.
+    let tiers = good(&rt);
+    let inputs: Vec<wit::Usage> = (0..150).map(|i| usage(&(i * 7).to_string())).collect();
+    let alone: Vec<_> = inputs.iter().map(|u| rt.rate(&tiers, u)).collect();
+    assert!(alone.iter().all(Result::is_ok));
+    assert_eq!(rt.rate_batch(&tiers, &inputs), alone);
+    // A rater that keeps state across inputs answers differently in a batch:
+    // what `tollgate plugin test` checks for (see the fixtures tests).
+    let stateful = load(&rt, "stateful", &bytes("hostile-rater-stateful"), Kind::Rater).unwrap();
+    let batch = rt.rate_batch(&stateful, &[usage("1"), usage("1")]);
+    assert_eq!(batch[0], rt.rate(&stateful, &usage("1")));
+    assert_ne!(batch[1], rt.rate(&stateful, &usage("1")));
 }
 
 #[test]

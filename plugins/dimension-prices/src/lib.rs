@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use tollgate_sdk::Decimal;
 use tollgate_sdk::pricing::Rounding;
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage, mul};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, mul};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +27,7 @@ struct Params {
 
 pub struct DimensionPrices;
 
-impl Guest for DimensionPrices {
+impl Rater for DimensionPrices {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let p: Params = tollgate_sdk::parse_params(&input.params)?;
         if let Some((k, v)) = p.prices.iter().find(|(_, v)| v.is_sign_negative() && !v.is_zero()) {
@@ -75,4 +75,4 @@ impl Guest for DimensionPrices {
     }
 }
 
-tollgate_sdk::rater::export_rater!(DimensionPrices);
+tollgate_sdk::export_rater_v4!(DimensionPrices);

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tollgate_sdk::Decimal;
 use tollgate_sdk::decimal::Text;
 use tollgate_sdk::pricing::{self, Rounding, Tier};
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +36,7 @@ struct Params {
 
 pub struct GraduatedTiers;
 
-impl Guest for GraduatedTiers {
+impl Rater for GraduatedTiers {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let params: Params = tollgate_sdk::parse_params(&input.params)?;
         pricing::validate_tiers(&params.tiers)
@@ -95,8 +95,8 @@ impl Guest for GraduatedTiers {
     }
 }
 
-fn is_zero(d: &tollgate_sdk::rater::WitDecimal) -> bool {
+fn is_zero(d: &tollgate_sdk::rater_v4::WitDecimal) -> bool {
     d.to_decimal().is_some_and(|d: Decimal| d.is_zero())
 }
 
-tollgate_sdk::rater::export_rater!(GraduatedTiers);
+tollgate_sdk::export_rater_v4!(GraduatedTiers);

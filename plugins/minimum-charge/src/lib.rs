@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use tollgate_sdk::Decimal;
 use tollgate_sdk::pricing::Rounding;
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage, mul};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, mul};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +23,7 @@ struct Params {
 
 pub struct MinimumCharge;
 
-impl Guest for MinimumCharge {
+impl Rater for MinimumCharge {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let p: Params = tollgate_sdk::parse_params(&input.params)?;
         for (field, v) in [("params.unit_price", p.unit_price), ("params.minimum", p.minimum)] {
@@ -59,4 +59,4 @@ impl Guest for MinimumCharge {
     }
 }
 
-tollgate_sdk::rater::export_rater!(MinimumCharge);
+tollgate_sdk::export_rater_v4!(MinimumCharge);

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use tollgate_sdk::Decimal;
 use tollgate_sdk::pricing;
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage, mul};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, mul};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ struct Params {
 
 pub struct Package;
 
-impl Guest for Package {
+impl Rater for Package {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let p: Params = tollgate_sdk::parse_params(&input.params)?;
         if p.package_price.is_sign_negative() {
@@ -53,4 +53,4 @@ impl Guest for Package {
     }
 }
 
-tollgate_sdk::rater::export_rater!(Package);
+tollgate_sdk::export_rater_v4!(Package);

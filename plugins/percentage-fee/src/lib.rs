@@ -18,7 +18,7 @@
 use serde::Deserialize;
 use tollgate_sdk::Decimal;
 use tollgate_sdk::pricing::Rounding;
-use tollgate_sdk::rater_v2::{ChargeLine, Guest, PluginError, Usage, mul};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, mul};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +34,7 @@ struct Params {
 
 pub struct PercentageFee;
 
-impl Guest for PercentageFee {
+impl Rater for PercentageFee {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let p: Params = tollgate_sdk::parse_params(&input.params)?;
         if p.percent.is_sign_negative() && !p.percent.is_zero() {
@@ -93,4 +93,4 @@ impl Guest for PercentageFee {
     }
 }
 
-tollgate_sdk::rater_v2::export_rater_v2!(PercentageFee);
+tollgate_sdk::export_rater_v4!(PercentageFee);

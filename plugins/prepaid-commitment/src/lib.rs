@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use tollgate_sdk::Decimal;
 use tollgate_sdk::pricing::Rounding;
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage, mul};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, mul};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +24,7 @@ struct Params {
 
 pub struct PrepaidCommitment;
 
-impl Guest for PrepaidCommitment {
+impl Rater for PrepaidCommitment {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let p: Params = tollgate_sdk::parse_params(&input.params)?;
         for (field, v) in [
@@ -67,4 +67,4 @@ impl Guest for PrepaidCommitment {
     }
 }
 
-tollgate_sdk::rater::export_rater!(PrepaidCommitment);
+tollgate_sdk::export_rater_v4!(PrepaidCommitment);

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 use tollgate_sdk::pricing::{self, Rounding, Tier};
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage, mul};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, mul};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ struct Params {
 
 pub struct VolumeTiers;
 
-impl Guest for VolumeTiers {
+impl Rater for VolumeTiers {
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
         let p: Params = tollgate_sdk::parse_params(&input.params)?;
         pricing::validate_tiers(&p.tiers)
@@ -55,4 +55,4 @@ impl Guest for VolumeTiers {
     }
 }
 
-tollgate_sdk::rater::export_rater!(VolumeTiers);
+tollgate_sdk::export_rater_v4!(VolumeTiers);

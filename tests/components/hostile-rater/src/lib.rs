@@ -1,8 +1,11 @@
 //! Hostile raters for the sandbox tests: each feature is one misbehaviour
 //! (see `tests/components/README.md`). Built once per feature.
+//!
+//! A usage of customer `calm` is rated normally (one line of its quantity at
+//! 1), so a batch can mix well-behaved inputs with the hostile one.
 
 use tollgate_sdk::Decimal;
-use tollgate_sdk::rater::{ChargeLine, Guest, PluginError, Usage, WitDecimal};
+use tollgate_sdk::rater_v4::{ChargeLine, PluginError, Rater, Usage, WitDecimal};
 
 pub struct Hostile;
 
@@ -23,9 +26,13 @@ fn recurse(n: u64) -> u64 {
     core::hint::black_box(recurse(core::hint::black_box(n + 1))) + 1
 }
 
-impl Guest for Hostile {
+impl Rater for Hostile {
     #[allow(unreachable_code, unused_variables)]
     fn rate(input: Usage) -> Result<Vec<ChargeLine>, PluginError> {
+        if input.customer == "calm" {
+            let q = input.quantity_decimal()?;
+            return Ok(vec![input.charge("calm", q, Decimal::ONE, q, "quantity × 1")]);
+        }
         #[cfg(feature = "spin")]
         {
             let mut i: u64 = 0;
@@ -62,6 +69,13 @@ impl Guest for Hostile {
         {
             return Err(PluginError::new("no-contract", Some("params.plan"), "plan \"gold\" is not priced"));
         }
+        #[cfg(feature = "stateful")]
+        {
+            // Remembers how many inputs it has rated: alone always 1, in a batch 1, 2, ...
+            static SEEN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+            let n = SEEN.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
+            return Ok(vec![line(format!("input number {n} of this instance"))]);
+        }
         #[cfg(feature = "bad-decimal")]
         {
             let mut l = line(String::new());
@@ -73,4 +87,4 @@ impl Guest for Hostile {
     }
 }
 
-tollgate_sdk::rater::export_rater!(Hostile);
+tollgate_sdk::export_rater_v4!(Hostile);
