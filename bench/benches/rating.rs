@@ -165,7 +165,7 @@ fn main() {
         .register(tollgate::rating::registry::Owner::Bundled, "graduated-tiers", version.clone(), Kind::Rater, &bytes)
         .expect("register");
     let input = rating::rater_input(&usage(1), &[]);
-    // Profiling aid: `TOLLGATE_BENCH_PROFILE=fresh|warm|native` loops one
+    // Profiling aid: `TOLLGATE_BENCH_PROFILE=fresh|warm|native|batch` loops one
     // kind of call only (with `TOLLGATE_PERFMAP=1`, perf names Wasm frames).
     if let Ok(mode) = std::env::var("TOLLGATE_BENCH_PROFILE") {
         let mut warm = runtime.warm_rater(&plugin).expect("warm instance");

@@ -22,6 +22,13 @@ const CACHE_BYTES: u64 = 64 << 20;
 const JOURNAL_BYTES: u64 = 128 << 20;
 /// One memtable.
 const MEMTABLE_BYTES: u64 = 32 << 20;
+/// fjall's flush and compaction threads. fjall 3.1 keeps its first worker
+/// for flushes: while another compacts, that worker hands every compaction
+/// request back to the queue in a loop, a busy spin that took ~6 % of the
+/// gateway's CPU under ingest with two workers. With a third, an idle worker
+/// takes the request; one worker would make flushes wait behind compactions.
+/// Measured in BENCHMARKS.md (ingest and metering).
+const WORKER_THREADS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -44,12 +51,14 @@ pub type Entry = (Slice, Slice);
 impl Index {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db =
-            Database::builder(dir).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).open().map_err(|e| {
-                match e {
-                    fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
-                    e => IndexError::Storage(e),
-                }
+        let db = Database::builder(dir)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .worker_threads(WORKER_THREADS)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => IndexError::Locked { dir: dir.display().to_string() },
+                e => IndexError::Storage(e),
             })?;
         let keyspace =
             db.keyspace("eventlog", || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))?;
