@@ -166,21 +166,10 @@ fn digest_output(charges: &[Charge]) -> String {
     crate::hex(&h.finalize())
 }
 
-/// Rates one canonical usage with `plugin` (blocking: run off the async runtime).
-pub fn rate(
-    registry: &Registry,
-    plugin: &Plugin,
-    usage: CanonicalUsage,
-    related: Vec<RelatedCharge>,
-    now: DateTime<Utc>,
-) -> Result<ChargeRecord, PluginError> {
-    rate_with(usage, related, rule_of(plugin), now, |input| registry.runtime().rate(plugin, input))
-}
-
-/// Rates many canonical usages (each with its related charges) with
-/// `plugin`, in batches where the rater takes them (see
-/// [`runtime::Runtime::rate_batch`]); result `i` is what [`rate`] gives for
-/// `items[i]`. Blocking: run off the async runtime.
+/// Rates canonical usages (each with its related charges) with `plugin`,
+/// in batches where the rater takes them (see
+/// [`runtime::Runtime::rate_batch`]); result `i` is what rating `items[i]`
+/// alone gives. Blocking: run off the async runtime.
 pub fn rate_many(
     registry: &Registry,
     plugin: &Plugin,
@@ -194,23 +183,10 @@ fn rule_of(plugin: &Plugin) -> RuleRef {
     RuleRef { plugin: plugin.name.clone(), version: plugin.version.to_string(), sha256: plugin.sha256.clone() }
 }
 
-/// The rating stage around any rater: builds the input, runs `rater`, and
-/// records digests and lineage. [`rate`] runs a Wasm plugin; benchmarks run a
-/// native build of the same rule through the same stage.
-pub fn rate_with(
-    usage: CanonicalUsage,
-    related: Vec<RelatedCharge>,
-    rule: RuleRef,
-    now: DateTime<Utc>,
-    rater: impl FnOnce(&wit::Usage) -> Result<Vec<Charge>, PluginError>,
-) -> Result<ChargeRecord, PluginError> {
-    let input = rater_input(&usage, &related);
-    let charges = rater(&input)?;
-    Ok(record(usage, related, &input, charges, rule, now))
-}
-
-/// [`rate_with`] for many usages at once: `rater` answers every input, in
-/// order ([`rate_many`] runs a Wasm plugin in batches).
+/// The rating stage around any rater: builds each input, runs `rater` on
+/// all of them (it answers every input, in order), and records digests and
+/// lineage. [`rate_many`] runs a Wasm plugin; benchmarks run a native build
+/// of the same rule through the same stage.
 pub fn rate_many_with(
     items: Vec<(CanonicalUsage, Vec<RelatedCharge>)>,
     rule: RuleRef,

@@ -35,6 +35,18 @@ fn every_bundled_plugin_passes_its_fixtures_under_production_limits() {
     assert!(by_kind.len() == 2, "raters and mappers: {by_kind:?}");
 }
 
+/// `tollgate plugin test <wasm> <dir> [extra]`: whether it passed, and its output.
+fn plugin_test(wasm: &Path, dir: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["plugin", "test"])
+        .arg(wasm)
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[test]
 fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
     let dir = std::env::temp_dir().join(format!("tollgate-fixtures-{}", std::process::id()));
@@ -51,16 +63,7 @@ fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
     std::fs::write(&expected, text.replace("\"11.25\"", "\"11.26\"")).unwrap();
 
     let wasm = plugins_dir().join("graduated-tiers-0.1.0.wasm");
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["plugin", "test"])
-            .arg(&wasm)
-            .arg(&dir)
-            .args(extra)
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |extra: &[&str]| plugin_test(&wasm, &dir, extra);
     let (ok, out) = run(&[]);
     assert!(!ok, "{out}");
     assert!(out.contains("three-tiers") && out.contains("FAILED"), "{out}");
@@ -89,16 +92,7 @@ fn plugin_test_fails_a_rater_whose_answers_in_a_batch_differ_from_its_answers_al
     }
     // Numbers the inputs it rates: alone always "input number 1".
     let wasm = crate::built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join("hostile-rater-stateful.wasm");
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["plugin", "test"])
-            .arg(&wasm)
-            .arg(&dir)
-            .args(extra)
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |extra: &[&str]| plugin_test(&wasm, &dir, extra);
     // Blessing writes what each case answers alone, but cannot make the
     // batch answers agree.
     for extra in [&["--bless"][..], &[]] {

@@ -49,20 +49,22 @@ fn assert_good_call(rt: &Runtime, p: &Plugin) {
     assert_eq!(total.to_string(), "10.50");
 }
 
+/// Each hostile rater and the error code it must get.
+const HOSTILE_RATERS: [(&str, &str); 7] = [
+    ("hostile-rater-spin", "fuel-exhausted"),
+    ("hostile-rater-grow", "memory-limit"),
+    ("hostile-rater-recurse", "trap"),
+    ("hostile-rater-panic", "trap"),
+    ("hostile-rater-oversize", "too-large"),
+    ("hostile-rater-refuse", "plugin-error"),
+    ("hostile-rater-bad-decimal", "invalid-output"),
+];
+
 #[test]
 fn every_misbehaviour_gets_its_typed_error_and_the_runtime_keeps_serving() {
     let rt = Runtime::new(limits(), None).unwrap();
     let ok = good(&rt);
-    let cases = [
-        ("hostile-rater-spin", "fuel-exhausted"),
-        ("hostile-rater-grow", "memory-limit"),
-        ("hostile-rater-recurse", "trap"),
-        ("hostile-rater-panic", "trap"),
-        ("hostile-rater-oversize", "too-large"),
-        ("hostile-rater-refuse", "plugin-error"),
-        ("hostile-rater-bad-decimal", "invalid-output"),
-    ];
-    for (name, code) in cases {
+    for (name, code) in HOSTILE_RATERS {
         let p = load(&rt, name, &bytes(name), Kind::Rater).unwrap();
         let err = rt.rate(&p, &usage("1")).unwrap_err();
         assert_eq!(err.code(), code, "{name}: {err}");
@@ -197,16 +199,7 @@ fn calm(quantity: &str) -> wit::Usage {
 #[test]
 fn a_batch_answers_as_each_input_alone_and_only_the_hostile_input_fails() {
     let rt = Runtime::new(limits(), None).unwrap();
-    let cases = [
-        ("hostile-rater-spin", "fuel-exhausted"),
-        ("hostile-rater-grow", "memory-limit"),
-        ("hostile-rater-recurse", "trap"),
-        ("hostile-rater-panic", "trap"),
-        ("hostile-rater-oversize", "too-large"),
-        ("hostile-rater-refuse", "plugin-error"),
-        ("hostile-rater-bad-decimal", "invalid-output"),
-    ];
-    for (name, code) in cases {
+    for (name, code) in HOSTILE_RATERS {
         let p = load(&rt, name, &bytes(name), Kind::Rater).unwrap();
         let calm_alone = rt.rate(&p, &calm("3")).unwrap();
         assert_eq!(calm_alone[0].amount.to_string(), "3", "{name}");
