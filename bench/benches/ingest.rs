@@ -251,6 +251,14 @@ fn report(name: &str, r: &Run) {
     );
 }
 
+/// Lets the gateway finish the previous run's background work (indexing,
+/// then the index's flushes and compactions) so that no run is measured
+/// while the other's leftovers share the two cores.
+async fn settle(gateway: &tollgate::server::Gateway) {
+    gateway.event_log().sync().await.expect("index caught up");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 #[tokio::main]
 async fn main() {
     let n = env_usize("TOLLGATE_BENCH_EVENTS", 300_000);
@@ -285,9 +293,11 @@ async fn main() {
 
     let (mut durable, mut noop) = (Vec::new(), Vec::new());
     for round in 0..2 {
+        settle(&gateway).await;
         let r = grpc_load(noop_addr, batches(&format!("noop{round}"), n), concurrency).await;
         report(&format!("gRPC no-op server, round {round}"), &r);
         noop.push(r);
+        settle(&gateway).await;
         let r = grpc_load(gateway.grpc_addr, batches(&format!("durable{round}"), n), concurrency).await;
         report(&format!("gRPC gateway (fsync), round {round}"), &r);
         durable.push(r);
