@@ -117,7 +117,8 @@ impl Listener for TlsListener {
         loop {
             tokio::select! {
                 accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                    Ok((mut stream, peer)) => {
+                        crate::server::no_delay(&mut stream);
                         let (acceptor, timeout) = (self.acceptor.clone(), self.timeout);
                         self.handshakes.spawn(async move {
                             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
