@@ -217,8 +217,14 @@ impl Sim {
             .with_state(self.clone())
     }
 
-    /// Serves on `listener` until the future is dropped.
+    /// Serves on `listener` until the future is dropped, with TCP_NODELAY
+    /// on every connection (as a production HTTP server would: answers are
+    /// not held back until the client's delayed ACK).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, self.router()).await
     }
 
