@@ -181,6 +181,13 @@ fn plugin_test(
         .load("under-test", version.clone(), Kind::Rater, &bytes)
         .or_else(|rater_err| runtime.load("under-test", version, Kind::ErpMapper, &bytes).map_err(|_| rater_err))
         .map_err(|e| anyhow::anyhow!("{}: {}: {e}", plugin.display(), e.code()))?;
+    if tollgate::rating::runtime::is_deprecated(loaded.world()) {
+        println!(
+            "note: {} implements {}, which is deprecated: a gateway refuses new uploads of it (see wit/README.md)",
+            plugin.display(),
+            loaded.world()
+        );
+    }
     let reports = fixtures::run(&runtime, &loaded, fixtures, bless)?;
     let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
     println!("{:<width$}  {:<7}  fuel used / budget", "fixture", "result");

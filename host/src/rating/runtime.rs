@@ -7,9 +7,10 @@
 //!
 //! Every call gets a fresh instance (from a pre-instantiated component) in a
 //! fresh store — a rater of interface 0.4.0 rates up to [`BATCH_INPUTS`]
-//! usages per call, older ones one (see [`Runtime::rate_batch`]) — with: a fuel budget (deterministic instruction limit), an epoch
-//! deadline (wall-clock limit), a linear-memory cap, instance/table limits,
-//! and an output-size cap. NaNs are canonicalised so floats inside a plugin
+//! usages per call, older ones one (see [`Runtime::rate_batch`]) — with: a
+//! fuel budget (deterministic instruction limit), an epoch deadline
+//! (wall-clock limit), a linear-memory cap, instance/table limits, and an
+//! output-size cap. NaNs are canonicalised so floats inside a plugin
 //! cannot make results differ across machines.
 //!
 //! Instances come from a pooling allocator (memory slots are reused, not

@@ -107,3 +107,19 @@ fn plugin_test_fails_a_rater_whose_answers_in_a_batch_differ_from_its_answers_al
     assert!(std::fs::read_to_string(dir.join("no-usage.expected.json")).unwrap().contains("input number 1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plugin_test_says_when_a_plugin_implements_a_deprecated_interface() {
+    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-deprecated-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/graduated-tiers/fixtures");
+    std::fs::copy(src.join("three-tiers.input.json"), dir.join("three-tiers.input.json")).unwrap();
+    let components = crate::built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR");
+    let (ok, out) = plugin_test(&components.join("legacy-rater-v0-1.wasm"), &dir, &["--bless"]);
+    assert!(ok, "a deprecated plugin still runs: {out}");
+    assert!(out.contains("implements tollgate:plugin/rater@0.1.0, which is deprecated"), "{out}");
+    let (ok, out) = plugin_test(&components.join("legacy-rater-v0-2.wasm"), &dir, &["--bless"]);
+    assert!(ok && !out.contains("deprecated"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
