@@ -152,10 +152,11 @@ async fn grpc_load(addr: SocketAddr, batches: Vec<IngestRequest>, times: usize, 
                     break;
                 }
                 let batch = &batches[i % batches.len()];
+                // From the first try: an ack's latency includes waits after a refusal.
+                let t = Instant::now();
                 loop {
                     let mut req = Request::new(batch.clone());
                     req.metadata_mut().insert("authorization", format!("Bearer {KEY}").parse().unwrap());
-                    let t = Instant::now();
                     match client.ingest(req).await {
                         Ok(r) => {
                             lat.push(t.elapsed());
@@ -214,8 +215,8 @@ async fn http_load(base: &str, batches: Vec<IngestRequest>, concurrency: usize) 
             let (mut lat, mut retries) = (Vec::new(), 0);
             loop {
                 let Some(body) = queue.lock().unwrap().pop() else { break };
+                let t = Instant::now();
                 loop {
-                    let t = Instant::now();
                     let r = client
                         .post(&url)
                         .header("authorization", format!("Bearer {KEY}"))

@@ -28,9 +28,9 @@
 //! window and moves to the history.
 //!
 //! Backpressure: at most [`LogOptions::max_unindexed_events`] events may be
-//! queued or waiting for the indexer; beyond that a request is refused with
-//! [`LogError::Saturated`] (and nothing of it is stored), so memory stays
-//! bounded.
+//! queued or waiting for the indexer; a request beyond that waits briefly
+//! for room ([`LogOptions::admission_wait`]), then is refused with [`LogError::Saturated`]
+//! (and nothing of it is stored), so memory stays bounded.
 //!
 //! Keys in the index (components NUL-separated, see [`keys`]):
 //! `d·tenant·id` → [`codec::DedupEntry`]; `e·tenant·customer·meter·time·lsn`
@@ -122,6 +122,10 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Most events accepted into the write path and not yet indexed.
     pub max_unindexed_events: usize,
+    /// Longest a request waits for room among those before it is refused as
+    /// saturated: a backlog that drains within it costs the client no retry
+    /// (nor the gateway a second decoding of the request).
+    pub admission_wait: Duration,
     /// Forget an event id this long after it was received (None: never).
     pub dedup_retention: Option<chrono::Duration>,
     pub durability: Durability,
@@ -138,6 +142,7 @@ impl LogOptions {
             wal_dir,
             segment_bytes: 64 << 20,
             max_unindexed_events: 50_000,
+            admission_wait: Duration::from_millis(200),
             dedup_retention: None,
             durability: Durability::Fsync,
             checkpoint_every: Duration::from_secs(1),
@@ -230,6 +235,9 @@ struct Shared {
     meters: Arc<Meters>,
     pending: Mutex<Pending>,
     unindexed: AtomicUsize,
+    /// Events of requests waiting for room in the backlog (see
+    /// [`EventLog::admit`]).
+    admitting: AtomicUsize,
     /// Records the indexer applies per second (moving average; 0 = not
     /// measured yet): the basis of the retry hint when saturated.
     index_rate: AtomicU64,
@@ -350,6 +358,7 @@ impl EventLog {
             meters,
             pending: Mutex::new(HashMap::default()),
             unindexed: AtomicUsize::new(0),
+            admitting: AtomicUsize::new(0),
             index_rate: AtomicU64::new(0),
             last_lsn: AtomicU64::new(applied),
             durable_through: AtomicU64::new(applied),
@@ -385,12 +394,7 @@ impl EventLog {
         }
         let n = events.len();
         let limit = self.shared.options.max_unindexed_events;
-        let queued = self.shared.unindexed.fetch_add(n, Ordering::AcqRel);
-        if queued > 0 && queued + n > limit {
-            self.shared.unindexed.fetch_sub(n, Ordering::AcqRel);
-            let retry_after_ms = self.shared.retry_after_ms(queued + n - limit);
-            return Err(LogError::Saturated { queued, limit, retry_after_ms });
-        }
+        let queued = self.admit(n).await?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         match self.jobs.try_send(Job::Append { tenant: tenant.to_string(), events, reply }) {
             Ok(()) => {}
@@ -405,6 +409,47 @@ impl EventLog {
             }
         }
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Reserves room for `n` events in the unindexed backlog; returns how
+    /// many were queued before them. When the backlog is full, waits up to
+    /// [`LogOptions::admission_wait`] for the indexer to make room, then refuses with
+    /// [`LogError::Saturated`] and a retry hint. Requests waiting here may
+    /// hold at most as many events as the backlog (beyond that they are
+    /// refused at once), so memory stays bounded by twice the backlog.
+    async fn admit(&self, n: usize) -> Result<usize, LogError> {
+        let shared = &self.shared;
+        let limit = shared.options.max_unindexed_events;
+        // Subscribed before the first try: progress made after it wakes us.
+        let mut progress = shared.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + shared.options.admission_wait;
+        let mut waiting = false;
+        let admitted = loop {
+            let queued = shared.unindexed.fetch_add(n, Ordering::AcqRel);
+            if queued == 0 || queued + n <= limit {
+                break Ok(queued);
+            }
+            shared.unindexed.fetch_sub(n, Ordering::AcqRel);
+            let refused =
+                LogError::Saturated { queued, limit, retry_after_ms: shared.retry_after_ms(queued + n - limit) };
+            if !waiting {
+                if shared.admitting.fetch_add(n, Ordering::AcqRel) + n > limit {
+                    shared.admitting.fetch_sub(n, Ordering::AcqRel);
+                    return Err(refused);
+                }
+                waiting = true;
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) if progress.borrow().failed.is_none() => {}
+                Ok(Ok(())) => break Err(LogError::Failed(shared.failed().unwrap_or_default())),
+                Ok(Err(_)) => break Err(LogError::Closed),
+                Err(_) => break Err(refused),
+            }
+        };
+        if waiting {
+            shared.admitting.fetch_sub(n, Ordering::AcqRel);
+        }
+        admitted
     }
 
     /// Waits until everything acknowledged so far is visible in the index
@@ -970,6 +1015,42 @@ mod tests {
             other => panic!("not saturated: {other:?}"),
         }
         log.hold_indexing(false);
+        log.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_waits_for_room_briefly_and_the_waiting_room_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("tollgate-admission-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut options = LogOptions::new(dir.join("wal"));
+        options.max_unindexed_events = 100;
+        // Long enough never to run out in this test: room comes from the indexer.
+        options.admission_wait = Duration::from_secs(60);
+        let log = EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap();
+        let now = Utc::now();
+        let batch = |from: usize, n: usize| (from..from + n).map(|i| event(&format!("e{i}"), now)).collect::<Vec<_>>();
+        log.hold_indexing(true);
+        assert_eq!(log.append("t", batch(0, 80)).await.unwrap().len(), 80);
+        // 80 + 50 > 100: this one waits for room instead of being refused.
+        let waiter = tokio::spawn({
+            let (log, events) = (log.clone(), batch(80, 50));
+            async move { log.append("t", events).await }
+        });
+        while log.shared.admitting.load(Ordering::Acquire) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The waiting room holds at most a backlog's worth: 50 + 60 > 100 is refused at once.
+        match log.append("t", batch(200, 60)).await {
+            Err(LogError::Saturated { limit: 100, .. }) => {}
+            other => panic!("not refused: {other:?}"),
+        }
+        assert!(!waiter.is_finished(), "the first request still waits");
+        // The indexer makes room: the waiting request is admitted and stored.
+        log.hold_indexing(false);
+        assert_eq!(waiter.await.unwrap().unwrap(), vec![Verdict::Accepted; 50]);
+        assert_eq!(log.shared.admitting.load(Ordering::Acquire), 0);
+        log.sync().await.unwrap();
         log.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
