@@ -423,33 +423,37 @@ impl EventLog {
         // Subscribed before the first try: progress made after it wakes us.
         let mut progress = shared.progress.subscribe();
         let deadline = tokio::time::Instant::now() + shared.options.admission_wait;
-        let mut waiting = false;
-        let admitted = loop {
+        // Our events in the waiting room, given back however this ends
+        // (also when the caller gives up and drops this future).
+        struct Waiting<'a>(&'a AtomicUsize, usize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::AcqRel);
+            }
+        }
+        let mut waiting: Option<Waiting<'_>> = None;
+        loop {
             let queued = shared.unindexed.fetch_add(n, Ordering::AcqRel);
             if queued == 0 || queued + n <= limit {
-                break Ok(queued);
+                return Ok(queued);
             }
             shared.unindexed.fetch_sub(n, Ordering::AcqRel);
             let refused =
                 LogError::Saturated { queued, limit, retry_after_ms: shared.retry_after_ms(queued + n - limit) };
-            if !waiting {
+            if waiting.is_none() {
+                let room = Waiting(&shared.admitting, n);
                 if shared.admitting.fetch_add(n, Ordering::AcqRel) + n > limit {
-                    shared.admitting.fetch_sub(n, Ordering::AcqRel);
                     return Err(refused);
                 }
-                waiting = true;
+                waiting = Some(room);
             }
             match tokio::time::timeout_at(deadline, progress.changed()).await {
                 Ok(Ok(())) if progress.borrow().failed.is_none() => {}
-                Ok(Ok(())) => break Err(LogError::Failed(shared.failed().unwrap_or_default())),
-                Ok(Err(_)) => break Err(LogError::Closed),
-                Err(_) => break Err(refused),
+                Ok(Ok(())) => return Err(LogError::Failed(shared.failed().unwrap_or_default())),
+                Ok(Err(_)) => return Err(LogError::Closed),
+                Err(_) => return Err(refused),
             }
-        };
-        if waiting {
-            shared.admitting.fetch_sub(n, Ordering::AcqRel);
         }
-        admitted
     }
 
     /// Waits until everything acknowledged so far is visible in the index
@@ -1046,6 +1050,17 @@ mod tests {
             other => panic!("not refused: {other:?}"),
         }
         assert!(!waiter.is_finished(), "the first request still waits");
+        // A caller that gives up while waiting leaves the waiting room.
+        let gives_up = tokio::spawn({
+            let (log, events) = (log.clone(), batch(300, 40));
+            async move { log.append("t", events).await }
+        });
+        while log.shared.admitting.load(Ordering::Acquire) != 90 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        gives_up.abort();
+        assert!(gives_up.await.unwrap_err().is_cancelled());
+        assert_eq!(log.shared.admitting.load(Ordering::Acquire), 50);
         // The indexer makes room: the waiting request is admitted and stored.
         log.hold_indexing(false);
         assert_eq!(waiter.await.unwrap().unwrap(), vec![Verdict::Accepted; 50]);
