@@ -168,7 +168,6 @@ fn main() {
     // Profiling aid: `TOLLGATE_BENCH_PROFILE=fresh|warm|native|batch` loops one
     // kind of call only (with `TOLLGATE_PERFMAP=1`, perf names Wasm frames).
     if let Ok(mode) = std::env::var("TOLLGATE_BENCH_PROFILE") {
-        let mut warm = runtime.warm_rater(&plugin).expect("warm instance");
         if mode == "batch" {
             let inputs: Vec<wit::Usage> = (0..LINES).map(|i| rating::rater_input(&usage(i), &[])).collect();
             for _ in 0..6 {
@@ -178,6 +177,7 @@ fn main() {
             }
             return;
         }
+        let mut warm = runtime.warm_rater(&plugin).expect("warm instance");
         for _ in 0..300_000 {
             match mode.as_str() {
                 "warm" => drop(std::hint::black_box(warm.rate(&input))),
@@ -222,17 +222,18 @@ fn main() {
     // A warm-up round (the first run of either side pays for growing the
     // process heap), then three interleaved rounds; the median of each side.
     let (mut wasm_runs, mut native_runs) = (Vec::new(), Vec::new());
-    let (mut wasm_total, mut native_total) = Default::default();
+    let mut wasm_total = rust_decimal::Decimal::ZERO;
     for round in 0..4 {
         let (wasm_items, native_items) = (items(), items());
         let t = Instant::now();
         wasm_total = total(rating::rate_many(&registry, &plugin, wasm_items, now));
         let wasm_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        native_total = total(rating::rate_many_with(native_items, rule.clone(), now, |inputs| {
+        let native_total = total(rating::rate_many_with(native_items, rule.clone(), now, |inputs| {
             inputs.iter().map(native_rate).collect()
         }));
         let native_s = t.elapsed().as_secs_f64();
+        assert_eq!(wasm_total, native_total, "re-rating totals differ");
         if round > 0 {
             wasm_runs.push(wasm_s);
             native_runs.push(native_s);
@@ -241,7 +242,6 @@ fn main() {
     wasm_runs.sort_by(f64::total_cmp);
     native_runs.sort_by(f64::total_cmp);
     let (wasm_s, native_s) = (wasm_runs[1], native_runs[1]);
-    assert_eq!(wasm_total, native_total, "re-rating totals differ");
 
     println!("graduated-tier rating, {CALLS} calls each (interleaved rounds)");
     println!(

@@ -972,6 +972,23 @@ mod tests {
         EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap()
     }
 
+    /// A log whose backlog holds 100 events, in a fresh directory.
+    fn small_log(name: &str, admission_wait: Duration) -> (PathBuf, EventLog) {
+        let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut options = LogOptions::new(dir.join("wal"));
+        options.max_unindexed_events = 100;
+        options.admission_wait = admission_wait;
+        let log = EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap();
+        (dir, log)
+    }
+
+    /// Events `e<from>` … `e<from + n - 1>`, received now.
+    fn batch(from: usize, n: usize) -> Vec<StoredEvent> {
+        let now = Utc::now();
+        (from..from + n).map(|i| event(&format!("e{i}"), now)).collect()
+    }
+
     #[test]
     fn the_retry_hint_is_the_time_the_indexer_needs_to_make_room() {
         // Not measured yet: the default.
@@ -991,13 +1008,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_saturated_log_hints_at_the_time_its_measured_indexer_needs() {
-        let dir = std::env::temp_dir().join(format!("tollgate-pace-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut options = LogOptions::new(dir.join("wal"));
-        options.max_unindexed_events = 100;
-        let log = EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap();
-        let now = Utc::now();
-        let batch = |from: usize, n: usize| (from..from + n).map(|i| event(&format!("e{i}"), now)).collect::<Vec<_>>();
+        let (dir, log) = small_log("pace", LogOptions::new(PathBuf::new()).admission_wait);
         // Before anything is indexed the pace is unknown: the default hint.
         log.hold_indexing(true);
         assert_eq!(log.append("t", batch(0, 80)).await.unwrap().len(), 80);
@@ -1025,15 +1036,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_waits_for_room_briefly_and_the_waiting_room_is_bounded() {
-        let dir = std::env::temp_dir().join(format!("tollgate-admission-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut options = LogOptions::new(dir.join("wal"));
-        options.max_unindexed_events = 100;
         // Long enough never to run out in this test: room comes from the indexer.
-        options.admission_wait = Duration::from_secs(60);
-        let log = EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap();
-        let now = Utc::now();
-        let batch = |from: usize, n: usize| (from..from + n).map(|i| event(&format!("e{i}"), now)).collect::<Vec<_>>();
+        let (dir, log) = small_log("admission", Duration::from_secs(60));
         log.hold_indexing(true);
         assert_eq!(log.append("t", batch(0, 80)).await.unwrap().len(), 80);
         // 80 + 50 > 100: this one waits for room instead of being refused.

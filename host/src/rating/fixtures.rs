@@ -120,7 +120,8 @@ pub struct FixtureRelated {
 }
 
 impl FixtureInput {
-    fn to_usage(&self) -> Result<wit::Usage, String> {
+    /// The rater input of this fixture (tenant and contract line `fixture`).
+    pub(crate) fn to_usage(&self) -> Result<wit::Usage, String> {
         let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
         let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Ok(wit::Usage {

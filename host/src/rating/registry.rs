@@ -327,7 +327,8 @@ impl References for RegistryRefs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rating::runtime::{Limits, bindings::rating as wit, to_wit};
+    use crate::rating::fixtures::FixtureInput;
+    use crate::rating::runtime::Limits;
     use rust_decimal::Decimal;
 
     /// A test component as `cargo xtask build-plugins` left it.
@@ -380,20 +381,9 @@ mod tests {
         assert_eq!(restarted.load_uploaded(&store).unwrap(), 2);
         let legacy = restarted.find("acme", "legacy", None, Kind::Rater).unwrap();
         assert_eq!(legacy.world(), "tollgate:plugin/rater@0.1.0");
-        let input = wit::Usage {
-            tenant: "acme".into(),
-            customer: "c".into(),
-            contract_line: "l".into(),
-            sku: "API".into(),
-            meter: "api_calls".into(),
-            currency: "EUR".into(),
-            period_start: "2026-10-01T00:00:00Z".into(),
-            period_end: "2026-11-01T00:00:00Z".into(),
-            quantity: to_wit(Decimal::new(250, 0)),
-            dimensions: vec![],
-            params: "{}".into(),
-            related: vec![],
-        };
+        let fixture: FixtureInput =
+            serde_json::from_value(serde_json::json!({ "quantity": "250", "params": {} })).unwrap();
+        let input = fixture.to_usage().unwrap();
         let charges = restarted.runtime().rate(&legacy, &input).unwrap();
         assert_eq!(charges[0].amount, Decimal::new(250, 2));
         // Re-uploading the very same version is the usual no-op, not a refusal.
