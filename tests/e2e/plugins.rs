@@ -40,6 +40,13 @@ async fn uploads_are_validated_immutable_and_private_to_their_tenant() {
             "body",
             Some("incompatible-interface"),
         ),
+        (
+            "name=x&version=1.0.0&kind=rater",
+            test_component("hostile-imports-wrong-signature"),
+            400,
+            "body",
+            Some("incompatible-interface"),
+        ),
         ("name=x&version=1.0.0&kind=erp-mapper", tiers.clone(), 400, "body", Some("incompatible-interface")),
         (
             "name=x&version=1.0.0&kind=rater",

@@ -125,6 +125,11 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     let err = load(&rt, "wrong", &bytes("hostile-imports-wrong-world"), Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "incompatible-interface");
     assert_names_every_rater_world(&err);
+    // The right interface name with another `rate-batch`: refused at load,
+    // not accepted to fail on every call.
+    let err = load(&rt, "sig", &bytes("hostile-imports-wrong-signature"), Kind::Rater).unwrap_err();
+    assert_names_every_rater_world(&err);
+    assert!(err.to_string().contains("type-checking export func `rate-batch`"), "{err}");
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
     assert_names_every_rater_world(&err);
     let err = load(&rt, "rater", &bundled("graduated-tiers"), Kind::ErpMapper).unwrap_err();

@@ -1,5 +1,6 @@
 //! Components that must be refused at load: they import a function, or
-//! implement another world. One per feature (see `tests/components/README.md`).
+//! implement another world (or the right names with another signature).
+//! One per feature (see `tests/components/README.md`).
 
 // The generated bindings use `unsafe` for the canonical ABI.
 #![allow(unsafe_code)]
@@ -37,6 +38,18 @@ mod bindings {
     impl Guest for P {
         fn rate(x: u32) -> u32 {
             x + 1
+        }
+    }
+    export!(P);
+}
+
+#[cfg(feature = "wrong-signature")]
+mod bindings {
+    wit_bindgen::generate!({ world: "wrong-signature", path: "wit" });
+    struct P;
+    impl exports::tollgate::plugin::rating::Guest for P {
+        fn rate_batch(inputs: Vec<String>) -> Vec<String> {
+            inputs
         }
     }
     export!(P);
