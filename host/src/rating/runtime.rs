@@ -341,7 +341,33 @@ impl Plugin {
     /// The versioned world the component implements, e.g.
     /// `tollgate:plugin/rater@0.2.0`.
     pub fn world(&self) -> &'static str {
-        match self.pre {
+        self.pre.world()
+    }
+}
+
+impl Pre {
+    /// The functions the world exports (each world's `Pre` only looks them
+    /// up by name; see [`Runtime::instantiates`]).
+    fn functions(&self) -> &'static [&'static str] {
+        match self {
+            Pre::RaterV4(..) => &["rate-batch"],
+            Pre::RaterV2(_) | Pre::RaterV1(_) => &["rate"],
+            Pre::MapperV3(_) | Pre::MapperV1(_) => &["map-document", "lookup-request", "read-lookup", "read-response"],
+        }
+    }
+
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<CallState> {
+        match self {
+            Pre::RaterV4(p, _) => p.instance_pre(),
+            Pre::RaterV2(p) => p.instance_pre(),
+            Pre::RaterV1(p) => p.instance_pre(),
+            Pre::MapperV3(p) => p.instance_pre(),
+            Pre::MapperV1(p) => p.instance_pre(),
+        }
+    }
+
+    fn world(&self) -> &'static str {
+        match self {
             Pre::RaterV4(..) => RATER_WORLDS[0],
             Pre::RaterV2(_) => RATER_WORLDS[1],
             Pre::RaterV1(_) => RATER_WORLDS[2],
@@ -631,7 +657,43 @@ impl Runtime {
                 },
             },
         };
+        self.instantiates(&pre)?;
         Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
+    }
+
+    /// Makes an instance of a component and drops it, then another through
+    /// the bindings. Their `new` looks a world's exports up by name only,
+    /// their `instantiate` also type-checks them; so a component with the
+    /// right names and other signatures is refused at load instead of
+    /// failing every call (as is one that cannot be instantiated within the
+    /// limits).
+    fn instantiates(&self, pre: &Pre) -> Result<(), PluginError> {
+        let _slot = self.slots.acquire();
+        // Instantiation alone first: what fails here is not a signature.
+        let mut store = self.store()?;
+        pre.instance_pre().instantiate(&mut store).map_err(|e| match e.downcast_ref::<Trap>() {
+            Some(_) => self.classify(e),
+            None => PluginError::IncompatibleInterface(format!("{}: cannot be instantiated ({e:#})", pre.world())),
+        })?;
+        drop(store);
+        let mut store = self.store()?;
+        let typed = match pre {
+            Pre::RaterV4(p, _) => p.instantiate(&mut store).map(drop),
+            Pre::RaterV2(p) => p.instantiate(&mut store).map(drop),
+            Pre::RaterV1(p) => p.instantiate(&mut store).map(drop),
+            Pre::MapperV3(p) => p.instantiate(&mut store).map(drop),
+            Pre::MapperV1(p) => p.instantiate(&mut store).map(drop),
+        };
+        typed.map_err(|e| {
+            let what = match pre.functions() {
+                [one] => format!("export `{one}` has"),
+                all => format!("one of the exports `{}` has", all.join("`, `")),
+            };
+            PluginError::IncompatibleInterface(format!(
+                "{}: {what} another signature than the world declares ({e:#})",
+                pre.world()
+            ))
+        })
     }
 
     fn store(&self) -> Result<Store<CallState>, PluginError> {

@@ -47,9 +47,23 @@ mod bindings {
 mod bindings {
     wit_bindgen::generate!({ world: "wrong-signature", path: "wit" });
     struct P;
-    impl exports::tollgate::plugin::rating::Guest for P {
+    // Two versions of the package are in `wit/deps`, so the module names
+    // carry the version.
+    impl exports::tollgate::plugin0_4_0::rating::Guest for P {
         fn rate_batch(inputs: Vec<String>) -> Vec<String> {
             inputs
+        }
+    }
+    export!(P);
+}
+
+#[cfg(feature = "wrong-signature-v0-2")]
+mod bindings {
+    wit_bindgen::generate!({ world: "wrong-signature-v0-2", path: "wit" });
+    struct P;
+    impl exports::tollgate::plugin0_2_0::rating::Guest for P {
+        fn rate(input: String) -> String {
+            input
         }
     }
     export!(P);
