@@ -346,16 +346,6 @@ impl Plugin {
 }
 
 impl Pre {
-    /// The functions the world exports (each world's `Pre` only looks them
-    /// up by name; see [`Runtime::instantiates`]).
-    fn functions(&self) -> &'static [&'static str] {
-        match self {
-            Pre::RaterV4(..) => &["rate-batch"],
-            Pre::RaterV2(_) | Pre::RaterV1(_) => &["rate"],
-            Pre::MapperV3(_) | Pre::MapperV1(_) => &["map-document", "lookup-request", "read-lookup", "read-response"],
-        }
-    }
-
     fn instance_pre(&self) -> &wasmtime::component::InstancePre<CallState> {
         match self {
             Pre::RaterV4(p, _) => p.instance_pre(),
@@ -610,7 +600,8 @@ impl Runtime {
     }
 
     /// Compiles and checks a component: size, no function imports, the world
-    /// of `kind`.
+    /// of `kind` (its exports' names and signatures), and that it can be
+    /// instantiated.
     pub fn load(&self, name: &str, version: semver::Version, kind: Kind, bytes: &[u8]) -> Result<Plugin, PluginError> {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(PluginError::TooLarge(format!("{} bytes; at most {MAX_COMPONENT_BYTES}", bytes.len())));
@@ -631,11 +622,22 @@ impl Runtime {
         };
         let pre = match kind {
             Kind::Rater => match RaterV4Pre::new(pre.clone()).and_then(|p| {
-                let rate_batch = rate_batch_index(p.instance_pre())?;
+                let rate_batch = typed_export::<RateBatchParams<'_>, RateBatchResults>(
+                    p.instance_pre(),
+                    "tollgate:plugin/rating@0.4.0",
+                    "rate-batch",
+                )?;
                 Ok(Pre::RaterV4(p, rate_batch))
             }) {
                 Ok(p) => p,
-                Err(e4) => match RaterV2Pre::new(pre.clone()) {
+                Err(e4) => match RaterV2Pre::new(pre.clone()).and_then(|p| {
+                    typed_export::<(&rwit::Usage,), (Result<Vec<rwit::ChargeLine>, rwit::PluginError>,)>(
+                        p.instance_pre(),
+                        "tollgate:plugin/rating@0.2.0",
+                        "rate",
+                    )?;
+                    Ok(p)
+                }) {
                     Ok(p) => Pre::RaterV2(p),
                     Err(e2) => match RaterV1Pre::new(pre) {
                         Ok(p) => Pre::RaterV1(p),
@@ -649,7 +651,10 @@ impl Runtime {
                     },
                 },
             },
-            Kind::ErpMapper => match MapperV3Pre::new(pre.clone()) {
+            Kind::ErpMapper => match MapperV3Pre::new(pre.clone()).and_then(|p| {
+                check_mapper_v3(p.instance_pre())?;
+                Ok(p)
+            }) {
                 Ok(p) => Pre::MapperV3(p),
                 Err(e3) => match MapperV1Pre::new(pre) {
                     Ok(p) => Pre::MapperV1(p),
@@ -661,38 +666,17 @@ impl Runtime {
         Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
     }
 
-    /// Makes an instance of a component and drops it, then another through
-    /// the bindings. Their `new` looks a world's exports up by name only,
-    /// their `instantiate` also type-checks them; so a component with the
-    /// right names and other signatures is refused at load instead of
-    /// failing every call (as is one that cannot be instantiated within the
-    /// limits).
+    /// Makes one instance of a component and drops it, so that a component
+    /// that cannot be instantiated within the limits is refused at load
+    /// rather than failing every call. (Its exports were type-checked when
+    /// `pre` was made: the 0.1.0 worlds' by the bindings' `new`, the others'
+    /// by [`typed_export`].)
     fn instantiates(&self, pre: &Pre) -> Result<(), PluginError> {
         let _slot = self.slots.acquire();
-        // Instantiation alone first: what fails here is not a signature.
         let mut store = self.store()?;
-        pre.instance_pre().instantiate(&mut store).map_err(|e| match e.downcast_ref::<Trap>() {
+        pre.instance_pre().instantiate(&mut store).map(drop).map_err(|e| match e.downcast_ref::<Trap>() {
             Some(_) => self.classify(e),
             None => PluginError::IncompatibleInterface(format!("{}: cannot be instantiated ({e:#})", pre.world())),
-        })?;
-        drop(store);
-        let mut store = self.store()?;
-        let typed = match pre {
-            Pre::RaterV4(p, _) => p.instantiate(&mut store).map(drop),
-            Pre::RaterV2(p) => p.instantiate(&mut store).map(drop),
-            Pre::RaterV1(p) => p.instantiate(&mut store).map(drop),
-            Pre::MapperV3(p) => p.instantiate(&mut store).map(drop),
-            Pre::MapperV1(p) => p.instantiate(&mut store).map(drop),
-        };
-        typed.map_err(|e| {
-            let what = match pre.functions() {
-                [one] => format!("export `{one}` has"),
-                all => format!("one of the exports `{}` has", all.join("`, `")),
-            };
-            PluginError::IncompatibleInterface(format!(
-                "{}: {what} another signature than the world declares ({e:#})",
-                pre.world()
-            ))
         })
     }
 
@@ -1030,27 +1014,58 @@ impl WarmRater {
 type RateBatchParams<'a> = (&'a [rwit::Usage],);
 type RateBatchResults = (Vec<Result<Vec<rwit::ChargeLine>, rwit::PluginError>>,);
 
-/// The export index of a 0.4.0 rater's `rate-batch`, found and type-checked
-/// once at load. (The bindings' `RaterPre::new` only looks the names up;
-/// their `instantiate` type-checks on every instance.)
-fn rate_batch_index(pre: &wasmtime::component::InstancePre<CallState>) -> wasmtime::Result<ComponentExportIndex> {
+/// The export `name` of the exported instance `interface`, type-checked
+/// against parameters `P` and results `R`. The bindings' `Pre::new` only
+/// looks an interface's exports up by name (their `instantiate` type-checks,
+/// on every instance), so load checks each export here, once.
+fn typed_export<P, R>(
+    pre: &wasmtime::component::InstancePre<CallState>,
+    interface: &str,
+    name: &str,
+) -> wasmtime::Result<ComponentExportIndex>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
     let component = pre.component();
-    let (_, interface) = component
-        .get_export(None, "tollgate:plugin/rating@0.4.0")
-        .ok_or_else(|| wasmtime::format_err!("no exported instance `tollgate:plugin/rating@0.4.0`"))?;
+    let (_, instance) = component
+        .get_export(None, interface)
+        .ok_or_else(|| wasmtime::format_err!("no exported instance `{interface}`"))?;
     let (item, index) = component
-        .get_export(Some(&interface), "rate-batch")
-        .ok_or_else(|| wasmtime::format_err!("no export `rate-batch` in `tollgate:plugin/rating@0.4.0`"))?;
+        .get_export(Some(&instance), name)
+        .ok_or_else(|| wasmtime::format_err!("no export `{name}` in `{interface}`"))?;
     match item {
         // The check the bindings make when they load an instance
         // (`typecheck` is public but hidden from the docs for them).
-        ComponentItem::ComponentFunc(func) => {
-            func.typecheck::<RateBatchParams<'_>, RateBatchResults>(&pre.instance_type())
-                .map_err(|e| e.context("type-checking export func `rate-batch`"))?;
-        }
-        _ => return Err(wasmtime::format_err!("export `rate-batch` is not a function")),
+        ComponentItem::ComponentFunc(func) => func
+            .typecheck::<P, R>(&pre.instance_type())
+            .map_err(|e| e.context(format!("type-checking export func `{name}`")))?,
+        _ => return Err(wasmtime::format_err!("export `{name}` of `{interface}` is not a function")),
     }
     Ok(index)
+}
+
+/// Type-checks the four functions of an ERP mapper 0.3.0.
+fn check_mapper_v3(pre: &wasmtime::component::InstancePre<CallState>) -> wasmtime::Result<()> {
+    use pwit::{ErpRequest, ErpResponse, LookupOutcome, PluginError, PostingDocument, Step, TargetConfig};
+    const POSTING: &str = "tollgate:plugin/posting@0.3.0";
+    typed_export::<(&PostingDocument, &TargetConfig), (Result<ErpRequest, PluginError>,)>(
+        pre,
+        POSTING,
+        "map-document",
+    )?;
+    typed_export::<(&PostingDocument, &TargetConfig), (Option<ErpRequest>,)>(pre, POSTING, "lookup-request")?;
+    typed_export::<(&PostingDocument, &TargetConfig, &ErpResponse), (Result<LookupOutcome, PluginError>,)>(
+        pre,
+        POSTING,
+        "read-lookup",
+    )?;
+    typed_export::<(&PostingDocument, &TargetConfig, &ErpRequest, &ErpResponse), (Step,)>(
+        pre,
+        POSTING,
+        "read-response",
+    )?;
+    Ok(())
 }
 
 /// `rate-batch` of a fresh instance of a 0.4.0 rater: the bindings'
@@ -1067,7 +1082,7 @@ fn call_rate_batch(
     let func = instance
         .get_func(&mut *store, rate_batch)
         .ok_or_else(|| wasmtime::format_err!("no export `rate-batch` found"))?;
-    // SAFETY: `rate_batch_index` type-checked this export of this component
+    // SAFETY: `typed_export` type-checked this export of this component
     // against exactly these parameters and results when the plugin
     // was loaded (a plugin failing the check is refused), and every instance
     // of a component has the component's types.

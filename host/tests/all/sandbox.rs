@@ -133,7 +133,7 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     let err = load(&rt, "sig2", &bytes("hostile-imports-wrong-signature-v0-2"), Kind::Rater).unwrap_err();
     assert_eq!(err.code(), "incompatible-interface");
     let s = err.to_string();
-    assert!(s.contains("tollgate:plugin/rater@0.2.0: ") && s.contains("`rate`"), "{s}");
+    assert!(s.contains("tollgate:plugin/rater@0.2.0: type-checking export func `rate`"), "{s}");
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
     assert_names_every_rater_world(&err);
     let err = load(&rt, "rater", &bundled("graduated-tiers"), Kind::ErpMapper).unwrap_err();
