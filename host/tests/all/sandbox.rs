@@ -134,6 +134,10 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     assert_eq!(err.code(), "incompatible-interface");
     let s = err.to_string();
     assert!(s.contains("tollgate:plugin/rater@0.2.0: type-checking export func `rate`"), "{s}");
+    let err = load(&rt, "sig3", &bytes("hostile-imports-wrong-signature-mapper"), Kind::ErpMapper).unwrap_err();
+    assert_eq!(err.code(), "incompatible-interface");
+    let s = err.to_string();
+    assert!(s.contains("tollgate:plugin/erp-mapper@0.3.0: type-checking export func `map-document`"), "{s}");
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
     assert_names_every_rater_world(&err);
     let err = load(&rt, "rater", &bundled("graduated-tiers"), Kind::ErpMapper).unwrap_err();

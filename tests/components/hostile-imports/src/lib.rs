@@ -68,3 +68,24 @@ mod bindings {
     }
     export!(P);
 }
+
+#[cfg(feature = "wrong-signature-mapper")]
+mod bindings {
+    wit_bindgen::generate!({ world: "wrong-signature-mapper", path: "wit" });
+    struct P;
+    impl exports::tollgate::plugin0_3_0::posting::Guest for P {
+        fn map_document(document: String, _target: String) -> String {
+            document
+        }
+        fn lookup_request(_document: String, _target: String) -> Option<String> {
+            None
+        }
+        fn read_lookup(_document: String, _target: String, response: String) -> String {
+            response
+        }
+        fn read_response(_document: String, _target: String, _request: String, response: String) -> String {
+            response
+        }
+    }
+    export!(P);
+}
