@@ -341,23 +341,7 @@ impl Plugin {
     /// The versioned world the component implements, e.g.
     /// `tollgate:plugin/rater@0.2.0`.
     pub fn world(&self) -> &'static str {
-        self.pre.world()
-    }
-}
-
-impl Pre {
-    fn instance_pre(&self) -> &wasmtime::component::InstancePre<CallState> {
-        match self {
-            Pre::RaterV4(p, _) => p.instance_pre(),
-            Pre::RaterV2(p) => p.instance_pre(),
-            Pre::RaterV1(p) => p.instance_pre(),
-            Pre::MapperV3(p) => p.instance_pre(),
-            Pre::MapperV1(p) => p.instance_pre(),
-        }
-    }
-
-    fn world(&self) -> &'static str {
-        match self {
+        match self.pre {
             Pre::RaterV4(..) => RATER_WORLDS[0],
             Pre::RaterV2(_) => RATER_WORLDS[1],
             Pre::RaterV1(_) => RATER_WORLDS[2],
@@ -600,8 +584,9 @@ impl Runtime {
     }
 
     /// Compiles and checks a component: size, no function imports, the world
-    /// of `kind` (its exports' names and signatures), and that it can be
-    /// instantiated.
+    /// of `kind` (its exports' names and signatures; the 0.1.0 worlds' are
+    /// type-checked by the bindings' `new`, the others' by [`typed_export`]),
+    /// and the pooling allocator's limits (checked when it is compiled).
     pub fn load(&self, name: &str, version: semver::Version, kind: Kind, bytes: &[u8]) -> Result<Plugin, PluginError> {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(PluginError::TooLarge(format!("{} bytes; at most {MAX_COMPONENT_BYTES}", bytes.len())));
@@ -662,22 +647,7 @@ impl Runtime {
                 },
             },
         };
-        self.instantiates(&pre)?;
         Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
-    }
-
-    /// Makes one instance of a component and drops it, so that a component
-    /// that cannot be instantiated within the limits is refused at load
-    /// rather than failing every call. (Its exports were type-checked when
-    /// `pre` was made: the 0.1.0 worlds' by the bindings' `new`, the others'
-    /// by [`typed_export`].)
-    fn instantiates(&self, pre: &Pre) -> Result<(), PluginError> {
-        let _slot = self.slots.acquire();
-        let mut store = self.store()?;
-        pre.instance_pre().instantiate(&mut store).map(drop).map_err(|e| match e.downcast_ref::<Trap>() {
-            Some(_) => self.classify(e),
-            None => PluginError::IncompatibleInterface(format!("{}: cannot be instantiated ({e:#})", pre.world())),
-        })
     }
 
     fn store(&self) -> Result<Store<CallState>, PluginError> {

@@ -2,7 +2,7 @@
 //! failing on a wrong expectation and passing after `--bless`.
 
 use crate::plugins_dir;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use tollgate::rating::fixtures::{self, Outcome};
 use tollgate::rating::runtime::{Kind, Limits, Runtime};
@@ -47,15 +47,25 @@ fn plugin_test(wasm: &Path, dir: &Path, extra: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-#[test]
-fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
-    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-{}", std::process::id()));
+/// A fresh temporary fixtures directory (`tag` tells the tests apart)
+/// holding copies of these fixture files of the bundled graduated tiers.
+fn graduated_fixtures(tag: &str, files: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/graduated-tiers/fixtures");
-    for f in ["three-tiers.input.json", "three-tiers.expected.json", "no-usage.input.json", "no-usage.expected.json"] {
+    for f in files {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
+    dir
+}
+
+#[test]
+fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
+    let dir = graduated_fixtures(
+        "bless",
+        &["three-tiers.input.json", "three-tiers.expected.json", "no-usage.input.json", "no-usage.expected.json"],
+    );
     // A wrong expectation: 11.25 becomes 11.26.
     let expected = dir.join("three-tiers.expected.json");
     let text = std::fs::read_to_string(&expected).unwrap();
@@ -83,13 +93,7 @@ fn plugin_test_fails_on_a_wrong_fixture_and_passes_after_bless() {
 
 #[test]
 fn plugin_test_fails_a_rater_whose_answers_in_a_batch_differ_from_its_answers_alone() {
-    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-batch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/graduated-tiers/fixtures");
-    for f in ["three-tiers.input.json", "no-usage.input.json"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    let dir = graduated_fixtures("batch", &["three-tiers.input.json", "no-usage.input.json"]);
     // Numbers the inputs it rates: alone always "input number 1".
     let wasm = crate::built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join("hostile-rater-stateful.wasm");
     let run = |extra: &[&str]| plugin_test(&wasm, &dir, extra);
@@ -110,11 +114,7 @@ fn plugin_test_fails_a_rater_whose_answers_in_a_batch_differ_from_its_answers_al
 
 #[test]
 fn plugin_test_says_when_a_plugin_implements_a_deprecated_interface() {
-    let dir = std::env::temp_dir().join(format!("tollgate-fixtures-deprecated-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/graduated-tiers/fixtures");
-    std::fs::copy(src.join("three-tiers.input.json"), dir.join("three-tiers.input.json")).unwrap();
+    let dir = graduated_fixtures("deprecated", &["three-tiers.input.json"]);
     let components = crate::built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR");
     let (ok, out) = plugin_test(&components.join("legacy-rater-v0-1.wasm"), &dir, &["--bless"]);
     assert!(ok, "a deprecated plugin still runs: {out}");

@@ -69,6 +69,17 @@ impl Rater for Hostile {
         {
             return Err(PluginError::new("no-contract", Some("params.plan"), "plan \"gold\" is not priced"));
         }
+        #[cfg(feature = "huge-memory")]
+        {
+            // 96 MiB of zeroed statics: the initial memory alone is above
+            // the 64 MiB cap, so no instance can be made.
+            struct Huge(core::cell::UnsafeCell<[u8; 96 << 20]>);
+            // SAFETY: wasm32 guests are single-threaded.
+            #[allow(unsafe_code)]
+            unsafe impl Sync for Huge {}
+            static HUGE: Huge = Huge(core::cell::UnsafeCell::new([0; 96 << 20]));
+            return Ok(vec![line(format!("{:p}", core::hint::black_box(HUGE.0.get())))]);
+        }
         #[cfg(feature = "stateful")]
         {
             // Remembers how many inputs it has rated: alone always 1, in a batch 1, 2, ...
