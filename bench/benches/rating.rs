@@ -204,6 +204,13 @@ fn main() {
         warm_t.extend(time_calls(CALLS / 4, || drop(std::hint::black_box(warm.rate(&input)))));
     }
     let (wasm_ps, native_ps, warm_ps) = (per_second(&wasm), per_second(&native), per_second(&warm_t));
+    // For reference, afterwards: the same fresh call with the other way of
+    // resetting memory (only the written pages, if this host allows it).
+    let other_rt = Runtime::new(Limits { rewrite_max: 0, ..Limits::default() }, None).expect("runtime");
+    let other_plugin = other_rt.load("graduated-tiers", version.clone(), Kind::Rater, &bytes).expect("load");
+    assert_eq!(other_rt.rate(&other_plugin, &input).expect("other reset"), wasm_out);
+    let _ = time_calls(2_000, || drop(other_rt.rate(&other_plugin, &input)));
+    let other = time_calls(CALLS / 2, || drop(std::hint::black_box(other_rt.rate(&other_plugin, &input))));
     let (fuel_result, fuel) = runtime.rate_metered(&plugin, &input);
     fuel_result.expect("metered");
 
@@ -243,7 +250,7 @@ fn main() {
     native_runs.sort_by(f64::total_cmp);
     let (wasm_s, native_s) = (wasm_runs[1], native_runs[1]);
 
-    println!("graduated-tier rating, {CALLS} calls each (interleaved rounds)");
+    println!("graduated-tier rating, {CALLS} calls each (interleaved rounds; memory reset: {:?})", plugin.reset_mode());
     println!(
         "  wasm, fresh instance per call: {wasm_ps:>10.0} calls/s  p50 {:>6.2} µs  p99 {:>6.2} µs",
         percentile_us(&wasm, 50.0),
@@ -255,6 +262,12 @@ fn main() {
         percentile_us(&native, 99.0)
     );
     println!("  wasm, warm instance (ref.):    {warm_ps:>10.0} calls/s  p50 {:>6.2} µs", percentile_us(&warm_t, 50.0));
+    println!(
+        "  wasm, fresh, reset {:<10}  {:>10.0} calls/s  p50 {:>6.2} µs  (ref., afterwards)",
+        format!("{:?}:", other_plugin.reset_mode()),
+        per_second(&other),
+        percentile_us(&other, 50.0)
+    );
     println!("  fuel per call: {fuel}");
     println!(
         "  cold compile: {:.1} ms (median of 3); cached load: {:.2} ms (median of 5)",

@@ -87,6 +87,23 @@ pub struct PluginsConfig {
     /// version: entries are keyed by engine version, configuration and
     /// component hash.
     pub cache_dir: Option<PathBuf>,
+    /// How a plugin instance's memory is made fresh for the next call:
+    /// `auto` (the default) rewrites only the pages a call wrote when this
+    /// host cannot swap, and everything otherwise; `full` always rewrites
+    /// everything (slower; for hosts that may turn swap on while running).
+    pub memory_reset: MemoryReset,
+}
+
+/// See [`PluginsConfig::memory_reset`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryReset {
+    /// Only the written pages when the host cannot swap (checked at start),
+    /// else `Full`.
+    #[default]
+    Auto,
+    /// Always all of an instance's memory.
+    Full,
 }
 
 impl Default for PluginsConfig {
@@ -98,6 +115,7 @@ impl Default for PluginsConfig {
             memory_limit_mib: 64,
             max_output_bytes: 1 << 20,
             cache_dir: None,
+            memory_reset: MemoryReset::Auto,
         }
     }
 }
@@ -417,6 +435,7 @@ mod tests {
         assert_eq!(c.erp_targets["tryton"].mapper, "tryton");
         assert_eq!(c.erp_targets["s4"].settings["logical_system"], "TOLLGATE01");
         assert!(c.posting.close_schedule.as_ref().is_some_and(|s| s.interim_daily));
+        assert_eq!(c.plugins.memory_reset, MemoryReset::Full);
     }
 
     #[test]

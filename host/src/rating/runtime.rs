@@ -15,11 +15,18 @@
 //!
 //! Instances come from a pooling allocator (memory slots are reused, not
 //! mapped per call); at most [`POOL_SLOTS`] calls run at once and further
-//! calls wait for a slot. Compiled components are cached on disk under a key
+//! calls wait for a slot. A slot's memory is made fresh after every call in
+//! one of two ways ([`ResetMode`]), each in its own engine: a memory that
+//! starts small (at most [`REWRITE_MAX`], e.g. every plugin built with the
+//! SDK) is rewritten in full, which is cheaper than finding the pages a call
+//! wrote; a larger one has only its written pages reset, where the host
+//! cannot swap (otherwise it is rewritten too: see [`ResetMode::DirtyPages`]
+//! for why). Compiled components are cached on disk under a key
 //! of (wasmtime version and engine configuration, plugin SHA-256), so a
 //! restart does not recompile. Uploads are bounded in size and compilation
 //! in time.
 
+pub use crate::config::MemoryReset;
 use crate::config::PluginsConfig;
 use crate::rating::Charge;
 use sha2::{Digest, Sha256};
@@ -113,14 +120,23 @@ pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
 pub const MAX_COMPILE_TIME: Duration = Duration::from_secs(20);
 /// Instances that may exist at once (one per running call).
 pub const POOL_SLOTS: u32 = 64;
-/// Bytes of a pooled memory slot that are reset in place on reuse instead of
-/// being returned to the kernel. With `PAGEMAP_SCAN` (Linux ≥ 6.7) only the
-/// pages a call dirtied are found and copied back from the image, with no
-/// `madvise` (whose TLB shoot-downs dominate on small VMs); a fresh instance
-/// then starts without page faults. Older kernels memset this prefix.
+/// With [`ResetMode::DirtyPages`], bytes of a pooled memory slot that are
+/// reset in place on reuse instead of being returned to the kernel: with
+/// `PAGEMAP_SCAN` (Linux ≥ 6.7) only the pages a call dirtied are found and
+/// copied back from the image, with no `madvise` (whose TLB shoot-downs
+/// dominate on small VMs); a fresh instance then starts without page
+/// faults. Older kernels memset this prefix.
 const KEEP_RESIDENT: usize = 1 << 20;
+/// Memories up to this size are reset by rewriting them in full after
+/// every call ([`ResetMode::Full`], no system call): measured cheaper than
+/// finding the written pages (see BENCHMARKS.md). With `Full`, memory
+/// beyond it is returned to the kernel (`madvise`) and faults in again.
+pub const REWRITE_MAX: usize = 256 << 10;
 /// Epoch tick; deadlines are whole ticks.
 const TICK: Duration = Duration::from_millis(5);
+/// How often (in ticks: 10 s) a runtime resetting dirty pages only checks
+/// that the host still cannot swap.
+const SWAP_CHECK_TICKS: u64 = 2_000;
 
 /// The world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -300,13 +316,18 @@ impl From<wit::PostingOutcome> for pwit::Step {
     }
 }
 
-/// Per-call limits.
+/// Per-call limits, and how memory is made fresh between calls.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub fuel: u64,
     pub deadline_ms: u64,
     pub memory_mib: u64,
     pub max_output_bytes: usize,
+    pub memory_reset: MemoryReset,
+    /// Memories that start at most this many bytes are rewritten in full
+    /// after a call ([`REWRITE_MAX`]); larger ones have only their written
+    /// pages reset, where that is safe (see [`ResetMode`]).
+    pub rewrite_max: usize,
 }
 
 impl From<&PluginsConfig> for Limits {
@@ -316,8 +337,44 @@ impl From<&PluginsConfig> for Limits {
             deadline_ms: c.deadline_ms,
             memory_mib: c.memory_limit_mib,
             max_output_bytes: c.max_output_bytes,
+            memory_reset: c.memory_reset,
+            rewrite_max: REWRITE_MAX,
         }
     }
+}
+
+/// How an instance's memory is made fresh for the next call (chosen per
+/// plugin at load, see [`Runtime::new`] and [`MemoryReset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetMode {
+    /// Only the pages the call wrote are found (`PAGEMAP_SCAN`, Linux ≥ 6.7;
+    /// older kernels: as `Full`) and copied back. Needs a host that cannot
+    /// swap: Wasmtime 48 looks for written pages that are *present*, so a
+    /// page swapped out between the write and the reset would keep the
+    /// call's data for the next instance in the slot.
+    DirtyPages,
+    /// All of the kept-resident memory is rewritten from the image.
+    Full,
+}
+
+/// Whether this process's memory may be swapped out: any active swap
+/// device (`/proc/swaps`), unless its cgroup allows no swap
+/// (`memory.swap.max` = 0). Unknown counts as yes.
+pub fn host_can_swap() -> bool {
+    let cgroup_swap_max = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|c| {
+        let path = c.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+        std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.swap.max")).ok()
+    });
+    swap_possible(std::fs::read_to_string("/proc/swaps").ok().as_deref(), cgroup_swap_max.as_deref())
+}
+
+/// [`host_can_swap`] from the two files' contents.
+fn swap_possible(proc_swaps: Option<&str>, cgroup_swap_max: Option<&str>) -> bool {
+    if cgroup_swap_max.map(str::trim) == Some("0") {
+        return false;
+    }
+    // The first line is a header; every further line is an active device.
+    proc_swaps.is_none_or(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
 }
 
 impl Default for Limits {
@@ -335,9 +392,17 @@ pub struct Plugin {
     /// SHA-256 of the component bytes: the plugin's identity.
     pub sha256: String,
     pre: Pre,
+    /// The engine it was compiled for (see [`Runtime::engine_for`]).
+    engine: Engine,
+    reset: ResetMode,
 }
 
 impl Plugin {
+    /// How this plugin's memory is made fresh for the next call.
+    pub fn reset_mode(&self) -> ResetMode {
+        self.reset
+    }
+
     /// The versioned world the component implements, e.g.
     /// `tollgate:plugin/rater@0.2.0`.
     pub fn world(&self) -> &'static str {
@@ -369,10 +434,16 @@ struct CallState {
     limits: StoreLimits,
 }
 
-/// The engine and its epoch ticker; cheap to clone.
+/// The engines and their epoch ticker; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Engine,
+    /// Resets an instance's memory by rewriting it ([`ResetMode::Full`]):
+    /// components whose memory starts at most [`REWRITE_MAX`] bytes, and all
+    /// of them when `scan` is `None`.
+    rewrite: Engine,
+    /// Resets only written pages ([`ResetMode::DirtyPages`]), for larger
+    /// memories; only on a host that cannot swap, unless configured off.
+    scan: Option<Engine>,
     limits: Limits,
     /// Where compiled components are cached; `None` = no cache.
     cache_dir: Option<PathBuf>,
@@ -444,48 +515,98 @@ impl Drop for Ticker {
     }
 }
 
+/// An engine with the sandbox configuration, resetting memory by `reset`.
+fn engine(limits: &Limits, reset: ResetMode) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_SLOTS)
+        .total_core_instances(POOL_SLOTS * 4)
+        .total_memories(POOL_SLOTS * 2)
+        .total_tables(POOL_SLOTS * 4)
+        .max_core_instances_per_component(8)
+        .max_memories_per_component(2)
+        .max_tables_per_component(4)
+        .max_memories_per_module(1)
+        .max_tables_per_module(2)
+        .table_elements(20_000)
+        .max_memory_size((limits.memory_mib as usize) << 20)
+        .max_unused_warm_slots(POOL_SLOTS)
+        .table_keep_resident(64 << 10);
+    match reset {
+        ResetMode::DirtyPages => pool.linear_memory_keep_resident(KEEP_RESIDENT).pagemap_scan(wasmtime::Enabled::Auto),
+        ResetMode::Full => pool.linear_memory_keep_resident(REWRITE_MAX).pagemap_scan(wasmtime::Enabled::No),
+    };
+    let mut config = wasmtime::Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_nan_canonicalization(true)
+        // Small functions (allocator shims, accessors) inlined into their
+        // callers: fewer fuel and epoch checks at function entries.
+        .compiler_inlining(wasmtime::Inlining::Yes)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16))
+        .max_wasm_stack(1 << 20);
+    // Profiling aid: a perf map names JIT-compiled Wasm functions for `perf`.
+    if std::env::var_os("TOLLGATE_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    Ok(Engine::new(&config)?)
+}
+
+/// The largest initial linear memory of the component's core modules, in
+/// bytes; `None` if the bytes do not parse.
+fn initial_memory_bytes(bytes: &[u8]) -> Option<u64> {
+    let mut largest = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::MemorySection(memories) = payload.ok()? {
+            for m in memories {
+                let m = m.ok()?;
+                largest = largest.max(m.initial.saturating_mul(1 << m.page_size_log2.unwrap_or(16)));
+            }
+        }
+    }
+    Some(largest)
+}
+
 impl Runtime {
-    /// An engine with the sandbox configuration; `cache_dir` holds compiled
+    /// Engines with the sandbox configuration; `cache_dir` holds compiled
     /// components across restarts.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
-        let memory_bytes = (limits.memory_mib as usize) << 20;
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_SLOTS)
-            .total_core_instances(POOL_SLOTS * 4)
-            .total_memories(POOL_SLOTS * 2)
-            .total_tables(POOL_SLOTS * 4)
-            .max_core_instances_per_component(8)
-            .max_memories_per_component(2)
-            .max_tables_per_component(4)
-            .max_memories_per_module(1)
-            .max_tables_per_module(2)
-            .table_elements(20_000)
-            .max_memory_size(memory_bytes)
-            .max_unused_warm_slots(POOL_SLOTS)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10)
-            .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut config = wasmtime::Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
-            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16))
-            .max_wasm_stack(1 << 20);
-        // Profiling aid: a perf map names JIT-compiled Wasm functions for `perf`.
-        if std::env::var_os("TOLLGATE_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&config)?;
+        let scan = match limits.memory_reset {
+            MemoryReset::Auto if !host_can_swap() => Some(engine(&limits, ResetMode::DirtyPages)?),
+            MemoryReset::Auto => {
+                tracing::warn!(
+                    "this host can swap: plugins with more than {} KiB of memory are reset in full after \
+                     every call, which is slower (see `plugins.memory_reset`)",
+                    limits.rewrite_max >> 10
+                );
+                None
+            }
+            MemoryReset::Full => None,
+        };
+        let rewrite = engine(&limits, ResetMode::Full)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (engine.weak(), stop.clone());
+        let engines: Vec<_> = std::iter::once(&rewrite).chain(&scan).map(Engine::weak).collect();
+        let (s, mut swap_seen) = (stop.clone(), scan.is_none());
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-            while !s.load(Ordering::Relaxed) {
+            for tick in 1u64.. {
                 std::thread::sleep(TICK);
-                match e.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                for e in &engines {
+                    match e.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+                // Swap turned on after start defeats `DirtyPages` (see there).
+                if !swap_seen && tick.is_multiple_of(SWAP_CHECK_TICKS) && host_can_swap() {
+                    swap_seen = true;
+                    tracing::error!(
+                        "swap was turned on after the gateway started: a plugin call's memory may now reach \
+                         the next call in its slot; restart the gateway (it then resets memory in full)"
+                    );
                 }
             }
         })?;
@@ -493,7 +614,8 @@ impl Runtime {
             std::fs::create_dir_all(dir)?;
         }
         Ok(Runtime {
-            engine,
+            rewrite,
+            scan,
             limits,
             cache_dir,
             slots: Arc::new(Slots::new(POOL_SLOTS)),
@@ -501,19 +623,33 @@ impl Runtime {
         })
     }
 
+    /// The engine for a component, by how its memory is best reset: a small
+    /// memory is rewritten in full (cheaper than looking for the written
+    /// pages), a larger one has only its written pages reset where that is
+    /// safe. Bytes that do not parse go to the rewrite engine, whose
+    /// compilation then says what is wrong.
+    fn engine_for(&self, bytes: &[u8]) -> (&Engine, ResetMode) {
+        match &self.scan {
+            Some(scan) if initial_memory_bytes(bytes).is_some_and(|n| n > self.limits.rewrite_max as u64) => {
+                (scan, ResetMode::DirtyPages)
+            }
+            _ => (&self.rewrite, ResetMode::Full),
+        }
+    }
+
     /// The cache key of a component: engine version and configuration, and
     /// the component's own hash.
-    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+    fn cache_path(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
         let dir = self.cache_dir.as_ref()?;
         let mut h = ShaHasher(Sha256::new());
-        self.engine.precompile_compatibility_hash().hash(&mut h);
+        engine.precompile_compatibility_hash().hash(&mut h);
         let engine = crate::hex(&h.0.finalize());
         Some(dir.join(format!("{sha256}-{}.cwasm", &engine[..16])))
     }
 
     /// A compiled component from the cache, if there is one that this engine accepts.
     #[allow(unsafe_code)]
-    fn cached(&self, path: &std::path::Path) -> Option<Component> {
+    fn cached(&self, engine: &Engine, path: &std::path::Path) -> Option<Component> {
         if !path.exists() {
             return None;
         }
@@ -525,7 +661,7 @@ impl Runtime {
         // configuration (we then recompile). The directory is the gateway's
         // own data directory: whoever can write it can already change every
         // stored record.
-        match unsafe { Component::deserialize_file(&self.engine, path) } {
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled component");
@@ -535,13 +671,13 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) a component, within [`MAX_COMPILE_TIME`].
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
-        let path = self.cache_path(sha256);
-        if let Some(c) = path.as_deref().and_then(|p| self.cached(p)) {
+    fn compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
+        let path = self.cache_path(engine, sha256);
+        if let Some(c) = path.as_deref().and_then(|p| self.cached(engine, p)) {
             return Ok(c);
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        let (engine, owned) = (self.engine.clone(), bytes.to_vec());
+        let (engine, owned) = (engine.clone(), bytes.to_vec());
         std::thread::Builder::new()
             .name("wasm-compile".into())
             .spawn(move || {
@@ -592,9 +728,10 @@ impl Runtime {
             return Err(PluginError::TooLarge(format!("{} bytes; at most {MAX_COMPONENT_BYTES}", bytes.len())));
         }
         let sha256 = crate::hex(&Sha256::digest(bytes));
-        let component = self.compile(bytes, &sha256)?;
-        check_imports(&self.engine, &component)?;
-        let linker: Linker<CallState> = Linker::new(&self.engine);
+        let (engine, reset) = self.engine_for(bytes);
+        let component = self.compile(engine, bytes, &sha256)?;
+        check_imports(engine, &component)?;
+        let linker: Linker<CallState> = Linker::new(engine);
         let pre =
             linker.instantiate_pre(&component).map_err(|e| PluginError::IncompatibleInterface(format!("{e:#}")))?;
         let refused = |errors: Vec<(&str, wasmtime::Error)>| {
@@ -647,10 +784,10 @@ impl Runtime {
                 },
             },
         };
-        Ok(Plugin { name: name.to_string(), version, kind, sha256, pre })
+        Ok(Plugin { name: name.to_string(), version, kind, sha256, pre, engine: engine.clone(), reset })
     }
 
-    fn store(&self) -> Result<Store<CallState>, PluginError> {
+    fn store(&self, plugin: &Plugin) -> Result<Store<CallState>, PluginError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size((self.limits.memory_mib as usize) << 20)
             .instances(8)
@@ -659,7 +796,7 @@ impl Runtime {
             .table_elements(100_000)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, CallState { limits });
+        let mut store = Store::new(&plugin.engine, CallState { limits });
         store.limiter(|s| &mut s.limits);
         store.set_fuel(self.limits.fuel).map_err(|e| self.classify(e))?;
         let ticks = self.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1);
@@ -750,7 +887,7 @@ impl Runtime {
         }
         let one = |r: Result<Vec<rwit::ChargeLine>, PluginError>| vec![r];
         let _slot = self.slots.acquire();
-        let mut store = match self.store() {
+        let mut store = match self.store(plugin) {
             Ok(s) => s,
             Err(e) => return (Err(e), 0),
         };
@@ -785,7 +922,7 @@ impl Runtime {
     /// One rater instance reused across calls, for benchmarks and tools only:
     /// production rating always takes a fresh instance per call.
     pub fn warm_rater(&self, plugin: &Plugin) -> Result<WarmRater, PluginError> {
-        let mut store = self.store()?;
+        let mut store = self.store(plugin)?;
         let instance = match &plugin.pre {
             Pre::RaterV4(pre, _) => WarmInstance::V4(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
             Pre::RaterV2(pre) => WarmInstance::V2(pre.instantiate(&mut store).map_err(|e| self.classify(e))?),
@@ -818,7 +955,7 @@ impl Runtime {
             return (Err(PluginError::IncompatibleInterface(format!("{} is not an erp-mapper", plugin.name))), 0);
         }
         let _slot = self.slots.acquire();
-        let mut store = match self.store() {
+        let mut store = match self.store(plugin) {
             Ok(s) => s,
             Err(e) => return (Err(e), 0),
         };
@@ -1190,4 +1327,38 @@ pub fn from_wit(d: &impl WitDecimal, field: &str) -> Result<rust_decimal::Decima
         field: field.to_string(),
         message: format!("decimal scale {scale} is above 28"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_is_possible_with_an_active_device_unless_the_cgroup_forbids_it() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        let device = format!("{header}/swapfile                               file\t\t65532\t\t0\t\t-2\n");
+        assert!(!swap_possible(Some(header), None));
+        assert!(swap_possible(Some(&device), None));
+        assert!(swap_possible(Some(&device), Some("max\n")));
+        assert!(!swap_possible(Some(&device), Some("0\n")));
+        // Unknown (no /proc/swaps): assume it can.
+        assert!(swap_possible(None, None));
+    }
+
+    #[test]
+    fn a_components_memory_size_is_read_before_compiling() {
+        // A core module with one memory of 3 pages, and one of 2 pages of 1 byte
+        // (custom page sizes): the largest initial memory counts.
+        let module = |limits: &[u8]| {
+            let mut m = b"\0asm\x01\0\0\0\x05".to_vec();
+            m.push(limits.len() as u8 + 1);
+            m.push(1);
+            m.extend_from_slice(limits);
+            m
+        };
+        assert_eq!(initial_memory_bytes(&module(&[0x00, 3])), Some(3 << 16));
+        assert_eq!(initial_memory_bytes(&module(&[0x08, 2, 0])), Some(2));
+        assert_eq!(initial_memory_bytes(b"\0asm\x01\0\0\0"), Some(0));
+        assert_eq!(initial_memory_bytes(b"not wasm"), None);
+    }
 }

@@ -3,7 +3,9 @@
 
 use crate::{built, plugins_dir};
 use std::time::Duration;
-use tollgate::rating::runtime::{Kind, Limits, Plugin, PluginError, Runtime, bindings::rating as wit, to_wit};
+use tollgate::rating::runtime::{
+    Kind, Limits, MemoryReset, Plugin, PluginError, ResetMode, Runtime, bindings::rating as wit, host_can_swap, to_wit,
+};
 
 fn bytes(name: &str) -> Vec<u8> {
     let path = built("test-components", "TOLLGATE_TEST_COMPONENTS_DIR").join(format!("{name}.wasm"));
@@ -15,7 +17,7 @@ fn bundled(name: &str) -> Vec<u8> {
 }
 
 fn limits() -> Limits {
-    Limits { fuel: 20_000_000, deadline_ms: 2_000, memory_mib: 64, max_output_bytes: 1 << 20 }
+    Limits { fuel: 20_000_000, deadline_ms: 2_000, memory_mib: 64, max_output_bytes: 1 << 20, ..Limits::default() }
 }
 
 fn load(rt: &Runtime, name: &str, b: &[u8], kind: Kind) -> Result<Plugin, PluginError> {
@@ -244,6 +246,42 @@ fn a_batch_answers_as_each_input_alone_and_only_the_hostile_input_fails() {
     let batch = rt.rate_batch(&stateful, &[usage("1"), usage("1")]);
     assert_eq!(batch[0], rt.rate(&stateful, &usage("1")));
     assert_ne!(batch[1], rt.rate(&stateful, &usage("1")));
+}
+
+#[test]
+fn every_call_sees_fresh_memory_whichever_way_memory_is_reset() {
+    // The bundled raters' memory (192 KiB) is rewritten in full; with a lower
+    // threshold only written pages are reset, if this host cannot swap (with
+    // swap, a page swapped out between write and reset would keep the call's
+    // data: Wasmtime 48 resets only present pages); `full` never does that.
+    let small = Limits::default().rewrite_max;
+    let scan_if_safe = if host_can_swap() { ResetMode::Full } else { ResetMode::DirtyPages };
+    let cases = [
+        (limits(), ResetMode::Full),
+        (Limits { rewrite_max: 0, ..limits() }, scan_if_safe),
+        (Limits { rewrite_max: 192 << 10, ..limits() }, ResetMode::Full),
+        (Limits { rewrite_max: 0, memory_reset: MemoryReset::Full, ..limits() }, ResetMode::Full),
+    ];
+    assert!(small >= 192 << 10);
+    for (limits, mode) in cases {
+        let what = format!("rewrite_max {} {:?}", limits.rewrite_max, limits.memory_reset);
+        let rt = Runtime::new(limits, None).unwrap();
+        let ok = good(&rt);
+        assert_eq!(ok.reset_mode(), mode, "{what}");
+        // Statics: a rater counting its inputs in a static sees 1 every call.
+        let stateful = load(&rt, "stateful", &bytes("hostile-rater-stateful"), Kind::Rater).unwrap();
+        assert_eq!(stateful.reset_mode(), mode, "{what}");
+        for _ in 0..3 {
+            let lines = rt.rate(&stateful, &usage("1")).unwrap();
+            assert_eq!(lines[0].description, "input number 1 of this instance", "{what}");
+        }
+        // Growth: memory grown to the cap is back to its initial size next call.
+        let grow = load(&rt, "grow", &bytes("hostile-rater-grow"), Kind::Rater).unwrap();
+        for _ in 0..2 {
+            assert_eq!(rt.rate(&grow, &usage("1")).unwrap_err().code(), "memory-limit", "{what}");
+            assert_good_call(&rt, &ok);
+        }
+    }
 }
 
 #[test]
