@@ -263,7 +263,7 @@ fn main() {
     );
     println!("  wasm, warm instance (ref.):    {warm_ps:>10.0} calls/s  p50 {:>6.2} µs", percentile_us(&warm_t, 50.0));
     println!(
-        "  wasm, fresh, reset {:<10}  {:>10.0} calls/s  p50 {:>6.2} µs  (ref., afterwards)",
+        "  wasm, fresh, reset {:<11}{:>10.0} calls/s  p50 {:>6.2} µs  (ref., afterwards)",
         format!("{:?}:", other_plugin.reset_mode()),
         per_second(&other),
         percentile_us(&other, 50.0)

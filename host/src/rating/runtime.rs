@@ -127,10 +127,12 @@ pub const POOL_SLOTS: u32 = 64;
 /// dominate on small VMs); a fresh instance then starts without page
 /// faults. Older kernels memset this prefix.
 const KEEP_RESIDENT: usize = 1 << 20;
-/// Memories up to this size are reset by rewriting them in full after
-/// every call ([`ResetMode::Full`], no system call): measured cheaper than
-/// finding the written pages (see BENCHMARKS.md). With `Full`, memory
-/// beyond it is returned to the kernel (`madvise`) and faults in again.
+/// Memories that start at most this size are reset by rewriting them in
+/// full after every call ([`ResetMode::Full`], no system call): measured
+/// cheaper than finding the written pages up to 256 KiB, even at 320 KiB,
+/// dearer from 448 KiB (BENCHMARKS.md). With `Full`, memory beyond
+/// [`Limits::rewrite_max`] is returned to the kernel (`madvise`) and faults
+/// in again on its next use.
 pub const REWRITE_MAX: usize = 256 << 10;
 /// Epoch tick; deadlines are whole ticks.
 const TICK: Duration = Duration::from_millis(5);
@@ -533,7 +535,9 @@ fn engine(limits: &Limits, reset: ResetMode) -> anyhow::Result<Engine> {
         .table_keep_resident(64 << 10);
     match reset {
         ResetMode::DirtyPages => pool.linear_memory_keep_resident(KEEP_RESIDENT).pagemap_scan(wasmtime::Enabled::Auto),
-        ResetMode::Full => pool.linear_memory_keep_resident(REWRITE_MAX).pagemap_scan(wasmtime::Enabled::No),
+        ResetMode::Full => {
+            pool.linear_memory_keep_resident(limits.rewrite_max.max(64 << 10)).pagemap_scan(wasmtime::Enabled::No)
+        }
     };
     let mut config = wasmtime::Config::new();
     config
