@@ -88,9 +88,11 @@ pub struct PluginsConfig {
     /// component hash.
     pub cache_dir: Option<PathBuf>,
     /// How a plugin instance's memory is made fresh for the next call:
-    /// `auto` (the default) rewrites only the pages a call wrote when this
-    /// host cannot swap, and everything otherwise; `full` always rewrites
-    /// everything (slower; for hosts that may turn swap on while running).
+    /// `auto` (the default) rewrites a small memory (at most 256 KiB at
+    /// start, as the SDK builds them) in full and resets only the pages a
+    /// call wrote of a larger one, the latter only when this host cannot
+    /// swap; `full` always rewrites (slower for large memories; for hosts
+    /// that may turn swap on while running).
     pub memory_reset: MemoryReset,
 }
 
@@ -98,11 +100,11 @@ pub struct PluginsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemoryReset {
-    /// Only the written pages when the host cannot swap (checked at start),
-    /// else `Full`.
+    /// Small memories rewritten in full; of larger ones only the written
+    /// pages when the host cannot swap (checked at start), else `Full`.
     #[default]
     Auto,
-    /// Always all of an instance's memory.
+    /// Always all of an instance's (kept-resident) memory rewritten.
     Full,
 }
 
