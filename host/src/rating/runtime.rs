@@ -627,14 +627,15 @@ impl Runtime {
         })
     }
 
-    /// The engine for a component, by how its memory is best reset: a small
+    /// The engine for a component whose largest memory starts at
+    /// `initial_memory` bytes, by how its memory is best reset: a small
     /// memory is rewritten in full (cheaper than looking for the written
     /// pages), a larger one has only its written pages reset where that is
-    /// safe. Bytes that do not parse go to the rewrite engine, whose
+    /// safe. Bytes that do not parse (`None`) go to the rewrite engine, whose
     /// compilation then says what is wrong.
-    fn engine_for(&self, bytes: &[u8]) -> (&Engine, ResetMode) {
+    fn engine_for(&self, initial_memory: Option<u64>) -> (&Engine, ResetMode) {
         match &self.scan {
-            Some(scan) if initial_memory_bytes(bytes).is_some_and(|n| n > self.limits.rewrite_max as u64) => {
+            Some(scan) if initial_memory.is_some_and(|n| n > self.limits.rewrite_max as u64) => {
                 (scan, ResetMode::DirtyPages)
             }
             _ => (&self.rewrite, ResetMode::Full),
@@ -731,8 +732,16 @@ impl Runtime {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(PluginError::TooLarge(format!("{} bytes; at most {MAX_COMPONENT_BYTES}", bytes.len())));
         }
+        let initial_memory = initial_memory_bytes(bytes);
+        if let Some(initial) = initial_memory.filter(|n| *n > self.limits.memory_mib << 20) {
+            return Err(PluginError::TooLarge(format!(
+                "linear memory starts at {} KiB; the cap is {} MiB (plugins.memory_limit_mib)",
+                initial >> 10,
+                self.limits.memory_mib
+            )));
+        }
         let sha256 = crate::hex(&Sha256::digest(bytes));
-        let (engine, reset) = self.engine_for(bytes);
+        let (engine, reset) = self.engine_for(initial_memory);
         let component = self.compile(engine, bytes, &sha256)?;
         check_imports(engine, &component)?;
         let linker: Linker<CallState> = Linker::new(engine);

@@ -146,8 +146,8 @@ fn components_that_import_anything_or_implement_another_world_are_refused_at_loa
     }
     // An initial memory above the cap: refused at upload, not at every call.
     let err = load(&rt, "huge", &bytes("hostile-rater-huge-memory"), Kind::Rater).unwrap_err();
-    assert_eq!(err.code(), "incompatible-interface", "{err}");
-    assert!(err.to_string().contains("exceeds the limit of 0x4000000 bytes"), "{err}");
+    assert_eq!(err.code(), "too-large", "{err}");
+    assert!(err.to_string().contains("the cap is 64 MiB (plugins.memory_limit_mib)"), "{err}");
     let err = load(&rt, "mapper", &bundled("generic-json"), Kind::Rater).unwrap_err();
     assert_names_every_rater_world(&err);
     let err = load(&rt, "rater", &bundled("graduated-tiers"), Kind::ErpMapper).unwrap_err();
