@@ -565,7 +565,9 @@ fn initial_memory_bytes(bytes: &[u8]) -> Option<u64> {
         if let wasmparser::Payload::MemorySection(memories) = payload.ok()? {
             for m in memories {
                 let m = m.ok()?;
-                largest = largest.max(m.initial.saturating_mul(1 << m.page_size_log2.unwrap_or(16)));
+                // (The parser refuses page sizes that do not fit; never wraps.)
+                let page = 1u64.checked_shl(m.page_size_log2.unwrap_or(16)).unwrap_or(u64::MAX);
+                largest = largest.max(m.initial.saturating_mul(page));
             }
         }
     }
@@ -1371,6 +1373,8 @@ mod tests {
         };
         assert_eq!(initial_memory_bytes(&module(&[0x00, 3])), Some(3 << 16));
         assert_eq!(initial_memory_bytes(&module(&[0x08, 2, 0])), Some(2));
+        // A page size no memory can have does not parse (compilation says why).
+        assert_eq!(initial_memory_bytes(&module(&[0x08, 2, 64])), None);
         assert_eq!(initial_memory_bytes(b"\0asm\x01\0\0\0"), Some(0));
         assert_eq!(initial_memory_bytes(b"not wasm"), None);
     }
