@@ -535,9 +535,7 @@ fn engine(limits: &Limits, reset: ResetMode) -> anyhow::Result<Engine> {
         .table_keep_resident(64 << 10);
     match reset {
         ResetMode::DirtyPages => pool.linear_memory_keep_resident(KEEP_RESIDENT).pagemap_scan(wasmtime::Enabled::Auto),
-        ResetMode::Full => {
-            pool.linear_memory_keep_resident(limits.rewrite_max.max(64 << 10)).pagemap_scan(wasmtime::Enabled::No)
-        }
+        ResetMode::Full => pool.linear_memory_keep_resident(limits.rewrite_max).pagemap_scan(wasmtime::Enabled::No),
     };
     let mut config = wasmtime::Config::new();
     config
@@ -1362,19 +1360,22 @@ mod tests {
 
     #[test]
     fn a_components_memory_size_is_read_before_compiling() {
-        // A core module with one memory of 3 pages, and one of 2 pages of 1 byte
-        // (custom page sizes): the largest initial memory counts.
-        let module = |limits: &[u8]| {
+        // A core module whose memory section holds `memories` (each encoded
+        // as limits: flags, initial pages, page size if flag 0x08).
+        let module = |memories: &[&[u8]]| {
+            let body: Vec<u8> = std::iter::once(memories.len() as u8).chain(memories.concat()).collect();
             let mut m = b"\0asm\x01\0\0\0\x05".to_vec();
-            m.push(limits.len() as u8 + 1);
-            m.push(1);
-            m.extend_from_slice(limits);
+            m.push(body.len() as u8);
+            m.extend(body);
             m
         };
-        assert_eq!(initial_memory_bytes(&module(&[0x00, 3])), Some(3 << 16));
-        assert_eq!(initial_memory_bytes(&module(&[0x08, 2, 0])), Some(2));
+        assert_eq!(initial_memory_bytes(&module(&[&[0x00, 3]])), Some(3 << 16));
+        // Custom page sizes: 2 pages of 1 byte.
+        assert_eq!(initial_memory_bytes(&module(&[&[0x08, 2, 0]])), Some(2));
+        // Several memories: the largest counts.
+        assert_eq!(initial_memory_bytes(&module(&[&[0x00, 3], &[0x00, 5], &[0x08, 9, 0]])), Some(5 << 16));
         // A page size no memory can have does not parse (compilation says why).
-        assert_eq!(initial_memory_bytes(&module(&[0x08, 2, 64])), None);
+        assert_eq!(initial_memory_bytes(&module(&[&[0x08, 2, 64]])), None);
         assert_eq!(initial_memory_bytes(b"\0asm\x01\0\0\0"), Some(0));
         assert_eq!(initial_memory_bytes(b"not wasm"), None);
     }
