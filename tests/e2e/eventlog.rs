@@ -46,9 +46,28 @@ async fn api_keys_are_created_listed_and_revoked_and_only_their_hash_is_stored()
         json(http().post(&keys).bearer_auth(API_KEY).json(&serde_json::json!({"name": "x", "tenant": "umbrella"})))
             .await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) =
-        json(http().post(&keys).bearer_auth(ADMIN_KEY).json(&serde_json::json!({"name": "boot", "tenant": "initech"})))
-            .await;
+    // A tenant the configuration does not name is refused, naming it: a typo
+    // creates no tenant. The operator creates one explicitly first.
+    let boot = serde_json::json!({"name": "boot", "tenant": "initech"});
+    let (status, body) = json(http().post(&keys).bearer_auth(ADMIN_KEY).json(&boot)).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (404, Some("tenant")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("\"initech\""), "{body}");
+    let tenants = format!("{}/v1/tenants", env.base);
+    let new_tenant = serde_json::json!({"id": "initech", "name": "Initech"});
+    let (status, _) = json(http().post(&tenants).bearer_auth(API_KEY).json(&new_tenant)).await;
+    assert_eq!(status, 403, "a tenant's key creates no tenant");
+    let (status, created) = json(http().post(&tenants).bearer_auth(ADMIN_KEY).json(&new_tenant)).await;
+    assert_eq!((status, created["id"].as_str()), (201, Some("initech")), "{created}");
+    assert_eq!(created["created_by"].as_str().map(str::len), Some(12), "who created it is kept: {created}");
+    let (status, _) = json(http().post(&tenants).bearer_auth(ADMIN_KEY).json(&new_tenant)).await;
+    assert_eq!(status, 409);
+    let (_, listed) = json(http().get(&tenants).bearer_auth(ADMIN_KEY)).await;
+    let ids: Vec<_> = listed["tenants"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["acme", "umbrella", "initech"], "{listed}");
+    // Auth schemes are case-insensitive (RFC 9110).
+    let (status, _) = json(http().post(&keys).header("authorization", format!("BEARER {ADMIN_KEY}")).json(&boot)).await;
+    assert_eq!(status, 201);
+    let (status, body) = json(http().post(&keys).bearer_auth(ADMIN_KEY).json(&boot)).await;
     assert_eq!(status, 201, "{body}");
     let initech = body["key"].as_str().unwrap().to_string();
     let r = env.ingest_as(Some(&initech), vec![event("k1", "c", "api_calls", "2025-05-03T08:00:00Z", "5")]).await;
@@ -134,12 +153,13 @@ async fn corrections_and_retractions_move_usage_in_metering_and_keep_history() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| (w["start"].as_str().unwrap(), dec(&w["value"]).to_string()))
+        .map(|w| (w["start"].as_str().unwrap(), tollgate_e2e::value_text(&w["value"])))
         .collect();
     assert_eq!(
         hours,
         [
-            ("2025-05-03T08:00:00Z", "0".into()),
+            // Emptied by the retraction: no value, not a 0 that reads as one.
+            ("2025-05-03T08:00:00Z", "empty".into()),
             ("2025-05-03T09:00:00Z", "1.5".into()),
             ("2025-05-03T10:00:00Z", "12.25".into())
         ]

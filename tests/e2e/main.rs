@@ -8,6 +8,7 @@ mod exceptions;
 mod faults;
 mod flow;
 mod ingest;
+mod isolation;
 mod lookups;
 mod masterdata;
 mod metering;

@@ -38,7 +38,7 @@ async fn windows(env: &Env, query: &str) -> (Vec<(String, String, String, u64)>,
             (
                 w["start"].as_str().unwrap().to_string(),
                 dims.join(","),
-                dec(&w["value"]).to_string(),
+                tollgate_e2e::value_text(&w["value"]),
                 w["events"].as_u64().unwrap(),
             )
         })

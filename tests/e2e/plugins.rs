@@ -147,22 +147,20 @@ async fn activation_pins_a_version_and_rollback_is_activating_an_earlier_one() {
     assert_eq!(lineage["contract_lines"][0]["rule"]["plugin"], "my-tiers");
     assert_eq!(lineage["contract_lines"][0]["rule"]["version"], "1.0.0");
 
-    // June: the broken 2.0.0 is in effect, so the close stops with its error.
-    let r = tollgate_e2e::http()
-        .post(format!("{}/v1/periods/2025-06/close", env.base))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("no-contract"), "{body}");
+    // June: the broken 2.0.0 is in effect, so the close leaves the line out with its error.
+    let june = env.close("2025-06").await.unwrap();
+    assert_eq!(june["documents"], json!([]), "{june}");
+    let left = &june["left_out"][0];
+    assert!(left["message"].as_str().unwrap().contains("no-contract"), "{june}");
 
-    // Rollback: activate 1.0.0 again, later; June closes on it.
+    // Rollback: activate 1.0.0 again, later; the line is retried on it.
     let (status, _) = env.post("/v1/activations", &activate("1.0.0", "2025-06-15T00:00:00Z")).await;
     assert_eq!(status, 201);
-    let june = env.close("2025-06").await.unwrap();
-    let number = june["documents"][0]["state"]["erp_document_number"].as_str().unwrap().to_string();
+    let id = left["id"].as_str().unwrap();
+    let (status, billed) = env.post(&format!("/v1/exceptions/{id}/actions"), &json!({"action": "retry"})).await;
+    assert_eq!(status, 200, "{billed}");
+    let doc = env.wait_status(billed["documents"][0].as_str().unwrap(), "posted").await;
+    let number = doc["state"]["erp_document_number"].as_str().unwrap().to_string();
     let (_, lineage) = env.get(&format!("/v1/lineage/documents/{number}")).await.unwrap();
     assert_eq!(lineage["contract_lines"][0]["rule"]["version"], "1.0.0");
     let (_, history) = env.get("/v1/activations/globex-api").await.unwrap();

@@ -139,7 +139,7 @@ async fn a_business_rejection_marks_the_document_rejected_with_the_erp_message()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rater_error_stops_the_close_and_names_the_parameter() {
+async fn a_rater_error_leaves_its_line_out_naming_the_parameter_and_a_retry_after_the_fix_bills_it() {
     let erp = Erp::start().await.unwrap();
     let env = Env::start(&erp).await.unwrap();
     let mut md = tollgate_e2e::masterdata();
@@ -154,15 +154,16 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
         .unwrap();
     assert_eq!(r.status(), 200);
     env.ingest(usage()).await.unwrap();
-    let (status, body) = env.close_nowait("2025-05").await;
-    assert_eq!(status, 422, "{body}");
-    let msg = body["error"]["message"].as_str().unwrap();
+    // The close bills initech and leaves globex's line out, naming why.
+    let body = env.close("2025-05").await.unwrap();
+    let msg = body["left_out"][0]["message"].as_str().unwrap();
     assert!(
         msg.contains("contract line globex-api: plugin-error: plugin error invalid-params at params.tiers[1]"),
         "{msg}"
     );
-    assert!(erp.invoices().await.unwrap().is_empty());
-    // Fixing the master data (retroactively again) lets the same period close.
+    assert_eq!(body["documents"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(erp.invoices().await.unwrap().len(), 1);
+    // Fixing the master data (retroactively again), finance retries the line.
     let r = tollgate_e2e::http()
         .put(format!("{}/v1/masterdata?effective_from=2025-01-01T00:00:00Z", env.base))
         .bearer_auth(tollgate_e2e::API_KEY)
@@ -171,7 +172,10 @@ async fn a_rater_error_stops_the_close_and_names_the_parameter() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    env.close("2025-05").await.unwrap();
+    let id = body["left_out"][0]["id"].as_str().unwrap();
+    let (status, billed) = env.post(&format!("/v1/exceptions/{id}/actions"), &json!({"action": "retry"})).await;
+    assert_eq!((status, &billed["status"]), (200, &json!("billed")), "{billed}");
+    env.wait_status(billed["documents"][0].as_str().unwrap(), "posted").await;
     assert_eq!(erp.invoices().await.unwrap().len(), 2);
 }
 

@@ -361,6 +361,12 @@ pub fn dec(v: &serde_json::Value) -> rust_decimal::Decimal {
     rust_decimal::Decimal::from_str_exact(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }
 
+/// A window's value as text: the exact decimal, or `empty` for a window no
+/// event counts (its value is `null`).
+pub fn value_text(v: &serde_json::Value) -> String {
+    if v.is_null() { "empty".into() } else { dec(v).to_string() }
+}
+
 /// A test component built by `cargo xtask build-plugins` (`tests/components/`).
 pub fn test_component(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("TOLLGATE_TEST_COMPONENTS_DIR")

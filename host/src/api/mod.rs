@@ -35,6 +35,8 @@
 //!   tenant's key makes keys for its tenant; the operator key for any tenant)
 //! - `GET  /v1/api-keys[?tenant=T]`: keys without secrets
 //! - `DELETE /v1/api-keys/{id}`: revoke a key
+//! - `POST /v1/tenants` `{id, name}`, `GET /v1/tenants`: the operator
+//!   creates a tenant explicitly (keys are only made for existing tenants)
 //! - `GET  /v1/plugins`: the plugins the tenant can use (its own and bundled)
 //! - `POST /v1/plugins?name=N&version=V&kind=rater|erp-mapper`: upload a
 //!   component (body: the `.wasm` bytes); validated, compiled, immutable
@@ -144,6 +146,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         ep(M::GET, "/v1/api-keys", list_api_keys),
         ep(M::POST, "/v1/api-keys", create_api_key),
         ep(M::DELETE, "/v1/api-keys/{id}", revoke_api_key),
+        ep(M::GET, "/v1/tenants", list_tenants),
+        ep(M::POST, "/v1/tenants", create_tenant),
         ep(M::GET, "/v1/plugins", list_plugins),
         ep(M::POST, "/v1/plugins", upload_plugin).body_limit(MAX_COMPONENT_BYTES + (1 << 20)),
         ep(M::POST, "/v1/activations", activate),
@@ -444,21 +448,35 @@ async fn list_exceptions(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
     let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
-    Ok(Json(serde_json::json!({ "exceptions": posting::exceptions::list(&s.store, &t, q.all)? })))
+    Ok(Json(serde_json::json!({
+        "exceptions": posting::exceptions::list(&s.store, &t, q.all)?,
+        "contract_lines": posting::line_exceptions::list(&s.store, &t, q.all)?,
+    })))
 }
 
+/// An action on a rejected document (`TG-…`: retry, reroute, cancel) or on
+/// a contract line a close left out (`TGL-…`: retry, cancel).
 async fn act_on_exception(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<posting::exceptions::Action>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Document>, ApiError> {
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
-    let Json(action) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
-    let md = s.masterdata.get(&s.store, &t)?;
-    let doc = posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action).await?;
+    let Json(body) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let parse_error = |e: serde_json::Error| ApiError::field(ErrorCode::InvalidArgument, "body", e.to_string());
+    let answer = if posting::line_exceptions::is_line_exception(&id) {
+        let action: posting::line_exceptions::Action = serde_json::from_value(body).map_err(parse_error)?;
+        let exc = posting::line_exceptions::act(&s.store, &s.registry, &s.targets, &t, &id, action).await?;
+        serde_json::to_value(exc).map_err(ApiError::internal)?
+    } else {
+        let action: posting::exceptions::Action = serde_json::from_value(body).map_err(parse_error)?;
+        let md = s.masterdata.get(&s.store, &t)?;
+        let doc = posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action).await?;
+        serde_json::to_value(doc).map_err(ApiError::internal)?
+    };
     s.poster.wake();
-    Ok(Json(doc))
+    Ok(Json(answer))
 }
 
 /// The ERP targets: where each posts, its circuit breaker, and how many of
@@ -720,7 +738,54 @@ async fn create_api_key(
     let tenant = key_scope(p, req.tenant)?.ok_or_else(|| {
         ApiError::field(ErrorCode::InvalidArgument, "tenant", "required with the operator key: whose key is this")
     })?;
+    if !s.auth.is_known_tenant(&tenant)? {
+        return Err(ApiError::field(
+            ErrorCode::NotFound,
+            "tenant",
+            format!("no tenant {tenant:?}: name one the configuration lists, or create it first with POST /v1/tenants"),
+        ));
+    }
     Ok((StatusCode::CREATED, Json(auth::create_key(&s.store, &tenant, &req.name).await?)))
+}
+
+/// The operator key's, or a refusal naming it.
+fn operator(s: &AppState, h: &HeaderMap) -> Result<String, ApiError> {
+    match principal(s, h)? {
+        Principal::Admin => {
+            let value = h.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            Ok(auth::bearer_token(value).unwrap_or_default().to_string())
+        }
+        Principal::Tenant(_) => Err(ApiError::field(
+            ErrorCode::PermissionDenied,
+            "authorization",
+            "tenants are managed with the operator key only",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    id: String,
+    name: String,
+}
+
+/// `POST /v1/tenants`: the operator creates a tenant explicitly (audited:
+/// who and when are kept); keys can then be made for it.
+async fn create_tenant(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<auth::TenantRecord>), ApiError> {
+    let key = operator(&s, &h)?;
+    let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    Ok((StatusCode::CREATED, Json(s.auth.create_tenant(&req.id, &req.name, &key).await?)))
+}
+
+/// `GET /v1/tenants`: every tenant, configured or created (operator key).
+async fn list_tenants(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    operator(&s, &h)?;
+    Ok(Json(serde_json::json!({ "tenants": s.auth.tenants()? })))
 }
 
 #[derive(Deserialize)]

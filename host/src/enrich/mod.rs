@@ -84,7 +84,7 @@ pub struct WindowRef {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     /// The window's aggregate (its sum, count, max, …).
-    pub value: Decimal,
+    pub value: crate::money::Quantity,
     pub events: u64,
 }
 
@@ -156,6 +156,13 @@ pub enum EnrichError {
     MasterData { line: String, message: String },
     #[error("window {window}: {message}")]
     Window { window: String, message: String },
+    #[error("contract line {line}: meter {meter} stopped counting: {failure}")]
+    MeterFailed { line: String, meter: String, failure: String },
+    #[error(
+        "contract line {line}: the usage of meter {meter} over {from} – {to} is {quantity}, more than a rater \
+         takes exactly (a 96-bit decimal); it stays metered and unbilled"
+    )]
+    QuantityOutOfRange { line: String, meter: String, from: DateTime<Utc>, to: DateTime<Utc>, quantity: String },
     #[error("master data history: {0}")]
     History(#[from] serde_json::Error),
 }
@@ -165,6 +172,11 @@ fn meter_of(store: &Store, tenant: &str, line: &ContractLine) -> Result<Meter, E
     let md_err = |message: String| EnrichError::MasterData { line: line.id.clone(), message };
     match window::load_meter(&store.eventlog, tenant, &line.meter)? {
         Some(m) if m.state == MeterState::Active => Ok(m),
+        Some(m) if m.state == MeterState::Failed => Err(EnrichError::MeterFailed {
+            line: line.id.clone(),
+            meter: m.id.clone(),
+            failure: m.failure.unwrap_or_else(|| "no reason recorded".into()),
+        }),
         Some(_) => Err(md_err(format!("meter {} is still being built", line.meter))),
         None => Err(md_err(format!("unknown meter {}", line.meter))),
     }
@@ -289,11 +301,10 @@ pub fn canonical_usage(
             .unwrap_or(own_entity);
         by_entity.entry(entity.clone()).or_default().push(row);
     }
-    let whole = part.from == period.start && part.to == period.end;
     let mut out = Vec::new();
     for (entity_id, rows) in by_entity {
         let entity = md.legal_entity(&entity_id).ok_or_else(|| md_err(format!("unknown legal entity {entity_id}")))?;
-        let mut part_id = if whole { String::new() } else { part.from.to_rfc3339_opts(SecondsFormat::Secs, true) };
+        let mut part_id = part_id(part, period);
         if line.legal_entity_split.is_some() {
             part_id.push('@');
             part_id.push_str(&entity_id);
@@ -313,7 +324,14 @@ pub fn canonical_usage(
             event_ids.extend(ids);
             kept.push(row);
         }
-        let quantity = window::total(&store.eventlog, tenant, &meter, &kept)?.value;
+        let total = window::total(&store.eventlog, tenant, &meter, &kept)?.value;
+        let quantity = total.to_decimal().ok_or_else(|| EnrichError::QuantityOutOfRange {
+            line: line.id.clone(),
+            meter: meter.id.clone(),
+            from: part.from,
+            to: part.to,
+            quantity: total.to_string(),
+        })?;
         event_ids.sort();
         let mut h = Sha256::new();
         for id in &event_ids {
@@ -368,6 +386,16 @@ pub fn canonical_usage(
     Ok(out)
 }
 
+/// A line part's id in its canonical usages ([`CanonicalUsage::part`], before
+/// any legal-entity suffix): empty for the whole period, else its start.
+pub fn part_id(part: &LinePart, period: &Period) -> String {
+    if part.from == period.start && part.to == period.end {
+        String::new()
+    } else {
+        part.from.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+}
+
 /// The windows of a meter of a customer within a period.
 fn period_windows(
     store: &Store,
@@ -393,7 +421,7 @@ pub fn usage_total(
     line: &ContractLine,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Decimal, EnrichError> {
+) -> Result<crate::money::Quantity, EnrichError> {
     let meter = meter_of(store, tenant, line)?;
     let rows = period_windows(store, tenant, &line.customer, &meter, from, to)?;
     Ok(window::total(&store.eventlog, tenant, &meter, &rows)?.value)

@@ -25,6 +25,9 @@ pub enum Reason {
     NoContractLine,
     /// A contract line's SKU has no ERP item yet.
     SkuWithoutErpItem,
+    /// The meter stopped counting after its stored windows could not take
+    /// an event (damaged data); its events are kept.
+    MeterFailed,
 }
 
 /// Who fixes it (`../shared/DESIGN.md`: product owns meters, finance owns
@@ -88,6 +91,23 @@ pub fn unmatched(
     }
     let filter = WindowFilter { from: Some(period.start), to: Some(period.end), ..WindowFilter::default() };
     for meter in window::load_meters(index, tenant)? {
+        if meter.state == MeterState::Failed {
+            out.push(Unmatched {
+                reason: Reason::MeterFailed,
+                owner: Owner::Product,
+                message: format!(
+                    "meter {:?} stopped counting: {}; its events are kept, contract lines on it are not billed",
+                    meter.id,
+                    meter.failure.as_deref().unwrap_or("no reason recorded")
+                ),
+                customer: None,
+                meter: Some(meter.id.clone()),
+                event_type: Some(meter.event_type.clone()),
+                contract_line: None,
+                events: 0,
+                windows: 0,
+            });
+        }
         if meter.state != MeterState::Active {
             continue;
         }

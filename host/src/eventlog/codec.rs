@@ -9,6 +9,7 @@
 
 use super::StoredEvent;
 use crate::metering::window::MeterWindow;
+use crate::money::Quantity;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -18,7 +19,10 @@ const EVENT_V1: u8 = 1;
 const RECORD_V1: u8 = 1;
 const DEDUP_V1: u8 = 1;
 /// Version 1 (sum and count of an hour) is gone with meter definitions.
+/// Version 2 held the value as a 16-byte decimal; version 3 as a 32-byte
+/// [`Quantity`] (so no sum can overflow). Both are read.
 const WINDOW_V2: u8 = 2;
+const WINDOW_V3: u8 = 3;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -273,11 +277,11 @@ pub fn decode_dedup(bytes: &[u8]) -> Result<DedupEntry, CodecError> {
 
 pub fn encode_window(w: &MeterWindow) -> Vec<u8> {
     let mut buf = Vec::with_capacity(50);
-    buf.push(WINDOW_V2);
+    buf.push(WINDOW_V3);
     let mut wr = Writer(&mut buf);
     wr.u64(w.events);
     wr.u64(w.skipped);
-    wr.0.extend_from_slice(&w.value.serialize());
+    wr.0.extend_from_slice(&w.value.to_bytes());
     match w.latest {
         None => wr.u8(0),
         Some((nanos, lsn)) => {
@@ -291,11 +295,14 @@ pub fn encode_window(w: &MeterWindow) -> Vec<u8> {
 
 pub fn decode_window(bytes: &[u8]) -> Result<MeterWindow, CodecError> {
     let mut r = Reader { buf: bytes, at: 0 };
-    match r.u8()? {
-        WINDOW_V2 => {}
+    let version = r.u8()?;
+    let (events, skipped) = (r.u64()?, r.u64()?);
+    let value = match version {
+        WINDOW_V2 => Quantity::from_decimal(r.decimal()?).map_err(|_| CodecError::Range("value"))?,
+        WINDOW_V3 => Quantity::from_bytes(r.take(32)?.try_into().map_err(|_| CodecError::Range("value"))?),
         v => return Err(CodecError::Version(v)),
-    }
-    let mut w = MeterWindow { events: r.u64()?, skipped: r.u64()?, value: r.decimal()?, latest: None };
+    };
+    let mut w = MeterWindow { events, skipped, value, latest: None };
     w.latest = match r.u8()? {
         0 => None,
         1 => Some((r.u64()?, r.u64()?)),
@@ -357,8 +364,15 @@ mod tests {
         };
         assert_eq!(decode_dedup(&encode_dedup(&d)).unwrap(), d);
         for latest in [None, Some((1_700_000_000_000_000_000, 9))] {
-            let w = MeterWindow { events: 3, skipped: 1, value: e.quantity, latest };
+            let w = MeterWindow { events: 3, skipped: 1, value: Quantity::from_decimal(e.quantity).unwrap(), latest };
             assert_eq!(decode_window(&encode_window(&w)).unwrap(), w);
+            // A window stored by an earlier build (a 16-byte decimal) still reads.
+            let mut v2 = vec![WINDOW_V2];
+            v2.extend_from_slice(&3u64.to_le_bytes());
+            v2.extend_from_slice(&1u64.to_le_bytes());
+            v2.extend_from_slice(&e.quantity.serialize());
+            v2.extend_from_slice(&encode_window(&w)[1 + 16 + 32..]);
+            assert_eq!(decode_window(&v2).unwrap(), w);
         }
     }
 

@@ -315,7 +315,16 @@ impl EventLog {
             let (k, v) = item?;
             let tenant = k[keys::METERS.len()..].split(|b| *b == 0).next().unwrap_or_default();
             let tenant = String::from_utf8_lossy(tenant).into_owned();
-            let meter = crate::metering::window::decode_meter(&v)?;
+            let meter = match crate::metering::window::decode_meter(&v) {
+                Ok(m) => m,
+                // One tenant's damaged definition never stops the start: that
+                // meter is left out (it counts nothing) and said so.
+                Err(e) => {
+                    tracing::error!(%tenant, key = %String::from_utf8_lossy(&k).replace('\0', "/"), error = %e,
+                        "a stored meter definition is unreadable; the meter is left out");
+                    continue;
+                }
+            };
             if meter.state == MeterState::Building {
                 unfinished.push((tenant.clone(), meter.clone()));
             }
@@ -893,9 +902,12 @@ fn apply(index: &Index, meters: &Meters, records: &[Record]) -> Result<(), LogEr
         };
         batch.insert(keys::dedup(t, &e.id), codec::encode_dedup(&entry));
     }
-    windows.write(&mut batch)?;
+    let failed = windows.write(&mut batch)?;
     batch.insert(keys::CHECKPOINT, last.lsn.to_be_bytes().to_vec());
     batch.commit()?;
+    for (tenant, meter) in failed {
+        meters.insert(&tenant, meter);
+    }
     Ok(())
 }
 

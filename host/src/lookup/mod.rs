@@ -9,6 +9,7 @@ use crate::enrich::{self, Period};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::history::{self, History};
 use crate::masterdata::{ContractLine, Customer, Feature, LegalEntity, MasterData};
+use crate::money::Quantity;
 use crate::rating::activation;
 use crate::rating::registry::Registry;
 use crate::store::{Store, StoreError};
@@ -195,10 +196,10 @@ pub struct Entitlement {
     pub period: String,
     pub allowed: bool,
     /// Metered this period so far.
-    pub used: Decimal,
+    pub used: Quantity,
     /// The contract line's commitment; none: unlimited.
     pub limit: Option<Decimal>,
-    pub remaining: Option<Decimal>,
+    pub remaining: Option<Quantity>,
 }
 
 pub fn entitlement(
@@ -215,19 +216,22 @@ pub fn entitlement(
     let period = Period::containing(now, line.and_then(|l| l.billing_anchor_day));
     let used = match line {
         Some(l) => enrich::usage_total(store, tenant, l, period.start, period.end).map_err(ApiError::internal)?,
-        None => Decimal::ZERO,
+        None => Quantity::ZERO,
     };
     let limit = line.and_then(|l| l.commitment);
+    // A commitment is a non-negative decimal of the quantities' precision
+    // (master data validation); one that is not is no room at all.
+    let room = limit.map(|l| Quantity::from_decimal(l).unwrap_or(Quantity::ZERO));
     Ok(Entitlement {
         customer: customer.to_string(),
         feature: f.code.clone(),
         meter: f.meter.clone(),
         contract_line: line.map(|l| l.id.clone()),
         period: period.id,
-        allowed: line.is_some() && limit.is_none_or(|l| used < l),
+        allowed: line.is_some() && room.is_none_or(|l| used < l),
         used,
         limit,
-        remaining: limit.map(|l| (l - used).max(Decimal::ZERO)),
+        remaining: room.map(|l| l.checked_sub(used).unwrap_or(Quantity::ZERO)),
     })
 }
 

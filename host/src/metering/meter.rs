@@ -164,6 +164,11 @@ pub enum MeterState {
     Building,
     /// Every stored event is counted; new events update it as they are stored.
     Active,
+    /// Its windows could not take an event (damaged stored data): it counts
+    /// nothing more, its reason is in [`Meter::failure`], and contract lines
+    /// on it are not billed (listed as unmatched, reason `meter-failed`)
+    /// while the tenant's other meters, and every other tenant, go on.
+    Failed,
 }
 
 /// A meter as stored.
@@ -178,6 +183,9 @@ pub struct Meter {
     pub description: String,
     pub created_at: DateTime<Utc>,
     pub state: MeterState,
+    /// Why a `failed` meter stopped counting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// Most dimensions a meter groups by.
@@ -266,6 +274,7 @@ impl MeterSpec {
             description: self.description.clone(),
             created_at: now,
             state: MeterState::Building,
+            failure: None,
         })
     }
 }
@@ -284,7 +293,8 @@ pub enum Sample {
 impl Meter {
     /// Same definition (ignoring creation time and state).
     pub fn same_definition(&self, other: &Meter) -> bool {
-        Meter { created_at: other.created_at, state: other.state, ..self.clone() } == *other
+        Meter { created_at: other.created_at, state: other.state, failure: other.failure.clone(), ..self.clone() }
+            == *other
     }
 
     /// What `e` contributes, or why it cannot be counted (which field).
@@ -322,7 +332,8 @@ pub struct TenantMeters {
 }
 
 impl TenantMeters {
-    /// The active meters reading events of `event_type`.
+    /// The meters reading events of `event_type`: active ones, and failed
+    /// ones (which validate events but count none).
     pub fn of_type(&self, event_type: &str) -> &[Arc<Meter>] {
         self.by_type.get(event_type).map_or(&[], Vec::as_slice)
     }
@@ -340,7 +351,8 @@ impl Meters {
         self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
     }
 
-    /// Adds or replaces a meter; only active meters are counted into.
+    /// Adds or replaces a meter; only active meters are counted into (failed
+    /// ones are listed by type so their events are not taken as unmetered).
     pub fn insert(&self, tenant: &str, meter: Meter) {
         let mut all = self.tenants.write().unwrap_or_else(|p| p.into_inner());
         let mut t = all.get(tenant).map(|t| (**t).clone()).unwrap_or_default();
@@ -350,7 +362,7 @@ impl Meters {
         {
             list.retain(|m| m.id != old.id);
         }
-        if meter.state == MeterState::Active {
+        if meter.state != MeterState::Building {
             t.by_type.entry(meter.event_type.clone()).or_default().push(meter);
         }
         all.insert(tenant.to_string(), Arc::new(t));

@@ -21,7 +21,7 @@ use super::window::MeterWindow;
 use crate::eventlog::codec::{self, nanos};
 use crate::eventlog::index::{Batch, Index};
 use crate::eventlog::{LogError, StoredEvent, keys};
-use crate::money::{self, DecimalError};
+use crate::money::{DecimalError, Quantity};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,11 +33,14 @@ pub struct Overlay<'a> {
     windows: HashMap<Vec<u8>, MeterWindow, FoldHash>,
     members: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     unmetered: HashMap<Vec<u8>, i64, FoldHash>,
+    /// Meters whose windows could not take an event in this batch, with the
+    /// tenant: they are stored as failed with the batch.
+    failed: Vec<(String, Meter)>,
 }
 
 /// The error of a window whose value cannot take a sample; the message is
 /// written only when there is one (this runs for every counted event).
-fn window_error(key: &[u8], sum: Decimal, source: DecimalError) -> LogError {
+fn window_error(key: &[u8], sum: Quantity, source: DecimalError) -> LogError {
     let window = format!("{} (value {sum})", String::from_utf8_lossy(key).replace('\0', "/"));
     LogError::Window { window, source }
 }
@@ -48,7 +51,13 @@ fn corrupt(what: &str) -> LogError {
 
 impl<'a> Overlay<'a> {
     pub fn new(index: &'a Index) -> Overlay<'a> {
-        Overlay { index, windows: HashMap::default(), members: BTreeMap::new(), unmetered: HashMap::default() }
+        Overlay {
+            index,
+            windows: HashMap::default(),
+            members: BTreeMap::new(),
+            unmetered: HashMap::default(),
+            failed: Vec::new(),
+        }
     }
 
     /// Changes held (to bound a long build's batches).
@@ -62,6 +71,10 @@ impl<'a> Overlay<'a> {
 
     /// Counts `e` into (or, with `add == false`, out of) every active meter
     /// of its type; an event no meter reads is counted as unmetered.
+    ///
+    /// Only a storage failure is an error. A meter whose windows cannot take
+    /// the event (damaged stored data) is marked failed with the reason and
+    /// counts nothing more, so one tenant's data never stops the log.
     pub fn count(
         &mut self,
         meters: Option<&TenantMeters>,
@@ -75,7 +88,22 @@ impl<'a> Overlay<'a> {
             return Ok(());
         }
         for m in list {
-            self.update(tenant, m, e, add)?;
+            if m.state != MeterState::Active || self.failed.iter().any(|(t, f)| t == tenant && f.id == m.id) {
+                continue;
+            }
+            match self.update(tenant, m, e, add) {
+                Ok(()) => {}
+                Err(err @ LogError::Index(_)) => return Err(err),
+                Err(err) => {
+                    tracing::error!(%tenant, meter = %m.id, event = %e.id, error = %err,
+                        "a meter's windows cannot take an event; the meter is marked failed, the log goes on");
+                    let failure = format!("event {} (lsn {}): {err}", e.id, e.lsn);
+                    self.failed.push((
+                        tenant.to_string(),
+                        Meter { state: MeterState::Failed, failure: Some(failure), ..(**m).clone() },
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -104,15 +132,16 @@ impl<'a> Overlay<'a> {
         };
         w.events += 1;
         match (m.aggregation, sample) {
-            (Aggregation::Count, _) => w.value = Decimal::from(w.events),
+            (Aggregation::Count, _) => w.value = Quantity::from_count(w.events),
             (Aggregation::Sum, Sample::Number(q)) => {
-                w.value = money::exact_add(w.value, q).map_err(|e| window_error(key, w.value, e))?
+                let q = quantity(q, key)?;
+                w.value = w.value.checked_add(q).ok_or_else(|| window_error(key, w.value, DecimalError::Overflow))?
             }
             (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
-                // Normalised (2.50 → 2.5), so the value does not depend on
-                // which of two equal values came first.
-                let q = q.normalize();
-                self.bump(member(key, q.to_string().as_bytes()), 1)?;
+                // Members are normalised (2.50 → 2.5), so they do not depend
+                // on which of two equal values came first.
+                self.bump(member(key, q.normalize().to_string().as_bytes()), 1)?;
+                let q = quantity(q, key)?;
                 let better = if agg == Aggregation::Min { q < w.value } else { q > w.value };
                 if w.events == 1 || better {
                     w.value = q;
@@ -120,7 +149,7 @@ impl<'a> Overlay<'a> {
             }
             (Aggregation::UniqueCount, Sample::Text(v)) => {
                 if self.bump(member(key, v.as_bytes()), 1)? == 1 {
-                    w.value += Decimal::ONE;
+                    w.value = w.value.checked_add(Quantity::ONE).ok_or_else(|| corrupt("distinct values overflow"))?;
                 }
             }
             (Aggregation::Latest, Sample::Number(q)) => {
@@ -128,7 +157,7 @@ impl<'a> Overlay<'a> {
                 self.members.insert(member(key, &latest_member(at)), Some(q.serialize().to_vec()));
                 if w.latest.is_none_or(|l| at > l) {
                     w.latest = Some(at);
-                    w.value = q;
+                    w.value = quantity(q, key)?;
                 }
             }
             (agg, s) => return Err(corrupt(&format!("{agg:?} meter {} sampled {s:?}", m.id))),
@@ -143,15 +172,16 @@ impl<'a> Overlay<'a> {
         };
         w.events = w.events.saturating_sub(1);
         match (m.aggregation, sample) {
-            (Aggregation::Count, _) => w.value = Decimal::from(w.events),
+            (Aggregation::Count, _) => w.value = Quantity::from_count(w.events),
             (Aggregation::Sum, Sample::Number(q)) => {
-                w.value = money::exact_sub(w.value, q).map_err(|e| window_error(key, w.value, e))?
+                let q = quantity(q, key)?;
+                w.value = w.value.checked_sub(q).ok_or_else(|| corrupt("a sum fell below zero"))?
             }
             (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
                 let left = self.bump(member(key, q.normalize().to_string().as_bytes()), -1)?;
-                if left == 0 && q == w.value && w.events > 0 {
+                if left == 0 && quantity(q, key)? == w.value && w.events > 0 {
                     let values = self.members(&keys::members_prefix(key))?.into_keys().map(|k| decimal_member(&k, key));
-                    let values = values.collect::<Result<Vec<_>, _>>()?;
+                    let values = values.map(|v| v.and_then(|v| quantity(v, key))).collect::<Result<Vec<_>, _>>()?;
                     let extreme =
                         if agg == Aggregation::Min { values.into_iter().min() } else { values.into_iter().max() };
                     w.value = extreme.ok_or_else(|| corrupt("a window with events has no members"))?;
@@ -159,7 +189,8 @@ impl<'a> Overlay<'a> {
             }
             (Aggregation::UniqueCount, Sample::Text(v)) => {
                 if self.bump(member(key, v.as_bytes()), -1)? == 0 {
-                    w.value -= Decimal::ONE;
+                    w.value =
+                        w.value.checked_sub(Quantity::ONE).ok_or_else(|| corrupt("distinct values below zero"))?;
                 }
             }
             (Aggregation::Latest, Sample::Number(_)) => {
@@ -167,21 +198,21 @@ impl<'a> Overlay<'a> {
                 self.members.insert(member(key, &latest_member(at)), None);
                 if w.latest == Some(at) {
                     w.latest = None;
-                    w.value = Decimal::ZERO;
+                    w.value = Quantity::ZERO;
                     if let Some((k, v)) = self.members(&keys::members_prefix(key))?.pop_last() {
                         let at =
                             k.len().checked_sub(16).map(|i| &k[i..]).ok_or_else(|| corrupt("short latest member"))?;
                         let v: [u8; 16] =
                             v.as_slice().try_into().map_err(|_| corrupt("latest value is not 16 bytes"))?;
                         w.latest = Some((be(&at[..8]), be(&at[8..])));
-                        w.value = Decimal::deserialize(v);
+                        w.value = quantity(Decimal::deserialize(v), key)?;
                     }
                 }
             }
             (agg, s) => return Err(corrupt(&format!("{agg:?} meter {} sampled {s:?}", m.id))),
         }
         if w.events == 0 {
-            w.value = Decimal::ZERO;
+            w.value = Quantity::ZERO;
             w.latest = None;
         }
         Ok(())
@@ -219,8 +250,13 @@ impl<'a> Overlay<'a> {
         Ok(out)
     }
 
-    /// Writes every pending change into `batch`.
-    pub fn write(self, batch: &mut Batch<'_>) -> Result<(), LogError> {
+    /// Writes every pending change into `batch`; returns the meters this
+    /// batch marks failed (with their tenant), for the in-memory meters once
+    /// it is committed.
+    pub fn write(self, batch: &mut Batch<'_>) -> Result<Vec<(String, Meter)>, LogError> {
+        for (tenant, m) in &self.failed {
+            batch.insert(keys::meter(tenant, &m.id), serde_json::to_vec(m).map_err(|e| corrupt(&e.to_string()))?);
+        }
         for (k, w) in self.windows {
             batch.insert(k, codec::encode_window(&w));
         }
@@ -240,8 +276,14 @@ impl<'a> Overlay<'a> {
                 _ => batch.remove(k),
             }
         }
-        Ok(())
+        Ok(self.failed)
     }
+}
+
+/// A sampled value as a window holds it (samples are parsed like
+/// quantities, so only damaged data fails here).
+fn quantity(q: Decimal, key: &[u8]) -> Result<Quantity, LogError> {
+    Quantity::from_decimal(q).map_err(|e| window_error(key, Quantity::ZERO, e))
 }
 
 fn member(window: &[u8], value: &[u8]) -> Vec<u8> {

@@ -5,25 +5,48 @@
 use super::meter::{Aggregation, Meter};
 use crate::eventlog::index::Index;
 use crate::eventlog::{LogError, StoredEvent, codec, keys};
-use crate::money;
+use crate::money::Quantity;
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde::Serialize;
+use serde::ser::SerializeStruct;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The aggregate of one window.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeterWindow {
     /// Events counted.
     pub events: u64,
     /// Events of the meter's type it could not read (stored before the
     /// meter existed, without the dimension it reads).
     pub skipped: u64,
-    /// Sum, count, min, max, number of distinct values or latest value.
-    pub value: Decimal,
+    /// Sum, count, min, max, number of distinct values or latest value
+    /// (zero while no event counts).
+    pub value: Quantity,
     /// `latest` meters: (event time in ns, lsn) of the event holding `value`.
-    #[serde(skip)]
     pub latest: Option<(u64, u64)>,
+}
+
+/// `{events, skipped, value}`, `value` normalised, and `null` for a window
+/// no event counts (one that corrections or retractions emptied): no `0`
+/// that would read as a real minimum, maximum or latest value.
+fn serialize_value<S: serde::Serializer>(
+    s: S,
+    name: &'static str,
+    events: u64,
+    skipped: u64,
+    value: Quantity,
+) -> Result<S::Ok, S::Error> {
+    let mut st = s.serialize_struct(name, 3)?;
+    st.serialize_field("events", &events)?;
+    st.serialize_field("skipped", &skipped)?;
+    st.serialize_field("value", &(events > 0).then_some(value))?;
+    st.end()
+}
+
+impl Serialize for MeterWindow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_value(s, "MeterWindow", self.events, self.skipped, self.value)
+    }
 }
 
 /// One window as the API shows it.
@@ -124,13 +147,20 @@ pub fn windows(index: &Index, tenant: &str, meter: &Meter, filter: &WindowFilter
 }
 
 /// A meter's aggregate over some windows (e.g. a customer's billing period).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Total {
     /// Sum of sums, of counts; min of mins, max of maxes; distinct values
-    /// across all the windows; the latest value of all.
-    pub value: Decimal,
+    /// across all the windows; the latest value of all (zero, and `null` on
+    /// the wire, when no event counts).
+    pub value: Quantity,
     pub events: u64,
     pub skipped: u64,
+}
+
+impl Serialize for Total {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_value(s, "Total", self.events, self.skipped, self.value)
+    }
 }
 
 /// Aggregates `rows` (windows of `meter` read by [`windows`]).
@@ -138,10 +168,14 @@ pub fn total(index: &Index, tenant: &str, meter: &Meter, rows: &[WindowRow]) -> 
     let counted: Vec<&WindowRow> = rows.iter().filter(|r| r.window.events > 0).collect();
     let events = counted.iter().map(|r| r.window.events).sum();
     let skipped = rows.iter().map(|r| r.window.skipped).sum();
-    let values = counted.iter().map(|r| r.window.value);
+    let mut values = counted.iter().map(|r| r.window.value);
     let value = match meter.aggregation {
-        Aggregation::Sum | Aggregation::Count => money::exact_sum(values)
-            .map_err(|source| LogError::Window { window: format!("total of meter {}", meter.id), source })?,
+        Aggregation::Sum | Aggregation::Count => {
+            values.try_fold(Quantity::ZERO, Quantity::checked_add).ok_or_else(|| LogError::Window {
+                window: format!("total of meter {}", meter.id),
+                source: crate::money::DecimalError::Overflow,
+            })?
+        }
         Aggregation::Min => values.min().unwrap_or_default(),
         Aggregation::Max => values.max().unwrap_or_default(),
         Aggregation::Latest => {
@@ -156,7 +190,7 @@ pub fn total(index: &Index, tenant: &str, meter: &Meter, rows: &[WindowRow]) -> 
                     distinct.insert(item?.0[prefix.len()..].to_vec());
                 }
             }
-            Decimal::from(distinct.len())
+            Quantity::from_count(distinct.len() as u64)
         }
     };
     Ok(Total { value, events, skipped })

@@ -7,6 +7,7 @@
 
 use super::document::{self, Document};
 use super::document_key;
+use super::line_exceptions::{self, LineException, LineFailure};
 use super::outbox::OutboxEntry;
 use crate::config::ErpTargetConfig;
 use crate::enrich::{self, CanonicalUsage, LinePart, Period};
@@ -32,6 +33,9 @@ pub struct PeriodClose {
     pub closed_at: DateTime<Utc>,
     pub contract_lines: Vec<String>,
     pub documents: Vec<String>,
+    /// The line exceptions (`TGL-…`) of the lines this close could not bill.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 /// What a close did (or had done, when the period was already closed).
@@ -54,6 +58,11 @@ pub struct CloseReport {
     /// this close, kept, and listed by `GET /v1/unmatched` until fixed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmatched: Vec<crate::enrich::unmatched::Unmatched>,
+    /// Contract lines this close could not enrich or rate, as they stand
+    /// now: not billed, each in the exception queue with its reason, owner
+    /// and actions (retry, cancel). Every other line was billed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LineException>,
 }
 
 /// Usage of a closed period that its posted documents do not cover.
@@ -71,7 +80,7 @@ pub struct LateUsage {
     pub current_version: u64,
 }
 
-const REVISION: u32 = 1;
+pub(super) const REVISION: u32 = 1;
 
 /// Closes `period` for `tenant` (see the module doc).
 pub async fn close_period(
@@ -108,7 +117,12 @@ pub async fn close_period(
             lines.filter(|l| seen.insert(*l)).cloned().collect()
         },
         documents: prepared.documents.iter().map(|(d, _)| d.id.clone()).collect(),
+        left_out: prepared.left_out.iter().map(|e| e.id.clone()).collect(),
     };
+    for e in &prepared.left_out {
+        tracing::warn!(tenant, period = period_id, exception = %e.id, contract_line = %e.failure.contract_line,
+            reason = ?e.failure.reason, message = %e.failure.message, "contract line left out of the close");
+    }
     match commit(store, &closed, &prepared) {
         Ok(()) => {}
         Err(CommitError::AlreadyClosed) => {
@@ -128,6 +142,7 @@ pub async fn close_period(
 struct Prepared {
     records: Vec<(ChargeRecord, Vec<String>)>,
     documents: Vec<(Document, OutboxEntry)>,
+    left_out: Vec<LineException>,
 }
 
 fn precondition(message: String) -> ApiError {
@@ -139,9 +154,11 @@ fn precondition(message: String) -> ApiError {
 pub type PeriodUsage = (LinePart, Period, Vec<(CanonicalUsage, Vec<String>)>);
 
 /// Every part of every contract line in effect during the billing period
-/// `base` (each line's own period: `base` shifted to its anchor day), in
-/// the order lines first appeared, with the canonical usage of each; with
-/// `until`, only the usage before it (period to date).
+/// `base` (each line's own period: `base` shifted to its anchor day) that
+/// `keep` takes, in the order lines first appeared, with the canonical
+/// usage of each; with `until`, only the usage before it (period to date).
+/// A part whose usage cannot be built is a [`LineFailure`], not an error:
+/// the other lines go on.
 pub fn usages_of_period(
     store: &Store,
     history: &History,
@@ -149,7 +166,8 @@ pub fn usages_of_period(
     base: &Period,
     until: Option<DateTime<Utc>>,
     known_at: DateTime<Utc>,
-) -> Result<Vec<PeriodUsage>, String> {
+    keep: impl Fn(&LinePart) -> bool,
+) -> Result<(Vec<PeriodUsage>, Vec<LineFailure>), ApiError> {
     let mut anchors: Vec<u32> = history
         .versions()
         .iter()
@@ -161,29 +179,37 @@ pub fn usages_of_period(
     anchors.sort_unstable();
     anchors.dedup();
     let mut out = Vec::new();
+    let mut failures = Vec::new();
     for anchor in anchors {
         let period = base.anchored(Some(anchor));
         let end = until.map_or(period.end, |u| u.min(period.end));
         if end <= period.start {
             continue;
         }
-        let segments = enrich::segments(history, period.start, end, known_at).map_err(|e| e.to_string())?;
+        let segments = enrich::segments(history, period.start, end, known_at).map_err(ApiError::internal)?;
         for part in enrich::line_parts(history, &segments) {
-            if part.line.billing_anchor_day.unwrap_or(1) != anchor {
+            if part.line.billing_anchor_day.unwrap_or(1) != anchor || !keep(&part) {
                 continue;
             }
-            let usages = enrich::canonical_usage(store, tenant, &part, &period)
-                .map_err(|e| format!("contract line {}: {e}", part.line.id))?;
-            out.push((part, period.clone(), usages));
+            match enrich::canonical_usage(store, tenant, &part, &period) {
+                Ok(usages) => out.push((part, period.clone(), usages)),
+                Err(
+                    e @ (enrich::EnrichError::Store(_) | enrich::EnrichError::Log(crate::eventlog::LogError::Index(_))),
+                ) => {
+                    return Err(ApiError::internal(format!("contract line {}: {e}", part.line.id)));
+                }
+                Err(e) => failures.push(LineFailure::enrichment(&(part, period.clone()), &e)),
+            }
         }
     }
-    Ok(out)
+    Ok((out, failures))
 }
 
-/// Rates every contract line and maps every document; any failure aborts
-/// the close with every problem listed, and nothing is written. Usage of a
-/// SKU the ERP team has not mapped yet is not billed; it waits in
-/// `GET /v1/unmatched`.
+/// Rates every contract line and maps every document. A line that cannot
+/// be enriched or rated is left out (a line exception) and the rest is
+/// billed; a document that cannot be mapped stops the close with nothing
+/// written. Usage of a SKU the ERP team has not mapped yet is not billed;
+/// it waits in `GET /v1/unmatched`.
 fn prepare(
     store: &Store,
     registry: &Registry,
@@ -193,13 +219,12 @@ fn prepare(
     period: &Period,
     now: DateTime<Utc>,
 ) -> Result<Prepared, ApiError> {
-    let units = usages_of_period(store, history, tenant, period, None, now)
-        .map_err(|e| precondition(format!("period not closed: {e}")))?;
-    if units.is_empty() {
+    let (units, mut failures) = usages_of_period(store, history, tenant, period, None, now, |_| true)?;
+    if units.is_empty() && failures.is_empty() {
         return Err(precondition("no contract lines in the master data; nothing to close".into()));
     }
-    let records = rate_usages(store, registry, tenant, units, now)
-        .map_err(|problems| precondition(format!("period not closed; rating failed: {}", problems.join("; "))))?;
+    let (records, rating_failures) = rate_usages(store, registry, tenant, units, now);
+    failures.extend(rating_failures);
     let md = history.as_of(period.end - chrono::Duration::nanoseconds(1), now).map_err(ApiError::internal)?;
     let charge_records: Vec<ChargeRecord> = records.iter().map(|(r, _)| r.clone()).collect();
     let docs = document::build_documents(tenant, &md, period, REVISION, &charge_records)
@@ -209,11 +234,12 @@ fn prepare(
         let entry = super::outbox_entry(registry, targets, &doc, now).map_err(precondition)?;
         documents.push((doc, entry));
     }
-    Ok(Prepared { records, documents })
+    let left_out = failures.into_iter().map(|f| LineException::new(tenant, &period.id, f, now)).collect();
+    Ok(Prepared { records, documents, left_out })
 }
 
-/// Rates every canonical usage with its line's rater; `Err` lists every
-/// line that failed. A customer's usages rate in master-data order, each
+/// Rates every canonical usage with its line's rater; returns the charge
+/// records and, in master-data order, every line that failed. A customer's usages rate in master-data order, each
 /// seeing the charges of the earlier ones as related charges; usages of
 /// different customers do not depend on each other. So the k-th usage of
 /// every customer rates in round k, in batches per rater (one fresh
@@ -224,31 +250,34 @@ pub fn rate_usages(
     tenant: &str,
     units: Vec<PeriodUsage>,
     now: DateTime<Utc>,
-) -> Result<Vec<(ChargeRecord, Vec<String>)>, Vec<String>> {
+) -> (Vec<(ChargeRecord, Vec<String>)>, Vec<LineFailure>) {
     struct Job {
         plugin: Arc<Plugin>,
-        line: String,
         customer: String,
         usage: Option<CanonicalUsage>,
+        /// What it failed on, kept for the failure's report.
+        rated: Option<CanonicalUsage>,
         events: Vec<String>,
     }
     // Problems are listed in master-data order: keyed by the job they precede.
-    let mut problems: Vec<(usize, String)> = Vec::new();
+    let mut problems: Vec<(usize, LineFailure)> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();
     for (part, _, usages) in units {
         let line = &part.line;
         let plugin = match rating::activation::rater_for(store, registry, tenant, line, part.to) {
             Ok(p) => p,
             Err(e) => {
-                problems.push((jobs.len(), format!("contract line {}: rater: {e}", line.id)));
+                let part_id = usages.first().map_or_else(String::new, |(u, _)| u.part.clone());
+                let part_id = part_id.split('@').next().unwrap_or_default().to_string();
+                problems.push((jobs.len(), LineFailure::rater(line, part_id, &e)));
                 continue;
             }
         };
         for (usage, events) in usages.into_iter().filter(|(u, _)| u.erp_item.is_some()) {
             jobs.push(Job {
                 plugin: plugin.clone(),
-                line: line.id.clone(),
                 customer: line.customer.clone(),
+                rated: None,
                 usage: Some(usage),
                 events,
             });
@@ -282,6 +311,7 @@ pub fn rate_usages(
                 .iter()
                 .map(|&i| {
                     let usage = jobs[i].usage.take().expect("each usage rates once");
+                    jobs[i].rated = Some(usage.clone());
                     (usage, related.get(&jobs[i].customer).cloned().unwrap_or_default())
                 })
                 .collect();
@@ -298,11 +328,14 @@ pub fn rate_usages(
     for (i, (job, result)) in jobs.into_iter().zip(results).enumerate() {
         match result.expect("every usage rated") {
             Ok(record) => records.push((record, job.events)),
-            Err(e) => problems.push((i, format!("contract line {}: {}: {e}", job.line, e.code()))),
+            Err(e) => {
+                let usage = job.rated.as_ref().expect("a failed usage was rated");
+                problems.push((i, LineFailure::rating(usage, &e)))
+            }
         }
     }
     problems.sort_by_key(|(i, _)| *i);
-    if problems.is_empty() { Ok(records) } else { Err(problems.into_iter().map(|(_, p)| p).collect()) }
+    (records, problems.into_iter().map(|(_, p)| p).collect())
 }
 
 enum CommitError {
@@ -311,33 +344,33 @@ enum CommitError {
 }
 
 fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), CommitError> {
-    let trees =
-        (&store.periods, &store.charges, &store.charge_events, &store.event_charges, &store.documents, &store.outbox);
-    let result = trees.transaction(|(periods, charges, charge_events, event_charges, documents, outbox)| {
-        let pk = store::key(&[&closed.tenant, &closed.period]);
-        if periods.get(&pk)?.is_some() {
-            return Err(ConflictableTransactionError::Abort(None));
-        }
-        for (record, events) in &p.records {
-            let ck = record.key();
-            charges.insert(ck.clone(), enc(record)?)?;
-            let u = &record.usage;
-            for id in events {
-                let mut k = ck.clone();
-                k.push(0);
-                k.extend_from_slice(id.as_bytes());
-                charge_events.insert(k, &[])?;
-                event_charges.insert(store::key(&[&u.tenant, id, &u.period.id, &u.contract_line, &u.part]), &[])?;
+    let trees = (
+        &store.periods,
+        &store.charges,
+        &store.charge_events,
+        &store.event_charges,
+        &store.documents,
+        &store.outbox,
+        &store.line_exceptions,
+    );
+    let result =
+        trees.transaction(|(periods, charges, charge_events, event_charges, documents, outbox, exceptions)| {
+            let pk = store::key(&[&closed.tenant, &closed.period]);
+            if periods.get(&pk)?.is_some() {
+                return Err(ConflictableTransactionError::Abort(None));
             }
-        }
-        for (doc, entry) in &p.documents {
-            let dk = document_key(&doc.tenant, &doc.id);
-            documents.insert(dk.clone(), enc(doc)?)?;
-            outbox.insert(dk, enc(entry)?)?;
-        }
-        periods.insert(pk, enc(closed)?)?;
-        Ok(())
-    });
+            write_charges(charges, charge_events, event_charges, &p.records, Some)?;
+            for (doc, entry) in &p.documents {
+                let dk = document_key(&doc.tenant, &doc.id);
+                documents.insert(dk.clone(), enc(doc, Some)?)?;
+                outbox.insert(dk, enc(entry, Some)?)?;
+            }
+            for e in &p.left_out {
+                exceptions.insert(e.key(), enc(e, Some)?)?;
+            }
+            periods.insert(pk, enc(closed, Some)?)?;
+            Ok(())
+        });
     result.map_err(|e| match e {
         sled::transaction::TransactionError::Abort(None) => CommitError::AlreadyClosed,
         sled::transaction::TransactionError::Abort(Some(msg)) => CommitError::Store(StoreError::Aborted(msg)),
@@ -345,8 +378,36 @@ fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), Commi
     })
 }
 
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Option<String>>> {
-    serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(Some(e.to_string())))
+/// JSON for a transaction; an encoding failure aborts it (`abort` wraps the message).
+pub(super) fn enc<T: Serialize, E>(
+    v: &T,
+    abort: impl FnOnce(String) -> E,
+) -> Result<Vec<u8>, ConflictableTransactionError<E>> {
+    serde_json::to_vec(v).map_err(|e| ConflictableTransactionError::Abort(abort(e.to_string())))
+}
+
+/// Stores charge records and their lineage both ways (charge → events,
+/// event → charges) inside a transaction.
+pub(super) fn write_charges<E>(
+    charges: &sled::transaction::TransactionalTree,
+    charge_events: &sled::transaction::TransactionalTree,
+    event_charges: &sled::transaction::TransactionalTree,
+    records: &[(ChargeRecord, Vec<String>)],
+    abort: impl Fn(String) -> E,
+) -> Result<(), ConflictableTransactionError<E>> {
+    for (record, events) in records {
+        let ck = record.key();
+        charges.insert(ck.clone(), enc(record, &abort)?)?;
+        let u = &record.usage;
+        for id in events {
+            let mut k = ck.clone();
+            k.push(0);
+            k.extend_from_slice(id.as_bytes());
+            charge_events.insert(k, &[])?;
+            event_charges.insert(store::key(&[&u.tenant, id, &u.period.id, &u.contract_line, &u.part]), &[])?;
+        }
+    }
+    Ok(())
 }
 
 /// Compares what each part of each contract line billed with what the
@@ -365,9 +426,15 @@ fn late_usage(
             .map(|r| ((r.usage.contract_line, r.usage.part), (r.usage.quantity, r.usage.contract_line_version)))
             .collect();
     let mut current = BTreeMap::new();
-    for (_, _, usages) in
-        usages_of_period(store, history, &closed.tenant, &period, None, now).map_err(ApiError::internal)?
-    {
+    // Lines left out wait in the exception queue: not late usage.
+    let open: Vec<LineException> = line_exceptions::of_period(store, closed)?
+        .into_iter()
+        .filter(|e| e.status != line_exceptions::LineStatus::Billed)
+        .collect();
+    let (units, _) = usages_of_period(store, history, &closed.tenant, &period, None, now, |p| {
+        !open.iter().any(|e| e.failure.contract_line == p.line.id)
+    })?;
+    for (_, _, usages) in units {
         for (u, _) in usages {
             current.insert((u.contract_line, u.part), (u.quantity, u.contract_line_version));
         }
@@ -401,11 +468,13 @@ pub fn report(store: &Store, closed: PeriodClose, already_closed: bool) -> Resul
                 .ok_or_else(|| ApiError::internal(format!("document {id} of a closed period is missing")))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let left_out = line_exceptions::of_period(store, &closed)?;
     Ok(CloseReport {
         tenant: closed.tenant,
         period: closed.period,
         already_closed,
         closed_at: closed.closed_at,
+        left_out,
         documents,
         late_usage: Vec::new(),
         unmatched: Vec::new(),

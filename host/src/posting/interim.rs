@@ -9,6 +9,7 @@
 
 use super::close::{rate_usages, usages_of_period};
 use super::document::{self, Document, PostingStatus};
+use super::line_exceptions::LineFailure;
 use crate::enrich::Period;
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
@@ -27,6 +28,10 @@ pub struct InterimReport {
     pub as_of: String,
     pub generated_at: DateTime<Utc>,
     pub documents: Vec<Document>,
+    /// Lines these documents leave out because they could not be enriched
+    /// or rated (a close would put each in the exception queue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LineFailure>,
 }
 
 /// The day an interim runs to: `date` if given (it must lie in the
@@ -61,30 +66,33 @@ pub async fn build_interim(
     let day = as_of_day(&period, date, now)?;
     let until = (day + chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN).and_utc();
     let (store2, registry2, tenant2) = (store.clone(), registry.clone(), tenant.to_string());
-    let documents = tokio::task::spawn_blocking(move || -> Result<Vec<Document>, ApiError> {
-        let history = masterdata::history::load(&store2, &tenant2)?;
-        let failed = |m: String| ApiError::new(ErrorCode::FailedPrecondition, format!("no interim documents: {m}"));
-        let units = usages_of_period(&store2, &history, &tenant2, &period, Some(until), now).map_err(failed)?;
-        let records = rate_usages(&store2, &registry2, &tenant2, units, now)
-            .map_err(|problems| failed(format!("rating failed: {}", problems.join("; "))))?;
-        let md = history.as_of(until - chrono::Duration::nanoseconds(1), now).map_err(ApiError::internal)?;
-        let records: Vec<ChargeRecord> = records.into_iter().map(|(r, _)| r).collect();
-        let mut docs =
-            document::build_documents(&tenant2, &md, &period, 1, &records).map_err(|e| failed(e.to_string()))?;
-        for d in &mut docs {
-            d.id = interim_id(&d.id, &day);
-            d.state.status = PostingStatus::Interim;
-        }
-        Ok(docs)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (documents, left_out) =
+        tokio::task::spawn_blocking(move || -> Result<(Vec<Document>, Vec<LineFailure>), ApiError> {
+            let history = masterdata::history::load(&store2, &tenant2)?;
+            let failed = |m: String| ApiError::new(ErrorCode::FailedPrecondition, format!("no interim documents: {m}"));
+            let (units, mut left_out) =
+                usages_of_period(&store2, &history, &tenant2, &period, Some(until), now, |_| true)?;
+            let (records, rating_failures) = rate_usages(&store2, &registry2, &tenant2, units, now);
+            left_out.extend(rating_failures);
+            let md = history.as_of(until - chrono::Duration::nanoseconds(1), now).map_err(ApiError::internal)?;
+            let records: Vec<ChargeRecord> = records.into_iter().map(|(r, _)| r).collect();
+            let mut docs =
+                document::build_documents(&tenant2, &md, &period, 1, &records).map_err(|e| failed(e.to_string()))?;
+            for d in &mut docs {
+                d.id = interim_id(&d.id, &day);
+                d.state.status = PostingStatus::Interim;
+            }
+            Ok((docs, left_out))
+        })
+        .await
+        .map_err(ApiError::internal)??;
     let report = InterimReport {
         tenant: tenant.into(),
         period: period_id.into(),
         as_of: day.to_string(),
         generated_at: now,
         documents,
+        left_out,
     };
     store.put(&store.interim, &store::key(&[tenant, period_id, &report.as_of]), &report)?;
     store.flush().await?;

@@ -12,11 +12,16 @@
 //! - `interim`: period-to-date documents for reconciliation, never posted.
 //! - `exceptions`: business rejections as a queue finance acts on (retry
 //!   after a fix, re-route to the next open period, cancel with a reason).
+//! - `line_exceptions`: contract lines a close could not enrich or rate,
+//!   left out while the rest is billed, in the same queue (retry, e.g.
+//!   after activating another rule version, billed in a supplementary
+//!   document; cancel with a reason).
 
 pub mod close;
 pub mod document;
 pub mod exceptions;
 pub mod interim;
+pub mod line_exceptions;
 pub mod outbox;
 pub mod schedule;
 

@@ -63,11 +63,14 @@ pub struct Store {
     pub interim: sled::Tree,
     pub outbox: sled::Tree,
     pub exceptions: sled::Tree,
+    pub line_exceptions: sled::Tree,
     pub erp_numbers: sled::Tree,
     pub plugins: sled::Tree,
     pub blobs: sled::Tree,
     pub activations: sled::Tree,
     pub api_keys: sled::Tree,
+    /// Tenants the operator created (`POST /v1/tenants`).
+    pub tenants: sled::Tree,
 }
 
 impl Store {
@@ -84,11 +87,13 @@ impl Store {
             interim: db.open_tree("interim")?,
             outbox: db.open_tree("outbox")?,
             exceptions: db.open_tree("exceptions")?,
+            line_exceptions: db.open_tree("line_exceptions")?,
             erp_numbers: db.open_tree("erp_numbers")?,
             plugins: db.open_tree("plugins")?,
             blobs: db.open_tree("blobs")?,
             activations: db.open_tree("activations")?,
             api_keys: db.open_tree("api_keys")?,
+            tenants: db.open_tree("tenants")?,
             db,
         };
         store.index_exceptions()?;

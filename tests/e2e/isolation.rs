@@ -1,0 +1,162 @@
+//! Failure isolation: no tenant's data stops the gateway or another tenant,
+//! and no failing contract line stops a close (issue #19's findings, each
+//! reproduced through the public interfaces).
+
+use serde_json::json;
+use tollgate_e2e::{API_KEY, Env, Erp, OTHER_API_KEY, event, http, test_component};
+
+/// The largest quantity an event may carry (15 + 12 digits).
+const MAX_QUANTITY: &str = "999999999999999.999999999999";
+
+async fn get_as(env: &Env, key: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = http().get(format!("{}{path}", env.base)).bearer_auth(key).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+/// Tenant `umbrella` defines a meter, ingests and reads its windows: what
+/// must keep working whatever tenant `acme` sends.
+async fn umbrella_works(env: &Env, id: &str) {
+    let ingested =
+        env.ingest_as(Some(OTHER_API_KEY), vec![event(id, "wayne", "calls", "2025-05-02T10:00:00Z", "2")]).await;
+    let results = ingested.unwrap_or_else(|s| panic!("umbrella's ingest refused: {s:?}")).results;
+    assert_eq!(results[0].status, tollgate::proto::EventStatus::Accepted as i32, "{results:?}");
+    let (status, body) = get_as(env, OTHER_API_KEY, "/v1/windows?meter=calls&customer=wayne").await;
+    assert_eq!(status, 200, "umbrella's windows: {body}");
+    assert!(tollgate_e2e::dec(&body["total"]["value"]) >= rust_decimal::Decimal::TWO, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sums_no_accepted_events_can_overflow_stop_no_tenant_and_survive_a_restart() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/meters", env.base))
+        .bearer_auth(OTHER_API_KEY)
+        .json(&json!({"id": "calls", "event_type": "calls", "aggregation": "sum"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    umbrella_works(&env, "u0").await;
+    // 99 of the largest quantity for one customer in one hour: a Decimal
+    // overflows after 79 of them. Every one is acknowledged.
+    let events =
+        (0..99).map(|i| event(&format!("big-{i}"), "globex", "api_calls", "2025-05-03T10:00:00Z", MAX_QUANTITY));
+    let acked = env.ingest(events.collect()).await.unwrap();
+    assert!(acked.results.iter().all(|r| r.status == tollgate::proto::EventStatus::Accepted as i32), "{acked:?}");
+    env.ingest(vec![event("small", "initech", "api_calls", "2025-05-03T10:00:00Z", "10")]).await.unwrap();
+    umbrella_works(&env, "u1").await;
+    // The window holds the exact sum, normalised.
+    let (status, w) = env.get("/v1/windows?meter=api_calls&customer=globex").await.unwrap();
+    assert_eq!(status, 200, "{w}");
+    assert_eq!(w["windows"][0]["value"], "98999999999999999.999999999901", "{w}");
+    assert_eq!(w["windows"][0]["events"], 99);
+    // A restart replays and serves, for both tenants.
+    let env = env.restart().await.unwrap();
+    let (_, again) = env.get("/v1/windows?meter=api_calls&customer=globex").await.unwrap();
+    assert_eq!(again["windows"], w["windows"], "the same windows after the restart");
+    env.ingest(vec![event("after", "globex", "api_calls", "2025-05-03T11:00:00Z", "1")]).await.unwrap();
+    umbrella_works(&env, "u2").await;
+    // The close bills initech and leaves globex's line out: no rater takes
+    // that quantity exactly, and finance sees why.
+    let closed = env.close("2025-05").await.unwrap();
+    let docs = closed["documents"].as_array().unwrap();
+    assert_eq!(docs.iter().map(|d| d["customer"].as_str().unwrap()).collect::<Vec<_>>(), ["initech"], "{closed}");
+    let left = closed["left_out"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{closed}");
+    assert_eq!(
+        (&left[0]["contract_line"], &left[0]["reason"], &left[0]["owner"], &left[0]["status"]),
+        (&json!("globex-api"), &json!("quantity-out-of-range"), &json!("product"), &json!("open")),
+        "{closed}"
+    );
+    assert!(left[0]["message"].as_str().unwrap().contains("99000000000000000.999999999901"), "{closed}");
+    let (_, queue) = env.get("/v1/exceptions").await.unwrap();
+    assert_eq!(queue["contract_lines"][0]["id"], left[0]["id"], "{queue}");
+    assert_eq!(erp.invoices().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_contract_line_is_left_out_the_rest_is_billed_and_finance_retries_or_cancels_it() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    // globex's line is rated by a rater that never ends (fuel exhausted).
+    assert_eq!(
+        env.upload(API_KEY, "name=spin&version=1.0.0&kind=rater", test_component("hostile-rater-spin")).await.0,
+        201
+    );
+    let tiers = tollgate_e2e::bundled_component("graduated-tiers-0.1.0.wasm");
+    assert_eq!(env.upload(API_KEY, "name=my-tiers&version=1.0.0&kind=rater", tiers).await.0, 201);
+    let activate = |plugin: &str, from: &str| json!({ "contract_line": "globex-api", "plugin": plugin, "version": "1.0.0", "effective_from": from });
+    assert_eq!(env.post("/v1/activations", &activate("spin", "2025-01-01T00:00:00Z")).await.0, 201);
+    env.ingest(vec![
+        event("g-may", "globex", "api_calls", "2025-05-20T10:00:00Z", "150"),
+        event("i-may", "initech", "api_calls", "2025-05-20T10:00:00Z", "3"),
+        event("g-jun", "globex", "api_calls", "2025-06-20T10:00:00Z", "150"),
+        event("i-jun", "initech", "api_calls", "2025-06-20T10:00:00Z", "3"),
+    ])
+    .await
+    .unwrap();
+
+    // Interim documents likewise: initech's, and what they leave out.
+    let (status, interim) = env.post("/v1/periods/2025-05/interim?date=2025-05-31", &json!(null)).await;
+    assert_eq!(status, 200, "{interim}");
+    assert_eq!(interim["documents"].as_array().unwrap().len(), 1, "{interim}");
+    assert_eq!(interim["left_out"][0]["reason"], "fuel-exhausted", "{interim}");
+
+    let may = env.close("2025-05").await.unwrap();
+    assert_eq!(may["documents"].as_array().unwrap().len(), 1, "initech is billed: {may}");
+    assert_eq!(may["documents"][0]["customer"], "initech");
+    let exc = &may["left_out"][0];
+    assert_eq!(
+        (&exc["contract_line"], &exc["reason"], &exc["owner"]),
+        (&json!("globex-api"), &json!("fuel-exhausted"), &json!("finance"))
+    );
+    assert_eq!(exc["suggested_actions"], json!(["retry", "cancel"]));
+    let id = exc["id"].as_str().unwrap().to_string();
+    let action = |body: serde_json::Value| {
+        let (env, id) = (&env, &id);
+        async move { env.post(&format!("/v1/exceptions/{id}/actions"), &body).await }
+    };
+    // Retrying on the same rule fails again, and says so; it stays open.
+    let (status, body) = action(json!({"action": "retry"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("fuel-exhausted"), "{body}");
+    // A re-route is for documents, not lines.
+    assert_eq!(action(json!({"action": "reroute"})).await.0, 400);
+    // Finance activates a working version and retries: billed in a document of its own.
+    assert_eq!(env.post("/v1/activations", &activate("my-tiers", "2025-05-15T00:00:00Z")).await.0, 201);
+    let (status, billed) = action(json!({"action": "retry"})).await;
+    assert_eq!(status, 200, "{billed}");
+    assert_eq!(billed["status"], "billed");
+    assert_eq!(billed["actions"].as_array().unwrap().len(), 2, "both retries are kept: {billed}");
+    let supplement = billed["documents"][0].as_str().unwrap().to_string();
+    let doc = env.wait_status(&supplement, "posted").await;
+    assert_eq!(doc["customer"], "globex");
+    assert_ne!(supplement, may["documents"][0]["id"].as_str().unwrap());
+    // A second retry bills nothing twice.
+    assert_eq!(action(json!({"action": "retry"})).await.0, 422);
+    // The period's report lists the supplement and the exception as it stands.
+    let again = env.close("2025-05").await.unwrap();
+    assert_eq!(again["documents"].as_array().unwrap().len(), 2, "{again}");
+    assert_eq!(again["left_out"][0]["status"], "billed");
+    assert!(again.get("late_usage").is_none(), "the billed line is no late usage: {again}");
+    let number = doc["state"]["erp_document_number"].as_str().unwrap();
+    let (_, lineage) = env.get(&format!("/v1/lineage/documents/{number}")).await.unwrap();
+    assert_eq!(lineage["contract_lines"][0]["rule"]["plugin"], "my-tiers", "{lineage}");
+
+    // June: spin is in effect again (activated later); finance cancels.
+    assert_eq!(env.post("/v1/activations", &activate("spin", "2025-06-01T00:00:00Z")).await.0, 201);
+    let june = env.close("2025-06").await.unwrap();
+    let id = june["left_out"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/exceptions/{id}/actions");
+    let (status, body) = env.post(&path, &json!({"action": "cancel", "reason": " "})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("reason")), "{body}");
+    let (status, body) = env.post(&path, &json!({"action": "cancel", "reason": "goodwill: not billed"})).await;
+    assert_eq!((status, &body["status"]), (200, &json!("cancelled")), "{body}");
+    let (_, open) = env.get("/v1/exceptions").await.unwrap();
+    assert_eq!(open["contract_lines"], json!([]), "nothing open: {open}");
+    let (_, all) = env.get("/v1/exceptions?all=true").await.unwrap();
+    assert_eq!(all["contract_lines"].as_array().unwrap().len(), 2, "{all}");
+    // May: initech + globex's supplement; June: initech.
+    assert_eq!(erp.invoices().await.unwrap().len(), 3);
+}
