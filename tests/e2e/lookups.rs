@@ -67,3 +67,62 @@ async fn accounts_entitlements_and_pricing_are_looked_up_and_follow_master_data_
     let (status, body) = env.put("/v1/masterdata", &md).await;
     assert_eq!((status, body["error"]["field"].as_str()), (400, Some("features[0].meter")), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entitlement_reflects_every_acknowledged_event_or_says_it_is_stale() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let mut md = masterdata();
+    md["features"] = json!([{ "code": "api", "name": "API access", "meter": "api_calls" }]);
+    let customers: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    md["customers"] = json!(
+        customers
+            .iter()
+            .map(|c| json!({"id": c, "name": c, "legal_entity": "acme-eu", "erp_account": c}))
+            .collect::<Vec<_>>()
+    );
+    md["contract_lines"] = json!(
+        customers
+            .iter()
+            .map(|c| json!({
+                "id": format!("{c}-api"), "customer": c, "meter": "api_calls", "sku": "API", "commitment": "100",
+                "rater": { "plugin": "graduated-tiers" }, "currency": "EUR",
+                "params": { "tiers": [ { "up_to": null, "unit_price": "0.01" } ] }
+            }))
+            .collect::<Vec<_>>()
+    );
+    let (status, body) = env.put("/v1/masterdata", &md).await;
+    assert_eq!(status, 200, "{body}");
+    let now = chrono::Utc::now().to_rfc3339();
+    // Right after an acknowledged batch far over the limit, every answer
+    // counts it (the read waits for the index), for every customer.
+    let batch = customers
+        .iter()
+        .flat_map(|c| (0..50).map(move |i| (c.clone(), i)))
+        .map(|(c, i)| event(&format!("{c}-{i}"), &c, "api_calls", &now, "7"))
+        .collect();
+    assert_eq!(env.ingest(batch).await.unwrap().accepted, 600);
+    for c in &customers {
+        let (status, e) = env.get(&format!("/v1/customers/{c}/entitlements/api")).await.unwrap();
+        assert_eq!(status, 200, "{e}");
+        assert_eq!(e["stale"], false, "{e}");
+        assert_eq!(
+            (e["allowed"].as_bool(), dec(&e["used"]), dec(&e["remaining"])),
+            (Some(false), 350.into(), 0.into()),
+            "{c}: {e}"
+        );
+    }
+    // When the index cannot catch up within the look-up's bound, the answer
+    // says so, with the position it reflects: never a silently old "allowed".
+    let log = env.gateway.as_ref().unwrap().event_log().clone();
+    log.hold_indexing(true);
+    env.ingest(vec![event("late", "c0", "api_calls", &now, "1")]).await.unwrap();
+    let (status, e) = env.get("/v1/customers/c0/entitlements/api").await.unwrap();
+    log.hold_indexing(false);
+    assert_eq!((status, &e["stale"]), (200, &json!(true)), "{e}");
+    assert_eq!(dec(&e["used"]), 350.into(), "{e}");
+    let held_at = e["through_lsn"].as_u64().unwrap();
+    let (_, e) = env.get("/v1/customers/c0/entitlements/api").await.unwrap();
+    assert_eq!((&e["stale"], dec(&e["used"])), (&json!(false), 351.into()), "{e}");
+    assert!(e["through_lsn"].as_u64().unwrap() > held_at, "{e}");
+}

@@ -595,7 +595,8 @@ async fn customer_entitlement(
     Path((id, feature)): Path<(String, String)>,
 ) -> Result<Json<lookup::Entitlement>, ApiError> {
     let t = tenant(&s, &h)?;
-    lookup::bounded(move || {
+    let log = s.ingestor.log().clone();
+    lookup::entitlement_now(&log, move || {
         let md = s.masterdata.get(&s.store, &t)?;
         lookup::entitlement(&s.store, &md, &t, &id, &feature, chrono::Utc::now())
     })

@@ -295,6 +295,15 @@ fn next_pace(old: u64, records: usize, took: Duration) -> u64 {
     new.max(1)
 }
 
+/// How current a read is (see [`EventLog::sync_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Every event acknowledged before the read is in it.
+    pub caught_up: bool,
+    /// The last log position the index had applied.
+    pub through_lsn: u64,
+}
+
 /// A handle on the event log; cheap to clone.
 #[derive(Clone)]
 pub struct EventLog {
@@ -475,6 +484,18 @@ impl EventLog {
             Some(why) => Err(LogError::Failed(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// [`EventLog::sync`] for at most `wait`: whether the index then shows
+    /// everything acknowledged before the call, and the log position (lsn)
+    /// it reflects — for reads that may not wait long and must say so when
+    /// their answer is older than an acknowledgement.
+    pub async fn sync_within(&self, wait: Duration) -> Result<Freshness, LogError> {
+        let caught_up = match tokio::time::timeout(wait, self.sync()).await {
+            Ok(done) => done.map(|()| true)?,
+            Err(_) => false,
+        };
+        Ok(Freshness { caught_up, through_lsn: self.shared.progress.borrow().applied })
     }
 
     /// The index (read-only use: `query`, `metering::window`).

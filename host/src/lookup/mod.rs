@@ -200,6 +200,11 @@ pub struct Entitlement {
     /// The contract line's commitment; none: unlimited.
     pub limit: Option<Decimal>,
     pub remaining: Option<Quantity>,
+    /// True when the answer may miss events acknowledged before the request
+    /// (the event index had not caught up within the look-up's time bound);
+    /// `through_lsn` is the log position it reflects. Never silently old.
+    pub stale: bool,
+    pub through_lsn: u64,
 }
 
 pub fn entitlement(
@@ -232,6 +237,8 @@ pub fn entitlement(
         used,
         limit,
         remaining: room.map(|l| l.checked_sub(used).unwrap_or(Quantity::ZERO)),
+        stale: false,
+        through_lsn: 0,
     })
 }
 
@@ -279,7 +286,31 @@ pub fn pricing(
 pub async fn bounded<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+    bounded_until(tokio::time::Instant::now() + LOOKUP_TIMEOUT, f).await
+}
+
+/// The entitlement of `customer` to `feature` with read-your-writes: waits
+/// (within the look-up's bound, half of it at most) for the event index to
+/// show every event acknowledged before the request, then reads; if it has
+/// not caught up by then, answers what it has, marked `stale`.
+pub async fn entitlement_now(
+    log: &crate::eventlog::EventLog,
+    load: impl FnOnce() -> Result<Entitlement, ApiError> + Send + 'static,
+) -> Result<Entitlement, ApiError> {
+    let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+    let freshness = log.sync_within(LOOKUP_TIMEOUT / 2).await.map_err(ApiError::from)?;
+    let mut e = bounded_until(deadline, load).await?;
+    e.stale = !freshness.caught_up;
+    e.through_lsn = freshness.through_lsn;
+    Ok(e)
+}
+
+/// Runs a look-up on the blocking pool, answering `timeout` at `deadline`.
+async fn bounded_until<T: Send + 'static>(
+    deadline: tokio::time::Instant,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(f)).await {
         Ok(joined) => joined.map_err(ApiError::internal)?,
         Err(_) => Err(ApiError::new(
             ErrorCode::Unavailable,
