@@ -30,6 +30,7 @@ pub fn gateway_config(
         plugins: PluginsConfig { bundled_dir: plugins_dir(), ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         ingest: Default::default(),
+        connections: Default::default(),
         admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
             id: "bench".into(),

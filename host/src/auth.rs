@@ -206,7 +206,7 @@ impl Auth {
 /// The key of an `authorization` value: the `Bearer` scheme, matched
 /// case-insensitively as HTTP auth schemes are (RFC 9110 §11.1).
 pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.trim_start().split_once(|c: char| c == ' ' || c == '\t')?;
+    let (scheme, rest) = value.trim_start().split_once([' ', '\t'])?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim()).filter(|k| !k.is_empty())
 }
 

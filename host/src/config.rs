@@ -30,6 +30,9 @@ pub struct Config {
     pub posting: PostingConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Connection hygiene on both listeners.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// Tenants and their API keys.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -141,6 +144,37 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig { dedup_retention_days: None, max_unindexed_events: 50_000, wal_segment_mib: 64 }
+    }
+}
+
+/// Connection hygiene on the gRPC and HTTP listeners (see
+/// `crate::connections`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// A new connection must send its first bytes within this; an HTTP/1.1
+    /// connection must also complete each request head within it, counted
+    /// from when the server starts waiting for it (also between keep-alive
+    /// requests, so it is the idle keep-alive timeout too). Milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Most connections open per listener; at the bound the oldest idle one
+    /// is closed for a newcomer. Kept under the open-file limit (which is
+    /// raised to its hard limit at start).
+    pub max_connections: usize,
+    /// gRPC: an HTTP/2 ping after this long without traffic, milliseconds.
+    pub grpc_keepalive_interval_ms: u64,
+    /// gRPC: a connection whose ping is not answered within this is closed, milliseconds.
+    pub grpc_keepalive_timeout_ms: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            grpc_keepalive_interval_ms: 30_000,
+            grpc_keepalive_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -337,6 +371,19 @@ impl Config {
         }
         if !(1..=4096).contains(&self.ingest.wal_segment_mib) {
             return Err(invalid("ingest.wal_segment_mib", "must be 1..=4096"));
+        }
+        let c = &self.connections;
+        for (key, v) in [
+            ("connections.header_read_timeout_ms", c.header_read_timeout_ms),
+            ("connections.grpc_keepalive_interval_ms", c.grpc_keepalive_interval_ms),
+            ("connections.grpc_keepalive_timeout_ms", c.grpc_keepalive_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if c.max_connections < 16 {
+            return Err(invalid("connections.max_connections", "must be at least 16"));
         }
         if self.tls.as_ref().is_some_and(|t| t.handshake_timeout_ms == 0) {
             return Err(invalid("tls.handshake_timeout_ms", "must be greater than 0"));

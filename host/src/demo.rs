@@ -48,6 +48,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         plugins: PluginsConfig { bundled_dir: plugins_dir, ..PluginsConfig::default() },
         posting: PostingConfig::default(),
         ingest: Default::default(),
+        connections: Default::default(),
         admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
             id: "acme".into(),

@@ -22,6 +22,11 @@ pub enum ErrorCode {
     FailedPrecondition,
     /// The request body's media type is not one this endpoint takes.
     UnsupportedMediaType,
+    /// The request (its body, or a gRPC message) is larger than the
+    /// documented limit; nothing of it was read or stored.
+    PayloadTooLarge,
+    /// No route has this path, or it takes another method.
+    NoRoute,
     /// The write path is saturated; retry after the hint. Nothing was stored.
     ResourceExhausted,
     /// A part is down (e.g. the event log after a storage failure).
@@ -40,6 +45,8 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::NoRoute => StatusCode::NOT_FOUND,
             ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -55,6 +62,8 @@ impl ErrorCode {
             ErrorCode::Conflict => tonic::Code::AlreadyExists,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorCode::PayloadTooLarge => tonic::Code::OutOfRange,
+            ErrorCode::NoRoute => tonic::Code::Unimplemented,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
@@ -93,6 +102,18 @@ impl ApiError {
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
+    }
+
+    /// A request body the framework refused (`status` is its rejection's):
+    /// too large is [`ErrorCode::PayloadTooLarge`], anything else
+    /// [`ErrorCode::InvalidArgument`]; both name `body`.
+    pub fn body(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::PayloadTooLarge
+        } else {
+            ErrorCode::InvalidArgument
+        };
+        ApiError::field(code, "body", message)
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {

@@ -23,12 +23,14 @@
 //! - [`lineage`]: from an ERP document number back to the source events.
 //! - [`lookup`]: synchronous account, entitlement and pricing look-ups.
 //! - [`api`]: the HTTP admin API; [`auth`]: API keys → tenants.
-//! - [`server`]: wires the stages together; [`tls`]: rustls for both listeners; [`demo`]: the README demo.
+//! - [`server`]: wires the stages together; [`tls`]: rustls for both listeners;
+//!   [`connections`]: connection bound and timeouts on both; [`demo`]: the README demo.
 //! - [`money`]: exact decimal rules shared by every stage.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod enrich;
 pub mod error;

@@ -4,6 +4,7 @@
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::connections::{Connections, Evict};
 use crate::error::ApiError;
 use crate::eventlog::{Durability, EventLog, LogOptions, UNSAFE_ACK_BEFORE_WRITE_ENV};
 use crate::ingest::{Ingestor, grpc::IngestGrpc};
@@ -152,19 +153,43 @@ pub async fn start(config: Config) -> Result<Gateway> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the gRPC reflection service")?;
-    let mut grpc = tonic::transport::Server::builder();
+    let c = &config.connections;
+    let open_files = crate::connections::raise_open_file_limit();
+    let max_connections = crate::connections::bound_under(c.max_connections, open_files);
+    if max_connections < c.max_connections {
+        tracing::warn!(
+            configured = c.max_connections,
+            bound = max_connections,
+            open_files,
+            "connections.max_connections lowered to fit the open-file limit"
+        );
+    }
+    let header_read = std::time::Duration::from_millis(c.header_read_timeout_ms);
+    let mut grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_millis(c.grpc_keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_millis(c.grpc_keepalive_timeout_ms)));
     if let Some(tls) = &tls {
         grpc = grpc.tls_config(tls.grpc()).context("configuring TLS for the gRPC listener")?;
     }
     // Acks are small writes: without TCP_NODELAY, Nagle's algorithm holds
     // one back until the client's delayed ACK (40 ms on Linux) arrives
     // (measured in BENCHMARKS.md, ingest).
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_connections = Connections::new("grpc", max_connections, header_read, Evict::Silent);
+    let incoming = {
+        use tokio_stream::StreamExt;
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)).filter_map(move |r| match r
+        {
+            Ok(tcp) => grpc_connections.admit(tcp).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    };
     tasks.push(tokio::spawn(async move {
         let result = grpc
             .add_service(health)
             .add_service(reflection)
-            .add_service(IngestServiceServer::new(ingest))
+            .add_service(
+                IngestServiceServer::new(ingest).max_decoding_message_size(crate::ingest::MAX_GRPC_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             })
@@ -185,23 +210,16 @@ pub async fn start(config: Config) -> Result<Gateway> {
             crate::lookup::MasterDataCache::load_all(&store).context("indexing master data for look-ups")?,
         ),
     });
-    let http_listener = match &tls {
-        Some(t) => HttpListener::Tls(t.http_listener(http_listener)),
-        None => HttpListener::Plain(axum::serve::ListenerExt::tap_io(http_listener, no_delay)),
-    };
-    let mut rx = shutdown_rx.clone();
-    let stop = async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    tasks.push(tokio::spawn(async move {
-        let result = match http_listener {
-            HttpListener::Tls(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,
-            HttpListener::Plain(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    let http_connections = Connections::new("http", max_connections, header_read, Evict::Idle);
+    let http_tls = tls.as_ref().map(TlsMaterial::http_acceptor);
+    tasks.push(tokio::spawn(serve_http(
+        http_listener,
+        http_tls,
+        app,
+        http_connections,
+        header_read,
+        shutdown_rx.clone(),
+    )));
     if let Some(schedule) = config.posting.close_schedule.clone() {
         let scheduler = crate::posting::schedule::Scheduler {
             store: store.clone(),
@@ -239,9 +257,106 @@ async fn create_meters(log: &EventLog, tenant: &str, file: &std::path::Path) -> 
     Ok(())
 }
 
-enum HttpListener {
-    Plain(axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)>),
-    Tls(crate::tls::TlsListener),
+/// Serves the admin API: every accepted connection is tracked
+/// ([`Connections`]: the bound, the first-bytes deadline, room for
+/// newcomers), has its TLS handshake (if any) in its own task, and is
+/// served as HTTP/1.1 by hyper with a header read timeout. On `stop`, no
+/// new connection is taken and open ones finish what they serve.
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>,
+    app: axum::Router,
+    connections: Arc<Connections>,
+    header_read: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut open = tokio::task::JoinSet::new();
+    let (drain, draining) = watch::channel(false);
+    loop {
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+            accepted = listener.accept() => {
+                let mut tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Resource errors (e.g. too many open files) back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                no_delay(&mut tcp);
+                let Some(tracked) = connections.admit(tcp) else { continue };
+                let service = Api { router: app.clone(), conn: tracked.state() };
+                let (tls, draining) = (tls.clone(), draining.clone());
+                open.spawn(async move {
+                    match tls {
+                        None => serve_connection(tracked, service, header_read, draining).await,
+                        Some((acceptor, timeout)) => match tokio::time::timeout(timeout, acceptor.accept(tracked)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, service, header_read, draining).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        },
+                    }
+                });
+            }
+        }
+    }
+    let _ = drain.send(true);
+    while open.join_next().await.is_some() {}
+}
+
+/// One HTTP/1.1 connection, until it closes or the server drains.
+async fn serve_connection<I>(io: I, service: Api, header_read: std::time::Duration, mut draining: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read).keep_alive(true);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => {
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        }
+        _ = async { let _ = draining.wait_for(|d| *d).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The admin API as one connection's hyper service: counts the requests in
+/// progress on the connection (an idle one may make room for a newcomer).
+#[derive(Clone)]
+struct Api {
+    router: axum::Router,
+    conn: Arc<crate::connections::ConnState>,
+}
+
+impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Api {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        struct InFlight(Arc<crate::connections::ConnState>);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        self.conn.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let guard = InFlight(self.conn.clone());
+        let mut router = self.router.clone();
+        Box::pin(async move {
+            let _in_flight = guard;
+            tower_service::Service::call(&mut router, req).await
+        })
+    }
 }
 
 /// Sets TCP_NODELAY on an accepted connection: responses are sent as they

@@ -4,18 +4,13 @@
 //! files through tonic's own rustls acceptor.
 
 use crate::config::TlsConfig;
-use axum::serve::Listener;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
 
 /// Why the configured certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -88,69 +83,9 @@ impl TlsMaterial {
     }
 
     /// Wraps the HTTP listener so every connection is TLS (HTTP/1.1 by ALPN).
-    pub fn http_listener(&self, tcp: TcpListener) -> TlsListener {
-        TlsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(self.http.clone()),
-            handshakes: JoinSet::new(),
-            timeout: self.handshake_timeout,
-        }
-    }
-}
-
-/// A TCP listener whose connections are handed out once their TLS
-/// handshake completed. Handshakes run concurrently, each bounded by a
-/// timeout, so a slow or silent client holds up nobody else; failed
-/// handshakes are logged and dropped.
-pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
-    timeout: Duration,
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
-                    Ok((mut stream, peer)) => {
-                        crate::server::no_delay(&mut stream);
-                        let (acceptor, timeout) = (self.acceptor.clone(), self.timeout);
-                        self.handshakes.spawn(async move {
-                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => Some((tls, peer)),
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    None
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    None
-                                }
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        // As axum's own listener: resource errors (e.g. too
-                        // many open files) back off instead of spinning.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(conn)) = done {
-                        return conn;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+    /// The HTTP listener's acceptor and how long a handshake may take (the
+    /// server runs each handshake in its connection's own task).
+    pub fn http_acceptor(&self) -> (TlsAcceptor, Duration) {
+        (TlsAcceptor::from(self.http.clone()), self.handshake_timeout)
     }
 }

@@ -160,3 +160,78 @@ async fn a_failing_contract_line_is_left_out_the_rest_is_billed_and_finance_retr
     // May: initech + globex's supplement; June: initech.
     assert_eq!(erp.invoices().await.unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_set_of_limits_and_one_error_shape() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    // A batch valid by every documented event limit: 10 000 events with
+    // 256-byte ids and customers (about 5.5 MB over gRPC) is taken whole.
+    let long = |prefix: &str, i: usize| format!("{prefix}{i:0>250}");
+    let events = (0..10_000)
+        .map(|i| {
+            let mut e = event(&long("id", i), &long("cu", i % 7), "api_calls", "2025-05-03T10:00:00Z", "1");
+            e.source = "s".repeat(256);
+            e
+        })
+        .collect::<Vec<_>>();
+    let acked = env.ingest(events).await.unwrap();
+    assert_eq!(acked.accepted, 10_000);
+
+    // Every refused HTTP request answers the documented JSON error.
+    let json_error = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let media = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body: serde_json::Value =
+            r.json().await.unwrap_or_else(|e| panic!("HTTP {status} is not JSON ({media}): {e}"));
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{body}");
+        (status, body)
+    };
+    let big = vec![b' '; (16 << 20) + 1];
+    let cases = [
+        ("/v1/events", "application/cloudevents-batch+json"),
+        ("/v1/plugins?name=x&version=1.0.0&kind=rater", "application/wasm"),
+        ("/v1/meters", "application/json"),
+    ];
+    for (path, media) in cases {
+        let r = http()
+            .post(format!("{}{path}", env.base))
+            .bearer_auth(API_KEY)
+            .header("content-type", media)
+            .body(if path == "/v1/events" { big.clone() } else { vec![b' '; (65 << 20) + 1] })
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_error(r).await;
+        assert_eq!(
+            (status, &body["error"]["code"], &body["error"]["field"]),
+            (413, &json!("payload_too_large"), &json!("body")),
+            "{path}: {body}"
+        );
+    }
+    let r = http().get(format!("{}/v1/nowhere", env.base)).bearer_auth(API_KEY).send().await.unwrap();
+    let (status, body) = json_error(r).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("no_route")), "{body}");
+    let r = http().delete(format!("{}/v1/meters", env.base)).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(json_error(r).await.0, 405);
+    let r = http().get(format!("{}/v1/events?limit=many", env.base)).bearer_auth(API_KEY).send().await.unwrap();
+    let (status, body) = json_error(r).await;
+    assert_eq!(status, 400, "{body}");
+
+    // CloudEvents rejections name the attribute the producer sent.
+    let ce = |id: &str, subject: &str, kind: &str| {
+        json!({"specversion": "1.0", "id": id, "source": "s", "type": kind, "subject": subject,
+               "time": "2025-05-03T10:00:00Z", "data": {"quantity": "1"}})
+    };
+    let r = http()
+        .post(format!("{}/v1/events", env.base))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&json!([ce("a", &"x".repeat(300), "api_calls"), ce("b", "globex", "Not A Meter!")]))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["results"][0]["field"], "subject", "{body}");
+    assert_eq!(body["results"][1]["field"], "type", "{body}");
+}

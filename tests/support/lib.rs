@@ -181,6 +181,7 @@ impl Env {
             },
             posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 200, poll_ms: 20, close_schedule: None },
             ingest: Default::default(),
+            connections: Default::default(),
             admin_api_key_sha256: vec![tollgate::auth::hash_key(ADMIN_KEY)],
             tenants: vec![
                 TenantConfig {

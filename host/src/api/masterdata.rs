@@ -80,7 +80,7 @@ pub(super) async fn put_masterdata(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
     let q = query(q)?;
-    let Json(data) = body.map_err(|e| bad("body", e.body_text()))?;
+    let Json(data) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let refs = refs(&s, &t);
     // The body first, so errors name its own indexes.
     data.validate(&refs)?;
@@ -167,7 +167,7 @@ pub(super) async fn amend_entity(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
-    let Json(a) = body.map_err(|e| bad("body", e.body_text()))?;
+    let Json(a) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let value = (!a.value.is_null()).then_some(a.value);
     if let Some(value) = &value {
         let id_field = if kind == Kind::Feature { "code" } else { "id" };

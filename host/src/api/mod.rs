@@ -178,7 +178,44 @@ pub fn router(state: AppState) -> Router {
         };
         by_path.insert(e.path, merged);
     }
-    by_path.into_iter().fold(Router::new(), |r, (path, handler)| r.route(path, handler)).with_state(state)
+    by_path
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
+        .fallback(no_route)
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::field(ErrorCode::NoRoute, "path", format!("no route {method} {}; see GET /openapi.json", uri.path()))
+}
+
+/// Every error answer is the documented JSON error: one the framework wrote
+/// itself (a wrong method, an oversized body, a query or body that does
+/// not parse) is rewritten with its status kept and its text as the message.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_lowercase(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body(status, text),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(ErrorCode::NoRoute, format!("{text}; see GET /openapi.json")),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::field(ErrorCode::UnsupportedMediaType, "content-type", text),
+        s if s.is_server_error() => ApiError::new(ErrorCode::Internal, text),
+        _ => ApiError::new(ErrorCode::InvalidArgument, text),
+    };
+    let mut out = axum::response::IntoResponse::into_response(error);
+    *out.status_mut() = status;
+    out
 }
 
 /// Largest master data document `PUT /v1/masterdata` takes (tens of
@@ -199,9 +236,10 @@ pub(crate) fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, Ap
 async fn post_events(
     State(s): State<AppState>,
     h: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
+    let body = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let media = h.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let bad = |message: String| ApiError::field(ErrorCode::InvalidArgument, "body", message);
@@ -247,7 +285,8 @@ async fn post_events(
             *counts.entry(count).or_default() += 1;
             let mut line = serde_json::json!({ "index": index, "id": id, "status": status });
             if let Some(r) = why {
-                line["field"] = r.field.into();
+                // Named as the producer sent it: the CloudEvents attribute.
+                line["field"] = cloudevents::attribute_of(&r.field).into();
                 line["reason"] = r.reason.into();
             }
             line
@@ -277,9 +316,10 @@ async fn upload_plugin(
     State(s): State<AppState>,
     h: HeaderMap,
     Query(q): Query<UploadQuery>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let t = tenant(&s, &h)?;
+    let body = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let bad = |field: &str, message: String| ApiError::field(ErrorCode::InvalidArgument, field, message);
     let name = q.name.ok_or_else(|| bad("name", "required query parameter".into()))?;
     if !is_valid_name(&name) {
@@ -315,7 +355,7 @@ async fn activate(
     body: Result<Json<ActivationRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Activation>), ApiError> {
     let t = tenant(&s, &h)?;
-    let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let md = s.masterdata.get(&s.store, &t)?;
     let a = activation::activate(&s.store, &s.registry, &md.data, &t, req, chrono::Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(a)))
@@ -463,7 +503,7 @@ async fn act_on_exception(
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
-    let Json(body) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let parse_error = |e: serde_json::Error| ApiError::field(ErrorCode::InvalidArgument, "body", e.to_string());
     let answer = if posting::line_exceptions::is_line_exception(&id) {
         let action: posting::line_exceptions::Action = serde_json::from_value(body).map_err(parse_error)?;
@@ -574,7 +614,7 @@ async fn create_meter(
     body: Result<Json<MeterSpec>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Meter>), ApiError> {
     let t = tenant(&s, &h)?;
-    let Json(spec) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let Json(spec) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let meter = spec.validate(chrono::Utc::now())?;
     let (meter, created) = s.ingestor.log().create_meter(&t, meter).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(meter)))
@@ -735,7 +775,7 @@ async fn create_api_key(
     body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<auth::CreatedKey>), ApiError> {
     let p = principal(&s, &h)?;
-    let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let tenant = key_scope(p, req.tenant)?.ok_or_else(|| {
         ApiError::field(ErrorCode::InvalidArgument, "tenant", "required with the operator key: whose key is this")
     })?;
@@ -779,7 +819,7 @@ async fn create_tenant(
     body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<auth::TenantRecord>), ApiError> {
     let key = operator(&s, &h)?;
-    let Json(req) = body.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "body", e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     Ok((StatusCode::CREATED, Json(s.auth.create_tenant(&req.id, &req.name, &key).await?)))
 }
 

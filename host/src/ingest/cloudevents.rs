@@ -31,6 +31,20 @@ pub const SINGLE: &str = "application/cloudevents+json";
 /// Media type of a batch.
 pub const BATCH: &str = "application/cloudevents-batch+json";
 
+/// The CloudEvents attribute a usage-event field comes from (see the
+/// table above), so a rejection names what the producer sent.
+pub fn attribute_of(field: &str) -> String {
+    match field {
+        "customer" => "subject".into(),
+        "meter" => "type".into(),
+        "quantity" => "data.quantity".into(),
+        f => match f.strip_prefix("dimensions") {
+            Some(rest) if rest.is_empty() || rest.starts_with('.') => format!("data.dimensions{rest}"),
+            _ => f.to_string(),
+        },
+    }
+}
+
 fn reject(field: &str, reason: impl Into<String>) -> Rejection {
     Rejection { field: field.to_string(), reason: reason.into() }
 }

@@ -3,6 +3,7 @@
 //! interfaces.
 
 mod cli;
+mod connections;
 mod crash;
 mod fixtures;
 mod sandbox;
@@ -42,6 +43,7 @@ pub fn test_config(dir: &Path, erp_base: String) -> Config {
         },
         posting: PostingConfig { backoff_initial_ms: 20, backoff_max_ms: 100, poll_ms: 20, close_schedule: None },
         ingest: Default::default(),
+        connections: Default::default(),
         admin_api_key_sha256: vec![],
         tenants: vec![TenantConfig {
             id: "acme".into(),
