@@ -187,22 +187,22 @@ async fn one_set_of_limits_and_one_error_shape() {
         assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{body}");
         (status, body)
     };
-    let big = vec![b' '; (16 << 20) + 1];
-    let cases = [
-        ("/v1/events", "application/cloudevents-batch+json"),
-        ("/v1/plugins?name=x&version=1.0.0&kind=rater", "application/wasm"),
-        ("/v1/meters", "application/json"),
-    ];
-    for (path, media) in cases {
-        let r = http()
-            .post(format!("{}{path}", env.base))
-            .bearer_auth(API_KEY)
-            .header("content-type", media)
-            .body(if path == "/v1/events" { big.clone() } else { vec![b' '; (65 << 20) + 1] })
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = json_error(r).await;
+    // An oversized body is refused as soon as it shows: while it is read
+    // (a body without a length), or from its declared length before
+    // anything of it is sent.
+    let (status, body) = chunked(&env.base, "/v1/meters", 3).await;
+    assert_eq!(
+        (status, &body["error"]["code"], &body["error"]["field"]),
+        (413, &json!("payload_too_large"), &json!("body")),
+        "{body}"
+    );
+    for (path, media, declared) in [
+        ("/v1/events", "application/cloudevents-batch+json", (16 << 20) + 1),
+        ("/v1/plugins?name=x&version=1.0.0&kind=rater", "application/wasm", 64 << 20),
+        ("/v1/meters", "application/json", (2 << 20) + 1),
+        ("/v1/masterdata", "application/json", (64 << 20) + 1),
+    ] {
+        let (status, body) = declared_only(&env.base, path, media, declared).await;
         assert_eq!(
             (status, &body["error"]["code"], &body["error"]["field"]),
             (413, &json!("payload_too_large"), &json!("body")),
@@ -234,4 +234,50 @@ async fn one_set_of_limits_and_one_error_shape() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["results"][0]["field"], "subject", "{body}");
     assert_eq!(body["results"][1]["field"], "type", "{body}");
+}
+
+/// Sends only the head of a request declaring a `content-length` of
+/// `declared` bytes, and reads the answer (status, JSON body).
+async fn declared_only(base: &str, path: &str, media: &str, declared: usize) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let method = if path == "/v1/masterdata" { "PUT" } else { "POST" };
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {API_KEY}\r\ncontent-type: {media}\r\n\
+         content-length: {declared}\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+}
+
+/// Sends `mib` chunks of 1 MiB as a chunked body (no declared length), and
+/// reads the answer (status, JSON body).
+async fn chunked(base: &str, path: &str, mib: usize) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = [b"100000\r\n".as_slice(), &vec![b' '; 1 << 20], b"\r\n"].concat();
+    for _ in 0..mib {
+        // The gateway may answer (and stop reading) before the last chunk.
+        if s.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
 }

@@ -21,11 +21,11 @@ async fn every_documented_operation_is_served() {
             let m = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
             let r = http().request(m, format!("{}{url}", env.base)).bearer_auth(API_KEY).send().await.unwrap();
             let status = r.status().as_u16();
-            let body = r.bytes().await.unwrap();
-            // The router's own "no such route" is an empty 404 or a 405;
-            // handlers always answer with a body.
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            // The router's own "no such route" is a 404 or 405 with code
+            // `no_route`; a handler's 404 says `not_found`.
             assert_ne!(status, 405, "{method} {path}");
-            assert!(!(status == 404 && body.is_empty()), "{method} {path}: not routed");
+            assert_ne!(body["error"]["code"], "no_route", "{method} {path}: not routed");
             operations += 1;
         }
     }
@@ -33,5 +33,6 @@ async fn every_documented_operation_is_served() {
     // An undocumented route is what the router's 404 looks like.
     let r = http().get(format!("{}/v1/nope", env.base)).bearer_auth(API_KEY).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert!(r.bytes().await.unwrap().is_empty());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_route", "{body}");
 }

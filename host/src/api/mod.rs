@@ -108,7 +108,12 @@ pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
     handler: MethodRouter<AppState>,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
 }
+
+/// The body limit of an endpoint that sets none (axum's default).
+pub const DEFAULT_BODY_LIMIT: usize = 2 << 20;
 
 fn ep<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
 where
@@ -116,12 +121,37 @@ where
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).unwrap_or_else(|e| panic!("{method}: {e}"));
-    Endpoint { method, path, handler: on(filter, handler) }
+    Endpoint { method, path, handler: on(filter, handler), body_limit: DEFAULT_BODY_LIMIT }
 }
 
 impl Endpoint {
     fn body_limit(self, bytes: usize) -> Endpoint {
-        Endpoint { handler: self.handler.layer(axum::extract::DefaultBodyLimit::max(bytes)), ..self }
+        Endpoint { body_limit: bytes, ..self }
+    }
+
+    /// The handler with its body limit: enforced while the body is read,
+    /// and up front for a declared `content-length` beyond it (413 before
+    /// anything is read, so a client need not send it all to learn).
+    fn limited(self) -> MethodRouter<AppState> {
+        self.handler
+            .layer(axum::extract::DefaultBodyLimit::max(self.body_limit))
+            .layer(axum::middleware::from_fn_with_state(self.body_limit, refuse_declared_oversize))
+    }
+}
+
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared =
+        req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(ApiError::body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {n} bytes; this route takes at most {limit}"),
+        )),
+        _ => next.run(req).await,
     }
 }
 
@@ -172,11 +202,13 @@ pub fn endpoints() -> Vec<Endpoint> {
 pub fn router(state: AppState) -> Router {
     let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     for e in endpoints() {
-        let merged = match by_path.remove(e.path) {
-            Some(r) => r.merge(e.handler),
-            None => e.handler,
+        let path = e.path;
+        let handler = e.limited();
+        let merged = match by_path.remove(path) {
+            Some(r) => r.merge(handler),
+            None => handler,
         };
-        by_path.insert(e.path, merged);
+        by_path.insert(path, merged);
     }
     by_path
         .into_iter()
