@@ -65,7 +65,9 @@
 //!   then fails: the ambiguous case), `{"kind": "delay", "ms": 2000}`
 //!   (answers late), `{"kind": "timeout_after_commit", "ms": 3000}` (commits,
 //!   then answers only after `ms`: past the client's timeout, the other
-//!   ambiguous case), `{"kind": "reject", "code": "period-closed", "message": ".."}`.
+//!   ambiguous case), `{"kind": "reject", "code": "period-closed", "message": ".."}`,
+//!   `{"kind": "reuse_number"}` (generic JSON: commits, but gives the invoice
+//!   the number of the one before it, as a broken ERP number sequence does).
 //! - `PUT /_sim/closed-periods` `["2025-05", ...]`: accounting periods
 //!   (`YYYY-MM` of the invoice's `issue_date`) the ERP refuses to post into,
 //!   with 422 `period-closed` "Posting period … is not open", as a real ERP
@@ -134,6 +136,9 @@ pub enum Fault {
     TimeoutAfterCommit {
         ms: u64,
     },
+    /// Commits, but numbers the invoice like the one before it (a broken
+    /// number sequence, as Tryton on SQLite gives concurrent posts).
+    ReuseNumber,
 }
 
 /// Random faults on a share of requests (`POST /_sim/chaos`), drawn from a
@@ -389,12 +394,20 @@ async fn create_invoice(State(sim): State<Sim>, headers: HeaderMap, body: String
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid-json", None, e.to_string()),
     };
-    let invoice = match commit(&sim, json, key) {
+    let mut invoice = match commit(&sim, json, key) {
         Ok(invoice) => invoice,
         Err(answer) => return *answer,
     };
     if let Some(answer) = after_commit(&fault, &GENERIC).await {
         return answer;
+    }
+    if fault == Some(Fault::ReuseNumber) {
+        let mut s = sim.lock();
+        let n = s.invoices.len();
+        if n >= 2 {
+            invoice.number = s.invoices[n - 2].number.clone();
+            s.invoices[n - 1].number = invoice.number.clone();
+        }
     }
     (StatusCode::CREATED, Json(invoice)).into_response()
 }

@@ -281,3 +281,34 @@ async fn chunked(base: &str, path: &str, mib: usize) -> (u16, serde_json::Value)
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_number_given_to_two_documents_is_an_exception_not_a_stored_fact() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    env.ingest(vec![
+        event("g", "globex", "api_calls", "2025-05-20T10:00:00Z", "150"),
+        event("i", "initech", "api_calls", "2025-05-20T10:00:00Z", "3"),
+    ])
+    .await
+    .unwrap();
+    // The ERP's second invoice gets the first one's number.
+    erp.inject(json!([{ "kind": "delay", "ms": 0 }, { "kind": "reuse_number" }])).await.unwrap();
+    let closed = env.close("2025-05").await.unwrap();
+    let docs = closed["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{closed}");
+    let by_status = |s: &str| docs.iter().filter(|d| d["state"]["status"] == s).collect::<Vec<_>>();
+    let (posted, held) = (by_status("posted"), by_status("rejected"));
+    assert_eq!((posted.len(), held.len()), (1, 1), "{closed}");
+    let number = posted[0]["state"]["erp_document_number"].as_str().unwrap();
+    assert!(held[0]["state"]["erp_document_number"].is_null(), "the duplicate is not stored: {closed}");
+    let (_, queue) = env.get("/v1/exceptions").await.unwrap();
+    let exc = &queue["exceptions"][0];
+    assert_eq!(exc["document_id"], held[0]["id"], "{queue}");
+    assert_eq!(exc["rejection"]["code"], "duplicate-erp-number", "{queue}");
+    let message = exc["rejection"]["message"].as_str().unwrap();
+    assert!(message.contains(number) && message.contains(posted[0]["id"].as_str().unwrap()), "names both: {message}");
+    // Lineage by the number finds the one document it belongs to.
+    let (status, lineage) = env.get(&format!("/v1/lineage/documents/{number}")).await.unwrap();
+    assert_eq!((status, &lineage["document"]["id"]), (200, &posted[0]["id"]), "{lineage}");
+}

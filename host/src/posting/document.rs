@@ -98,6 +98,12 @@ impl Rejection {
                 ("the ERP does not know the customer's account", "master-data", "retry")
             }
             "missing-dimension" => ("the ERP requires a dimension the document lacks", "erp", "retry"),
+            "duplicate-erp-number" => (
+                "the ERP answered with a number it already gave another document: its numbering is broken \
+                 (e.g. Tryton on SQLite with concurrent posts; set max_concurrency = 1)",
+                "erp",
+                "retry",
+            ),
             _ => ("the ERP refused the document", "erp", "retry"),
         };
         Rejection {

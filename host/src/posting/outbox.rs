@@ -78,6 +78,10 @@ pub struct OutboxEntry {
 /// for ever.
 pub const MAX_STEPS: u32 = 16;
 
+/// The rejection code of a document the ERP answered with a number it had
+/// given another document of the same target.
+pub const DUPLICATE_ERP_NUMBER: &str = "duplicate-erp-number";
+
 /// What one attempt came to.
 enum Attempt {
     Posted(String),
@@ -436,7 +440,10 @@ impl Poster {
         Ok(())
     }
 
-    /// Final state: document updated, ERP number indexed, outbox entry removed, atomically.
+    /// Final state: document updated, ERP number indexed, outbox entry
+    /// removed, atomically. A number the target already gave another
+    /// document is not recorded: the document becomes an exception
+    /// ([`DUPLICATE_ERP_NUMBER`], naming both documents).
     fn finish(
         &self,
         key: &[u8],
@@ -457,10 +464,35 @@ impl Poster {
             doc.state.attempts = entry.attempts;
             doc.state.last_error = rejected.as_ref().map(|(e, _)| e.clone());
             doc.state.rejection = rejected.as_ref().map(|(_, r)| r.clone());
+            let mut status = status;
             if let Some(n) = &number {
-                doc.state.erp_document_number = Some(n.clone());
-                doc.state.posted_at = Some(now);
-                numbers.insert(store::key(&[&entry.tenant, n, &entry.target]), entry.document_id.as_bytes())?;
+                let number_key = store::key(&[&entry.tenant, n, &entry.target]);
+                match numbers.get(&number_key)? {
+                    // An ERP number identifies one document per target: a
+                    // second document answered with it is an exception.
+                    Some(other) if other.as_ref() != entry.document_id.as_bytes() => {
+                        let other = String::from_utf8_lossy(&other).into_owned();
+                        tracing::warn!(tenant = %entry.tenant, document = %entry.document_id, other_document = %other,
+                            erp_number = %n, target = %entry.target,
+                            "the ERP answered a number it gave another document; held as an exception");
+                        let message = format!(
+                            "the ERP answered number {n}, which it gave document {other} on target {} before; \
+                             check both in the ERP (one number, two invoices?), then retry",
+                            entry.target
+                        );
+                        let rejection =
+                            Rejection::classify(DUPLICATE_ERP_NUMBER, Some("erp_document_number".into()), message, now);
+                        doc.state.last_error = Some(format!("{DUPLICATE_ERP_NUMBER}: {}", rejection.message));
+                        doc.state.rejection = Some(rejection);
+                        status = PostingStatus::Rejected;
+                        doc.state.status = status;
+                    }
+                    _ => {
+                        doc.state.erp_document_number = Some(n.clone());
+                        doc.state.posted_at = Some(now);
+                        numbers.insert(number_key, entry.document_id.as_bytes())?;
+                    }
+                }
             }
             documents.insert(key, serde_json::to_vec(&doc).map_err(|e| abort(e.to_string()))?)?;
             if status == PostingStatus::Rejected {

@@ -26,6 +26,13 @@
 //! invoice exists), so the answer to any step can be read from the request
 //! it answers.
 //!
+//! **Tryton on SQLite needs `max_concurrency = 1` on its target**: SQLite's
+//! table lock is a no-op in Tryton, so invoices posted concurrently can get
+//! the same number (three concurrent posts were all numbered "1"). The
+//! gateway holds a document answered with a number the target gave another
+//! document as an exception (`duplicate-erp-number`, naming both) instead of
+//! recording it; PostgreSQL-backed Tryton numbers concurrent posts correctly.
+//!
 //! Settings: `database` (default `erp`), `user` and `password` (HTTP Basic),
 //! `journal`, `receivable_account`, `revenue_account` (lines without a GL
 //! account of their own), `unit`, optional `payment_term`, `company`
