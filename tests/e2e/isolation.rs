@@ -312,3 +312,52 @@ async fn an_erp_number_given_to_two_documents_is_an_exception_not_a_stored_fact(
     let (status, lineage) = env.get(&format!("/v1/lineage/documents/{number}")).await.unwrap();
     assert_eq!((status, &lineage["document"]["id"]), (200, &posted[0]["id"]), "{lineage}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_meter_build_does_not_hold_up_a_tenants_writes_and_reads() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    // Tenant acme: 300 000 stored events of a type no meter reads yet.
+    for b in 0..30 {
+        let events = (0..10_000)
+            .map(|i| event(&format!("h{b}-{i}"), &format!("c{}", i % 50), "history", "2025-05-03T10:00:00Z", "1"))
+            .collect();
+        assert_eq!(env.ingest(events).await.unwrap().accepted, 10_000);
+    }
+    let r = http()
+        .post(format!("{}/v1/meters", env.base))
+        .bearer_auth(OTHER_API_KEY)
+        .json(&json!({"id": "calls", "event_type": "calls", "aggregation": "sum"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // acme creates a meter over its history: built while others are served.
+    let build = tokio::spawn({
+        let base = env.base.clone();
+        async move {
+            let r = http()
+                .post(format!("{base}/v1/meters"))
+                .bearer_auth(API_KEY)
+                .json(&json!({"id": "history", "event_type": "history", "aggregation": "sum"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // umbrella writes and reads its own usage meanwhile: its read sees its write.
+    let started = std::time::Instant::now();
+    umbrella_works(&env, "during-build").await;
+    let took = started.elapsed();
+    assert!(!build.is_finished(), "the build ended before umbrella was served; make the history larger");
+    println!("umbrella ingest + windows read while acme's meter builds: {took:?}");
+    // acme's own events during the build are counted exactly once.
+    env.ingest(vec![event("late", "c0", "history", "2025-05-03T11:00:00Z", "5")]).await.unwrap();
+    let (status, meter) = build.await.unwrap();
+    assert_eq!(status, 201, "{meter}");
+    let (_, w) = env.get("/v1/windows?meter=history").await.unwrap();
+    assert_eq!(w["total"]["value"], "300005", "{}", w["total"]);
+    assert_eq!(w["total"]["events"], 300_001);
+}

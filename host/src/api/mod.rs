@@ -418,7 +418,7 @@ async fn close_period(
 ) -> Result<Json<CloseReport>, ApiError> {
     let t = tenant(&s, &h)?;
     // Everything acknowledged before this call is metered before closing.
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     let mut report = posting::close_period(&s.store, &s.registry, &s.targets, &t, &period, chrono::Utc::now()).await?;
     s.poster.wake();
     if let Some(ms) = q.wait_ms {
@@ -456,7 +456,7 @@ async fn build_interim(
 ) -> Result<Json<posting::interim::InterimReport>, ApiError> {
     let t = tenant(&s, &h)?;
     // Everything acknowledged before this call is metered first.
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     let now = chrono::Utc::now();
     Ok(Json(posting::interim::build_interim(&s.store, &s.registry, &t, &period, q.date.as_deref(), now).await?))
 }
@@ -624,7 +624,7 @@ async fn list_events(
         from: instant("from", q.from.as_deref())?,
         to: instant("to", q.to.as_deref())?,
     };
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     Ok(Json(query::events(s.ingestor.log().index(), &t, &filter, limit, after.as_deref())?))
 }
 
@@ -634,7 +634,7 @@ async fn get_event(
     Path(id): Path<String>,
 ) -> Result<Json<query::EventHistory>, ApiError> {
     let t = tenant(&s, &h)?;
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     query::event(s.ingestor.log().index(), &t, &id)?
         .map(Json)
         .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no event {id}")))
@@ -668,7 +668,8 @@ async fn customer_entitlement(
 ) -> Result<Json<lookup::Entitlement>, ApiError> {
     let t = tenant(&s, &h)?;
     let log = s.ingestor.log().clone();
-    lookup::entitlement_now(&log, move || {
+    let tenant_id = t.clone();
+    lookup::entitlement_now(&log, &tenant_id, move || {
         let md = s.masterdata.get(&s.store, &t)?;
         lookup::entitlement(&s.store, &md, &t, &id, &feature, chrono::Utc::now())
     })
@@ -704,7 +705,7 @@ async fn list_unmatched(
     let t = tenant(&s, &h)?;
     let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
     let period = crate::enrich::Period::parse(&q.period)?;
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     let history = s.masterdata.history(&s.store, &t)?;
     let items = crate::enrich::unmatched::unmatched(&s.store, &history, &t, &period, chrono::Utc::now())
         .map_err(ApiError::internal)?;
@@ -713,7 +714,7 @@ async fn list_unmatched(
 
 async fn list_meters(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     let index = s.ingestor.log().index();
     Ok(Json(serde_json::json!({
         "meters": window::load_meters(index, &t)?,
@@ -768,7 +769,7 @@ async fn list_windows(
             format!("meter {} does not group by {k:?} (group_by: {:?})", meter.id, meter.group_by),
         ));
     }
-    s.ingestor.log().sync().await?;
+    s.ingestor.log().sync_tenant(&t).await?;
     let index = s.ingestor.log().index();
     let windows = window::windows(index, &t, &meter, &filter)?;
     let total = window::total(index, &t, &meter, &windows)?;

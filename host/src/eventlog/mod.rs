@@ -243,6 +243,12 @@ struct Shared {
     index_rate: AtomicU64,
     /// Last lsn handed out.
     last_lsn: AtomicU64,
+    /// Last lsn handed out per tenant: what a tenant's read waits for.
+    tenant_lsn: Mutex<HashMap<String, u64, FoldHash>>,
+    /// Meters being built, by (tenant, meter id): the event key the build
+    /// has reached. Events indexed meanwhile below it are counted as they
+    /// are indexed, those above it by the build (see [`Build`]).
+    builds: Mutex<Builds>,
     /// Highest lsn whose index entries are flushed to disk.
     durable_through: AtomicU64,
     progress: tokio::sync::watch::Sender<Progress>,
@@ -254,6 +260,10 @@ struct Shared {
 impl Shared {
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn builds(&self) -> MutexGuard<'_, Builds> {
+        self.builds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn fail(&self, why: String) {
@@ -346,13 +356,13 @@ impl EventLog {
                 replay.push(rec);
                 if replay.len() >= MAX_INDEX_BATCH {
                     replayed += replay.len();
-                    apply(&index, &meters, &std::mem::take(&mut replay))?;
+                    apply(&index, &meters, &Builds::default(), &std::mem::take(&mut replay))?;
                 }
             }
             Ok::<(), LogError>(())
         })?;
         replayed += replay.len();
-        apply(&index, &meters, &replay)?;
+        apply(&index, &meters, &Builds::default(), &replay)?;
         // Builds a crash interrupted start again, over every event stored.
         for (tenant, meter) in unfinished {
             match update::build(&index, &tenant, &meter) {
@@ -379,6 +389,8 @@ impl EventLog {
             admitting: AtomicUsize::new(0),
             index_rate: AtomicU64::new(0),
             last_lsn: AtomicU64::new(applied),
+            tenant_lsn: Mutex::new(HashMap::default()),
+            builds: Mutex::new(Builds::default()),
             durable_through: AtomicU64::new(applied),
             progress,
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -477,7 +489,18 @@ impl EventLog {
     /// Waits until everything acknowledged so far is visible in the index
     /// (windows and queries): read-your-writes for the read APIs.
     pub async fn sync(&self) -> Result<(), LogError> {
-        let target = self.shared.last_lsn.load(Ordering::Acquire);
+        self.sync_to(self.shared.last_lsn.load(Ordering::Acquire)).await
+    }
+
+    /// [`EventLog::sync`] for one tenant's reads: waits only for what was
+    /// acknowledged to that tenant, so another tenant's backlog or heavy
+    /// indexing work does not hold it up.
+    pub async fn sync_tenant(&self, tenant: &str) -> Result<(), LogError> {
+        let target = self.shared.tenant_lsn.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).copied();
+        self.sync_to(target.unwrap_or(0)).await
+    }
+
+    async fn sync_to(&self, target: u64) -> Result<(), LogError> {
         let mut rx = self.shared.progress.subscribe();
         let p = rx.wait_for(|p| p.applied >= target || p.failed.is_some()).await.map_err(|_| LogError::Closed)?;
         match &p.failed {
@@ -490,8 +513,8 @@ impl EventLog {
     /// everything acknowledged before the call, and the log position (lsn)
     /// it reflects — for reads that may not wait long and must say so when
     /// their answer is older than an acknowledgement.
-    pub async fn sync_within(&self, wait: Duration) -> Result<Freshness, LogError> {
-        let caught_up = match tokio::time::timeout(wait, self.sync()).await {
+    pub async fn sync_within(&self, tenant: &str, wait: Duration) -> Result<Freshness, LogError> {
+        let caught_up = match tokio::time::timeout(wait, self.sync_tenant(tenant)).await {
             Ok(done) => done.map(|()| true)?,
             Err(_) => false,
         };
@@ -726,6 +749,9 @@ impl Writer {
                     wal::push_frame(frames, &rec);
                     records.push(rec);
                 }
+                if let Some(last) = records.last().filter(|r| r.tenant == tenant) {
+                    self.shared.tenant_lsn.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.clone(), last.lsn);
+                }
                 answers.push((reply, verdicts));
             }
             Ok(())
@@ -772,11 +798,14 @@ fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
     let mut last_flush = Instant::now();
     let mut flushed = applied;
     let mut sweep = shared.options.dedup_retention.map(|r| Sweep::new(r, shared.options.sweep_every));
+    let mut building: Vec<Build> = Vec::new();
     loop {
         let mut batch = Vec::new();
         let mut meter_job = None;
         let mut stop = false;
-        match jobs.recv_timeout(Duration::from_millis(200)) {
+        // A build in progress takes a step whenever no records wait.
+        let wait = if building.is_empty() { Duration::from_millis(200) } else { Duration::ZERO };
+        match jobs.recv_timeout(wait) {
             Ok(IndexJob::Records(b)) => batch = b,
             Ok(IndexJob::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Ok(job @ IndexJob::CreateMeter { .. }) => meter_job = Some(job),
@@ -797,7 +826,8 @@ fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
         }
         if let Some(last) = batch.last().map(|r| r.lsn) {
             let started = Instant::now();
-            if let Err(e) = apply(&shared.index, &shared.meters, &batch) {
+            let builds = shared.builds().clone();
+            if let Err(e) = apply(&shared.index, &shared.meters, &builds, &batch) {
                 shared.fail(format!("indexing: {e}"));
                 break;
             }
@@ -819,10 +849,48 @@ fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
             shared.progress.send_modify(|p| p.applied = applied);
         }
         if let Some(IndexJob::CreateMeter { tenant, meter, reply }) = meter_job {
-            let _ = reply.send(create_meter(shared, &tenant, meter));
+            match start_meter(shared, &tenant, meter, reply) {
+                Ok(Started::Exists(m, reply)) => {
+                    let _ = reply.send(Ok((m, false)));
+                }
+                Ok(Started::Building(build)) => building.push(build),
+                Ok(Started::Joined(id, reply)) => {
+                    match building.iter_mut().find(|b| b.tenant == tenant && b.meter.id == id) {
+                        Some(b) => b.waiting.push(reply),
+                        None => {
+                            let _ = reply.send(Err(LogError::Failed(format!(
+                                "meter {id} is being built and cannot be waited for"
+                            ))));
+                        }
+                    }
+                }
+                Err((e, reply)) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
         }
         if stop {
+            for b in building.drain(..) {
+                b.answer(Err(LogError::Closed));
+            }
             break;
+        }
+        // One step of the oldest build (a few thousand events), so records
+        // of every tenant are indexed between steps.
+        if let Some(b) = building.first_mut() {
+            match b.step(shared) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let b = building.remove(0);
+                    let done = b.finish(shared);
+                    b.answer(done);
+                }
+                Err(e) => {
+                    let b = building.remove(0);
+                    b.abandon(shared);
+                    b.answer(Err(e));
+                }
+            }
         }
         if let Some(sweep) = &mut sweep
             && let Err(e) = sweep.step(&shared.index)
@@ -851,51 +919,168 @@ fn checkpoint(shared: &Shared, applied: u64, flushed: u64) -> u64 {
     }
 }
 
-/// Creates a meter in the indexer (the index's only writer): validates it
-/// against the tenant's meters, stores it as building, builds its windows,
-/// activates it and makes that durable.
-fn create_meter(shared: &Shared, tenant: &str, meter: Meter) -> Result<(Meter, bool), LogError> {
+/// Meters being built and the event key each build has reached.
+pub type Builds = HashMap<(String, String), Vec<u8>>;
+
+/// Most stored events one build step reads: a step takes a few
+/// milliseconds, so other tenants' records wait no longer than that.
+const BUILD_STEP: usize = 2_000;
+
+type MeterReply = tokio::sync::oneshot::Sender<Result<(Meter, bool), LogError>>;
+
+enum Started {
+    /// The same definition exists and is usable.
+    Exists(Meter, MeterReply),
+    /// A build of the same meter is under way: wait for it.
+    Joined(String, MeterReply),
+    Building(Build),
+}
+
+/// A meter being built from the stored events by the indexer, a step at a
+/// time between record batches. Its windows count the stored events up to
+/// `cursor` (in event-key order); an event indexed meanwhile is counted at
+/// once if its key is below the cursor, and by the build when the cursor
+/// passes it otherwise — so each event is counted exactly once, and no
+/// tenant's indexing waits for the whole build.
+struct Build {
+    tenant: String,
+    meter: Meter,
+    end: Vec<u8>,
+    counted: u64,
+    started: Instant,
+    reply: MeterReply,
+    waiting: Vec<MeterReply>,
+}
+
+impl Build {
+    fn key(&self) -> (String, String) {
+        (self.tenant.clone(), self.meter.id.clone())
+    }
+
+    /// Counts the next stored events; `true` when none are left.
+    fn step(&mut self, shared: &Shared) -> Result<bool, LogError> {
+        let Some(cursor) = shared.builds().get(&self.key()).cloned() else {
+            return Err(LogError::Failed(format!("the build of meter {} lost its place", self.meter.id)));
+        };
+        if shared.meters.tenant(&self.tenant).and_then(|t| t.by_id.get(&self.meter.id).map(|m| m.state))
+            == Some(MeterState::Failed)
+        {
+            return Err(LogError::Failed(format!("meter {} failed while it was built", self.meter.id)));
+        }
+        let mut ov = Overlay::new(&shared.index);
+        let mut next = None;
+        for (seen, item) in shared.index.range(cursor..self.end.clone()).enumerate() {
+            let (k, v) = item?;
+            if seen == BUILD_STEP {
+                next = Some(k.to_vec());
+                break;
+            }
+            let e = codec::decode_event(&v).map_err(LogError::codec("event"))?;
+            if e.meter == self.meter.event_type {
+                ov.update(&self.tenant, &self.meter, &e, true)?;
+                self.counted += 1;
+            }
+        }
+        let mut batch = shared.index.batch();
+        ov.write(&mut batch)?;
+        batch.commit()?;
+        let done = next.is_none();
+        shared.builds().insert(self.key(), next.unwrap_or_else(|| self.end.clone()));
+        Ok(done)
+    }
+
+    /// Activates the built meter and makes it durable.
+    fn finish(&self, shared: &Shared) -> Result<(Meter, bool), LogError> {
+        let active = Meter { state: MeterState::Active, ..self.meter.clone() };
+        let json = serde_json::to_vec(&active).map_err(|e| LogError::Failed(format!("encoding a meter: {e}")))?;
+        let mut batch = shared.index.batch();
+        batch.insert(keys::meter(&self.tenant, &active.id), json);
+        // Events of this type are metered from now on.
+        batch.remove(keys::unmetered(&self.tenant, &active.event_type));
+        batch.commit()?;
+        shared.index.persist()?;
+        shared.meters.insert(&self.tenant, active.clone());
+        shared.builds().remove(&self.key());
+        tracing::info!(tenant = %self.tenant, meter = %active.id, events = self.counted,
+            ms = self.started.elapsed().as_millis() as u64, "meter built and active");
+        Ok((active, true))
+    }
+
+    /// Removes a meter whose build failed: it is not left half-built (it
+    /// would be retried, and fail, at every start).
+    fn abandon(&self, shared: &Shared) {
+        shared.builds().remove(&self.key());
+        shared.meters.remove(&self.tenant, &self.meter.id);
+        if let Err(d) = update::discard(&shared.index, &self.tenant, &self.meter.id) {
+            tracing::error!(tenant = %self.tenant, meter = %self.meter.id, error = %d, "removing a meter whose build failed");
+        }
+    }
+
+    fn answer(self, result: Result<(Meter, bool), LogError>) {
+        for w in self.waiting {
+            let _ =
+                w.send(result.as_ref().map(|(m, _)| (m.clone(), false)).map_err(|e| LogError::Failed(e.to_string())));
+        }
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Starts creating a meter in the indexer (the index's only writer):
+/// validates it against the tenant's meters, stores it as building and
+/// registers its build, which the index loop then runs step by step.
+fn start_meter(
+    shared: &Shared,
+    tenant: &str,
+    meter: Meter,
+    reply: MeterReply,
+) -> Result<Started, (LogError, MeterReply)> {
     let existing = shared.meters.tenant(tenant);
     if let Some(old) = existing.as_ref().and_then(|t| t.by_id.get(&meter.id)) {
         if !old.same_definition(&meter) {
-            return Err(LogError::MeterConflict { id: meter.id });
+            return Err((LogError::MeterConflict { id: meter.id }, reply));
         }
-        return Ok(((**old).clone(), false));
+        return Ok(match old.state {
+            MeterState::Building => Started::Joined(old.id.clone(), reply),
+            _ => Started::Exists((**old).clone(), reply),
+        });
     }
     if existing.is_some_and(|t| t.by_id.len() >= crate::metering::meter::MAX_METERS_PER_TENANT) {
-        return Err(LogError::TooManyMeters { limit: crate::metering::meter::MAX_METERS_PER_TENANT });
+        return Err((LogError::TooManyMeters { limit: crate::metering::meter::MAX_METERS_PER_TENANT }, reply));
     }
     let building = Meter { state: MeterState::Building, ..meter };
-    let json = serde_json::to_vec(&building).map_err(|e| LogError::Failed(format!("encoding a meter: {e}")))?;
-    let mut batch = shared.index.batch();
-    batch.insert(keys::meter(tenant, &building.id), json);
-    batch.commit()?;
-    let started = Instant::now();
-    let counted = match update::build(&shared.index, tenant, &building) {
-        Ok(n) => n,
-        Err(e) => {
-            // Not left half-built: it would be retried (and fail) at every start.
-            if let Err(d) = update::discard(&shared.index, tenant, &building.id) {
-                tracing::error!(%tenant, meter = %building.id, error = %d, "removing a meter whose build failed");
-            }
-            return Err(e);
-        }
-    };
-    shared.index.persist()?;
-    let active = Meter { state: MeterState::Active, ..building };
-    tracing::info!(%tenant, meter = %active.id, events = counted, ms = started.elapsed().as_millis() as u64, "meter built and active");
-    shared.meters.insert(tenant, active.clone());
-    Ok((active, true))
+    let stored = (|| {
+        let json = serde_json::to_vec(&building).map_err(|e| LogError::Failed(format!("encoding a meter: {e}")))?;
+        let mut batch = shared.index.batch();
+        batch.insert(keys::meter(tenant, &building.id), json);
+        batch.commit()?;
+        Ok::<_, LogError>(())
+    })();
+    if let Err(e) = stored {
+        return Err((e, reply));
+    }
+    let start = keys::events_prefix(tenant, None, None);
+    let end = keys::prefix_end(&start);
+    shared.builds().insert((tenant.to_string(), building.id.clone()), start);
+    shared.meters.insert(tenant, building.clone());
+    Ok(Started::Building(Build {
+        tenant: tenant.to_string(),
+        meter: building,
+        end,
+        counted: 0,
+        started: Instant::now(),
+        reply,
+        waiting: Vec::new(),
+    }))
 }
 
 /// Applies records to the index in one atomic batch, with the checkpoint and
 /// the windows of every meter they count in.
-fn apply(index: &Index, meters: &Meters, records: &[Record]) -> Result<(), LogError> {
+fn apply(index: &Index, meters: &Meters, builds: &Builds, records: &[Record]) -> Result<(), LogError> {
     let Some(last) = records.last() else { return Ok(()) };
     let mut batch = index.batch();
     // An event and its dedup entry, a window per meter, the checkpoint.
     batch.reserve(records.len() * 3 + 1);
-    let mut windows = Overlay::new(index);
+    let mut windows = Overlay::new(index).with_builds(builds);
     for r in records {
         let t = &r.tenant;
         let tenant_meters = meters.tenant(t);

@@ -295,10 +295,11 @@ pub async fn bounded<T: Send + 'static>(
 /// not caught up by then, answers what it has, marked `stale`.
 pub async fn entitlement_now(
     log: &crate::eventlog::EventLog,
+    tenant: &str,
     load: impl FnOnce() -> Result<Entitlement, ApiError> + Send + 'static,
 ) -> Result<Entitlement, ApiError> {
     let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
-    let freshness = log.sync_within(LOOKUP_TIMEOUT / 2).await.map_err(ApiError::from)?;
+    let freshness = log.sync_within(tenant, LOOKUP_TIMEOUT / 2).await.map_err(ApiError::from)?;
     let mut e = bounded_until(deadline, load).await?;
     e.stale = !freshness.caught_up;
     e.through_lsn = freshness.through_lsn;

@@ -332,8 +332,7 @@ pub struct TenantMeters {
 }
 
 impl TenantMeters {
-    /// The meters reading events of `event_type`: active ones, and failed
-    /// ones (which validate events but count none).
+    /// The meters reading events of `event_type`, whatever their state.
     pub fn of_type(&self, event_type: &str) -> &[Arc<Meter>] {
         self.by_type.get(event_type).map_or(&[], Vec::as_slice)
     }
@@ -351,8 +350,9 @@ impl Meters {
         self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
     }
 
-    /// Adds or replaces a meter; only active meters are counted into (failed
-    /// ones are listed by type so their events are not taken as unmetered).
+    /// Adds or replaces a meter. Every meter is listed by type (events are
+    /// validated against it, and not taken as unmetered); what counts into
+    /// which is decided by its state (see `metering::update::Overlay`).
     pub fn insert(&self, tenant: &str, meter: Meter) {
         let mut all = self.tenants.write().unwrap_or_else(|p| p.into_inner());
         let mut t = all.get(tenant).map(|t| (**t).clone()).unwrap_or_default();
@@ -362,8 +362,21 @@ impl Meters {
         {
             list.retain(|m| m.id != old.id);
         }
-        if meter.state != MeterState::Building {
+        {
             t.by_type.entry(meter.event_type.clone()).or_default().push(meter);
+        }
+        all.insert(tenant.to_string(), Arc::new(t));
+    }
+
+    /// Forgets a meter (one whose build failed).
+    pub fn remove(&self, tenant: &str, id: &str) {
+        let mut all = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = all.get(tenant) else { return };
+        let mut t = (**t).clone();
+        if let Some(old) = t.by_id.remove(id)
+            && let Some(list) = t.by_type.get_mut(&old.event_type)
+        {
+            list.retain(|m| m.id != id);
         }
         all.insert(tenant.to_string(), Arc::new(t));
     }

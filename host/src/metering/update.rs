@@ -36,6 +36,8 @@ pub struct Overlay<'a> {
     /// Meters whose windows could not take an event in this batch, with the
     /// tenant: they are stored as failed with the batch.
     failed: Vec<(String, Meter)>,
+    /// Meters being built and how far (see `crate::eventlog::Builds`).
+    builds: Option<&'a crate::eventlog::Builds>,
 }
 
 /// The error of a window whose value cannot take a sample; the message is
@@ -57,6 +59,27 @@ impl<'a> Overlay<'a> {
             members: BTreeMap::new(),
             unmetered: HashMap::default(),
             failed: Vec::new(),
+            builds: None,
+        }
+    }
+
+    /// Counts events into meters being built too, where their build has
+    /// passed them already.
+    pub fn with_builds(self, builds: &'a crate::eventlog::Builds) -> Overlay<'a> {
+        Overlay { builds: Some(builds), ..self }
+    }
+
+    /// Whether `e` counts into `m` now: an active meter always; one being
+    /// built when its build has passed the event's key (the build counts it
+    /// otherwise); a failed one never.
+    fn counts(&self, tenant: &str, m: &Meter, e: &StoredEvent) -> bool {
+        match m.state {
+            MeterState::Active => true,
+            MeterState::Building => self
+                .builds
+                .and_then(|b| b.get(&(tenant.to_string(), m.id.clone())))
+                .is_some_and(|cursor| keys::event(tenant, e) < *cursor),
+            MeterState::Failed => false,
         }
     }
 
@@ -88,7 +111,7 @@ impl<'a> Overlay<'a> {
             return Ok(());
         }
         for m in list {
-            if m.state != MeterState::Active || self.failed.iter().any(|(t, f)| t == tenant && f.id == m.id) {
+            if !self.counts(tenant, m, e) || self.failed.iter().any(|(t, f)| t == tenant && f.id == m.id) {
                 continue;
             }
             match self.update(tenant, m, e, add) {
