@@ -97,6 +97,12 @@ pub struct PluginsConfig {
     /// swap; `full` always rewrites (slower for large memories; for hosts
     /// that may turn swap on while running).
     pub memory_reset: MemoryReset,
+    /// Plugin versions each tenant may keep uploaded.
+    pub quota_versions: u64,
+    /// Bytes of uploaded plugins each tenant may keep, MiB.
+    pub quota_mib: u64,
+    /// Upload attempts each tenant may make in any hour (each is compiled).
+    pub quota_uploads_per_hour: u64,
 }
 
 /// See [`PluginsConfig::memory_reset`].
@@ -121,6 +127,9 @@ impl Default for PluginsConfig {
             max_output_bytes: 1 << 20,
             cache_dir: None,
             memory_reset: MemoryReset::Auto,
+            quota_versions: 100,
+            quota_mib: 256,
+            quota_uploads_per_hour: 60,
         }
     }
 }
@@ -359,6 +368,15 @@ impl Config {
         }
         if !(1..=4096).contains(&p.memory_limit_mib) {
             return Err(invalid("plugins.memory_limit_mib", "must be 1..=4096"));
+        }
+        for (key, v) in [
+            ("plugins.quota_versions", p.quota_versions),
+            ("plugins.quota_mib", p.quota_mib),
+            ("plugins.quota_uploads_per_hour", p.quota_uploads_per_hour),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
         }
         if self.ingest.dedup_retention_days == Some(0) {
             return Err(invalid("ingest.dedup_retention_days", "must be at least 1 (leave it out to never forget)"));

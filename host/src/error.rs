@@ -185,6 +185,12 @@ impl From<crate::rating::registry::RegistryError> for ApiError {
             R::Immutable { .. } => ApiError::field(ErrorCode::Conflict, "version", e.to_string()),
             R::Reserved(_) => ApiError::field(ErrorCode::Conflict, "name", e.to_string()),
             R::KindChanged { .. } => ApiError::field(ErrorCode::Conflict, "kind", e.to_string()),
+            R::Quota { what, .. } => {
+                let retry = what.starts_with("uploads").then_some(60_000);
+                let mut a = ApiError::field(ErrorCode::ResourceExhausted, "body", e.to_string()).with_reason("quota");
+                a.retry_after_ms = retry;
+                a
+            }
             R::Store(s) => ApiError::internal(s),
             R::Read { .. } | R::Manifest { .. } => ApiError::internal(e),
         }

@@ -92,7 +92,12 @@ pub async fn start(config: Config) -> Result<Gateway> {
         Some(config.plugins.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"))),
     )
     .context("starting the plugin runtime")?;
-    let registry = Registry::new(runtime);
+    let p = &config.plugins;
+    let registry = Registry::new(runtime).with_quota(crate::rating::registry::Quota {
+        versions: p.quota_versions,
+        bytes: p.quota_mib << 20,
+        uploads_per_hour: p.quota_uploads_per_hour,
+    });
     let n = registry.load_bundled(&config.plugins.bundled_dir)?;
     let uploaded = registry.load_uploaded(&store)?;
     tracing::info!(plugins = uploaded, "uploaded plugins loaded");

@@ -361,3 +361,45 @@ async fn another_tenants_meter_build_does_not_hold_up_a_tenants_writes_and_reads
     assert_eq!(w["total"]["value"], "300005", "{}", w["total"]);
     assert_eq!(w["total"]["events"], 300_001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_uploads_have_quotas_per_tenant_and_their_use_is_visible() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start_configured(&erp, |c| {
+        c.plugins.quota_versions = 3;
+        c.plugins.quota_mib = 1;
+        c.plugins.quota_uploads_per_hour = 6;
+    })
+    .await
+    .unwrap();
+    let tiers = tollgate_e2e::bundled_component("graduated-tiers-0.1.0.wasm");
+    for v in ["1.0.0", "1.0.1", "1.0.2"] {
+        let (status, body) = env.upload(API_KEY, &format!("name=t&version={v}&kind=rater"), tiers.clone()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // A fourth version is over the count; the same bytes again are no new version.
+    let (status, body) = env.upload(API_KEY, "name=t&version=1.0.3&kind=rater", tiers.clone()).await;
+    assert_eq!((status, &body["error"]["reason"]), (429, &json!("quota")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("plugins.quota_versions"), "{body}");
+    assert_eq!(env.upload(API_KEY, "name=t&version=1.0.0&kind=rater", tiers.clone()).await.0, 200);
+    // Another tenant has its own quota; a component over the byte quota is refused naming it.
+    let (status, body) = env.upload(OTHER_API_KEY, "name=t&version=1.0.0&kind=rater", tiers.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = env.upload(OTHER_API_KEY, "name=big&version=1.0.0&kind=rater", vec![0u8; 1 << 20]).await;
+    assert_eq!((status, &body["error"]["reason"]), (429, &json!("quota")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("plugins.quota_mib"), "{body}");
+    // Attempts per hour: acme made 5; the 6th is the last one taken.
+    let (status, _) = env.upload(API_KEY, "name=t&version=1.0.4&kind=rater", tiers.clone()).await;
+    assert_eq!(status, 429);
+    let (status, body) = env.upload(API_KEY, "name=t&version=1.0.0&kind=rater", tiers.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("plugins.quota_uploads_per_hour"), "{body}");
+    let (_, listed) = env.get("/v1/plugins").await.unwrap();
+    let q = &listed["quota"];
+    assert_eq!(
+        (&q["versions"], &q["max_versions"], &q["max_uploads_per_hour"]),
+        (&json!(3), &json!(3), &json!(6)),
+        "{listed}"
+    );
+    assert_eq!(q["bytes"], json!(3 * tiers.len()), "{listed}");
+}

@@ -334,7 +334,7 @@ async fn post_events(
 
 async fn list_plugins(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     let t = tenant(&s, &h)?;
-    Ok(Json(serde_json::json!({ "plugins": s.registry.list(&t) })))
+    Ok(Json(serde_json::json!({ "plugins": s.registry.list(&t), "quota": s.registry.quota_use(&s.store, &t)? })))
 }
 
 #[derive(Deserialize)]

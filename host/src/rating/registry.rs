@@ -32,8 +32,39 @@ pub enum RegistryError {
     Reserved(String),
     #[error("plugin {name}@{version} is a {existing:?}, not a {kind:?}")]
     KindChanged { name: String, version: String, existing: Kind, kind: Kind },
+    #[error("tenant {tenant}: {what}: {used}, at most {limit} ({setting})")]
+    Quota { tenant: String, what: &'static str, used: u64, limit: u64, setting: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What each tenant may upload (`plugins.quota_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Plugin versions stored per tenant.
+    pub versions: u64,
+    /// Their bytes per tenant.
+    pub bytes: u64,
+    /// Upload attempts per tenant in any hour (refused ones count: each is
+    /// compiled).
+    pub uploads_per_hour: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota { versions: 100, bytes: 256 << 20, uploads_per_hour: 60 }
+    }
+}
+
+/// A tenant's use of its plugin quota, as `GET /v1/plugins` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QuotaUse {
+    pub versions: u64,
+    pub max_versions: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub uploads_last_hour: u64,
+    pub max_uploads_per_hour: u64,
 }
 
 /// How a plugin version comes in: a new upload must implement a live
@@ -93,6 +124,9 @@ type Versions = BTreeMap<(Owner, String), Vec<Arc<Plugin>>>;
 pub struct Registry {
     runtime: Runtime,
     plugins: Arc<RwLock<Versions>>,
+    quota: Quota,
+    /// Upload attempts in the last hour, per tenant.
+    attempts: Arc<std::sync::Mutex<BTreeMap<String, std::collections::VecDeque<std::time::Instant>>>>,
 }
 
 /// Whether `s` is a valid plugin name: lowercase letters, digits and '-'.
@@ -102,7 +136,73 @@ pub fn is_valid_name(s: &str) -> bool {
 
 impl Registry {
     pub fn new(runtime: Runtime) -> Registry {
-        Registry { runtime, plugins: Arc::default() }
+        Registry { runtime, plugins: Arc::default(), quota: Quota::default(), attempts: Arc::default() }
+    }
+
+    /// The registry with these upload quotas.
+    pub fn with_quota(self, quota: Quota) -> Registry {
+        Registry { quota, ..self }
+    }
+
+    /// A tenant's stored versions and their bytes, and its upload attempts
+    /// in the last hour.
+    pub fn quota_use(&self, store: &Store, tenant: &str) -> Result<QuotaUse, RegistryError> {
+        let records = store.scan::<UploadRecord>(&store.plugins, &store::prefix(&[tenant]))?;
+        let hour_ago = std::time::Instant::now().checked_sub(std::time::Duration::from_secs(3600));
+        let recent = self
+            .attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .map_or(0, |a| a.iter().filter(|t| hour_ago.is_none_or(|h| **t > h)).count() as u64);
+        Ok(QuotaUse {
+            versions: records.len() as u64,
+            max_versions: self.quota.versions,
+            bytes: records.iter().map(|(_, r)| r.size as u64).sum(),
+            max_bytes: self.quota.bytes,
+            uploads_last_hour: recent,
+            max_uploads_per_hour: self.quota.uploads_per_hour,
+        })
+    }
+
+    /// Counts an upload attempt, refusing it beyond the hourly quota, then
+    /// checks that a new version of `size` bytes fits the tenant's quota.
+    fn admit_upload(&self, store: &Store, tenant: &str, size: usize, new: bool) -> Result<(), RegistryError> {
+        let quota =
+            |what, used, limit, setting| RegistryError::Quota { tenant: tenant.into(), what, used, limit, setting };
+        {
+            let now = std::time::Instant::now();
+            let mut all = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let a = all.entry(tenant.to_string()).or_default();
+            while a.front().is_some_and(|t| now.duration_since(*t) > std::time::Duration::from_secs(3600)) {
+                a.pop_front();
+            }
+            if a.len() as u64 >= self.quota.uploads_per_hour {
+                return Err(quota(
+                    "uploads in the last hour",
+                    a.len() as u64,
+                    self.quota.uploads_per_hour,
+                    "plugins.quota_uploads_per_hour",
+                ));
+            }
+            a.push_back(now);
+        }
+        if !new {
+            return Ok(());
+        }
+        let used = self.quota_use(store, tenant)?;
+        if used.versions >= used.max_versions {
+            return Err(quota("plugin versions", used.versions, used.max_versions, "plugins.quota_versions"));
+        }
+        if used.bytes + size as u64 > used.max_bytes {
+            return Err(quota(
+                "plugin bytes (with this upload)",
+                used.bytes + size as u64,
+                used.max_bytes,
+                "plugins.quota_mib",
+            ));
+        }
+        Ok(())
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -160,6 +260,7 @@ impl Registry {
         }
         let owner = Owner::Tenant(tenant.into());
         let existed = self.version(&owner, name, &version);
+        self.admit_upload(store, tenant, bytes.len(), existed.is_none())?;
         let registry = self.clone();
         let (n, v, b) = (name.to_string(), version.clone(), bytes.clone());
         let plugin = tokio::task::spawn_blocking(move || registry.register_as(owner, &n, v, kind, &b, Admit::Upload))
