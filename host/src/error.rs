@@ -158,6 +158,11 @@ impl From<crate::eventlog::LogError> for ApiError {
                 err.retry_after_ms = Some(retry_after_ms);
                 err
             }
+            L::StorageRefused { retry_after_ms, .. } => {
+                let mut err = ApiError::new(ErrorCode::Unavailable, e.to_string()).with_reason("storage");
+                err.retry_after_ms = Some(retry_after_ms);
+                err
+            }
             L::Failed(_) | L::Closed => {
                 tracing::error!(error = %e, "event log unavailable");
                 ApiError::new(ErrorCode::Unavailable, e.to_string())

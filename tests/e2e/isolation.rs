@@ -403,3 +403,90 @@ async fn plugin_uploads_have_quotas_per_tenant_and_their_use_is_visible() {
     );
     assert_eq!(q["bytes"], json!(3 * tiers.len()), "{listed}");
 }
+
+/// A tmpfs of `mib` MiB mounted for a test (the tests run as root, as CI
+/// does), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(mib: u64) -> SmallDisk {
+        let dir = std::env::temp_dir().join(format!("tollgate-small-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs for the full-disk test needs root");
+        SmallDisk(dir)
+    }
+
+    /// Fills the file system; returns the filler to delete.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_stores_nothing_of_a_refused_call_and_recovers_without_a_restart() {
+    let disk = SmallDisk::mount(96);
+    let erp = Erp::start().await.unwrap();
+    let data = disk.0.join("data");
+    let env = Env::start_configured(&erp, |c| c.data_dir = data.clone()).await.unwrap();
+    let batch = |from: usize| -> Vec<_> {
+        (from..from + 200)
+            .map(|i| event(&format!("d{i}"), "globex", "api_calls", "2025-05-03T10:00:00Z", "1"))
+            .collect()
+    };
+    assert_eq!(env.ingest(batch(0)).await.unwrap().accepted, 200);
+    let filler = disk.fill();
+    // Full: the call is refused as a whole, with a retry hint.
+    let refused = env.ingest_as(Some(API_KEY), batch(200)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{}", refused.message());
+    assert!(refused.message().contains("nothing of this request was stored"), "{}", refused.message());
+    // Reads answer from what is stored meanwhile.
+    let (status, page) = env.get("/v1/events?customer=globex&limit=1000").await.unwrap();
+    assert_eq!((status, page["events"].as_array().map(Vec::len)), (200, Some(200)), "{page}");
+    // Space again: writes are taken again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match env.ingest_as(Some(API_KEY), batch(400)).await {
+            Ok(r) => {
+                assert_eq!(r.accepted, 200);
+                break;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable, "{}", s.message());
+                assert!(std::time::Instant::now() < deadline, "writes never resumed: {}", s.message());
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // After a restart: the refused call left nothing; the others are there, once.
+    let env = env.restart().await.unwrap();
+    let (_, page) = env.get("/v1/events?customer=globex&limit=1000").await.unwrap();
+    let ids: std::collections::BTreeSet<String> =
+        page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 400, "{} events", ids.len());
+    assert!(ids.iter().all(|id| {
+        let n: usize = id[1..].parse().unwrap();
+        !(200..400).contains(&n)
+    }));
+    let (_, w) = env.get("/v1/windows?meter=api_calls&customer=globex").await.unwrap();
+    assert_eq!(w["total"]["value"], "400", "{w}");
+    drop(env);
+}

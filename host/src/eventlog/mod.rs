@@ -166,6 +166,11 @@ pub enum LogError {
          ingest.max_unindexed_events); nothing of this request was stored; retry after {retry_after_ms} ms"
     )]
     Saturated { queued: usize, limit: usize, retry_after_ms: u64 },
+    #[error(
+        "the event log's storage refused a write ({reason}); nothing of this request was stored; \
+         writes are retried in the background: retry after {retry_after_ms} ms"
+    )]
+    StorageRefused { reason: String, retry_after_ms: u64 },
     #[error("the event log stopped after a storage failure and accepts nothing until restarted: {0}")]
     Failed(String),
     #[error("the event log is shut down")]
@@ -221,7 +226,14 @@ enum IndexJob {
 struct Progress {
     applied: u64,
     failed: Option<String>,
+    /// Writes are refused for now (the storage refused one: ENOSPC, EIO);
+    /// cleared once a write succeeds again, without a restart.
+    degraded: Option<String>,
 }
+
+/// How long a client is told to wait while the storage refuses writes, and
+/// how often the writer tries it again.
+const STORAGE_RETRY_MS: u64 = 500;
 
 /// Events accepted but not yet indexed, per tenant and id: the part of
 /// dedup that is not on disk in the index yet.
@@ -275,6 +287,28 @@ impl Shared {
 
     fn failed(&self) -> Option<String> {
         self.progress.borrow().failed.clone()
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.progress.borrow().degraded.clone()
+    }
+
+    fn degrade(&self, why: String) {
+        if self.degraded().is_none() {
+            tracing::error!(error = %why, "the storage refused a write; writes are refused and retried until one succeeds");
+        }
+        self.progress.send_modify(|p| p.degraded = Some(why));
+    }
+
+    fn recover(&self) {
+        if self.degraded().is_some() {
+            tracing::info!("the storage takes writes again; the event log accepts writes");
+            self.progress.send_modify(|p| p.degraded = None);
+        }
+    }
+
+    fn refused(&self, why: String) -> LogError {
+        LogError::StorageRefused { reason: why, retry_after_ms: STORAGE_RETRY_MS }
     }
 
     fn retry_after_ms(&self, excess: usize) -> u64 {
@@ -380,7 +414,7 @@ impl EventLog {
         if replayed > 0 {
             tracing::info!(records = replayed, through = applied, "replayed the write-ahead log into the index");
         }
-        let (progress, _) = tokio::sync::watch::channel(Progress { applied, failed: None });
+        let (progress, _) = tokio::sync::watch::channel(Progress { applied, failed: None, degraded: None });
         let shared = Arc::new(Shared {
             index,
             meters,
@@ -418,6 +452,9 @@ impl EventLog {
     pub async fn append(&self, tenant: &str, events: Vec<StoredEvent>) -> Result<Vec<Verdict>, LogError> {
         if let Some(why) = self.shared.failed() {
             return Err(LogError::Failed(why));
+        }
+        if let Some(why) = self.shared.degraded() {
+            return Err(self.shared.refused(why));
         }
         if events.is_empty() {
             return Ok(Vec::new());
@@ -502,7 +539,11 @@ impl EventLog {
 
     async fn sync_to(&self, target: u64) -> Result<(), LogError> {
         let mut rx = self.shared.progress.subscribe();
-        let p = rx.wait_for(|p| p.applied >= target || p.failed.is_some()).await.map_err(|_| LogError::Closed)?;
+        // While the storage refuses writes, reads answer from what is stored.
+        let p = rx
+            .wait_for(|p| p.applied >= target || p.failed.is_some() || p.degraded.is_some())
+            .await
+            .map_err(|_| LogError::Closed)?;
         match &p.failed {
             Some(why) => Err(LogError::Failed(why.clone())),
             None => Ok(()),
@@ -643,6 +684,7 @@ impl Writer {
     fn run(mut self, jobs: Receiver<Job>) {
         let mut frames: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut deferred_since: Option<Instant> = None;
+        let mut last_probe = Instant::now();
         let mut removed_through = 0;
         loop {
             let mut group = Vec::new();
@@ -673,6 +715,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if self.shared.degraded().is_some() && last_probe.elapsed() >= Duration::from_millis(STORAGE_RETRY_MS) {
+                last_probe = Instant::now();
+                match self.wal.probe() {
+                    Ok(()) => self.shared.recover(),
+                    Err(e) => tracing::debug!(error = %e, "the storage still refuses writes"),
+                }
+            }
             if !group.is_empty() {
                 self.commit(group, &mut frames, &mut deferred_since);
             }
@@ -700,6 +749,46 @@ impl Writer {
         let _ = self.index.send(IndexJob::Stop);
     }
 
+    /// Takes back the decisions of a group whose write failed: its lsns are
+    /// handed out again, its events leave the not-yet-indexed dedup entries
+    /// (a correction's replaced revision, if not indexed, comes back), and
+    /// the backlog gives their room back.
+    fn undo(&mut self, records: &[Record]) {
+        let Some(first) = records.first().map(|r| r.lsn) else { return };
+        let mut pending = self.shared.pending();
+        for r in records.iter().rev() {
+            let Some(t) = pending.get_mut(&r.tenant) else { continue };
+            if t.get(&r.event.id).is_some_and(|e| e.lsn == r.lsn) {
+                t.remove(&r.event.id);
+            }
+            if let Some(old) = &r.supersedes {
+                let indexed = self
+                    .shared
+                    .index
+                    .get(&keys::dedup(&r.tenant, &old.id))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| codec::decode_dedup(&b).ok())
+                    .is_some_and(|d| d.revision >= old.revision);
+                if !indexed {
+                    t.insert(old.id.clone(), old.clone());
+                }
+            }
+        }
+        pending.retain(|_, t| !t.is_empty());
+        drop(pending);
+        self.next_lsn = first;
+        self.shared.last_lsn.store(first - 1, Ordering::Release);
+        let mut tenants = self.shared.tenant_lsn.lock().unwrap_or_else(|p| p.into_inner());
+        for r in records {
+            if let Some(l) = tenants.get_mut(&r.tenant) {
+                *l = (*l).min(first - 1);
+            }
+        }
+        drop(tenants);
+        self.shared.unindexed.fetch_sub(records.len(), Ordering::AcqRel);
+    }
+
     /// Decides, writes and acknowledges one group of jobs.
     fn commit(
         &mut self,
@@ -710,6 +799,14 @@ impl Writer {
         if let Some(why) = self.shared.failed() {
             for (_, _, reply) in group {
                 let _ = reply.send(Err(LogError::Failed(why.clone())));
+            }
+            return;
+        }
+        if let Some(why) = self.shared.degraded() {
+            let events: usize = group.iter().map(|(_, e, _)| e.len()).sum();
+            self.shared.unindexed.fetch_sub(events, Ordering::AcqRel);
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(self.shared.refused(why.clone())));
             }
             return;
         }
@@ -768,16 +865,37 @@ impl Writer {
         match self.shared.options.durability {
             Durability::Fsync => {
                 if !frames.is_empty() {
-                    let written = self.wal.append(frames, true).and_then(|()| self.wal.rotate_if_full(self.next_lsn));
+                    let written = self.wal.append(frames, true);
                     frames.clear();
                     if let Err(e) = written {
-                        // fsync failed: what the kernel kept is unknown, so no
-                        // answer may claim durability from now on.
-                        self.shared.fail(e.to_string());
-                        for (reply, _) in answers {
-                            let _ = reply.send(Err(LogError::Failed(e.to_string())));
+                        // The write or its fsync failed (ENOSPC, EIO). Cut the
+                        // segment back to its last durable length: if that
+                        // holds, nothing of this group is stored, its
+                        // decisions are undone, and writes are refused and
+                        // retried until the storage takes one again.
+                        let why = e.to_string();
+                        match self.wal.rollback() {
+                            Ok(()) => {
+                                self.undo(&records);
+                                self.shared.degrade(why.clone());
+                                for (reply, _) in answers {
+                                    let _ = reply.send(Err(self.shared.refused(why.clone())));
+                                }
+                            }
+                            // What the file holds is unknown: no answer may
+                            // claim durability from now on.
+                            Err(r) => {
+                                self.shared.fail(format!("{why}; cutting the log back failed too: {r}"));
+                                for (reply, _) in answers {
+                                    let _ = reply.send(Err(LogError::Failed(why.clone())));
+                                }
+                            }
                         }
                         return;
+                    }
+                    if let Err(e) = self.wal.rotate_if_full(self.next_lsn) {
+                        // The group is durable; a new segment is tried again next time.
+                        tracing::warn!(error = %e, "starting a new WAL segment; the current one grows meanwhile");
                     }
                 }
             }
@@ -827,7 +945,19 @@ fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
         if let Some(last) = batch.last().map(|r| r.lsn) {
             let started = Instant::now();
             let builds = shared.builds().clone();
-            if let Err(e) = apply(&shared.index, &shared.meters, &builds, &batch) {
+            let mut applied_ok = apply(&shared.index, &shared.meters, &builds, &batch);
+            // The storage refused the index batch (ENOSPC, EIO): the records
+            // are durable in the WAL, so the same batch is retried until it
+            // goes in; reads answer from what is indexed meanwhile.
+            while let Err(LogError::Index(e)) = &applied_ok {
+                shared.degrade(format!("indexing: {e}"));
+                if shared.stopping.load(Ordering::Acquire) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(STORAGE_RETRY_MS));
+                applied_ok = apply(&shared.index, &shared.meters, &builds, &batch);
+            }
+            if let Err(e) = applied_ok {
                 shared.fail(format!("indexing: {e}"));
                 break;
             }

@@ -139,6 +139,27 @@ impl Wal {
         Ok(())
     }
 
+    /// Takes back a failed [`Wal::append`]: the segment is cut back to what
+    /// the last successful append left (all of it durable) and that is made
+    /// durable, so nothing of the failed frames survives a restart.
+    pub fn rollback(&mut self) -> Result<(), WalError> {
+        self.file.set_len(self.size).and_then(|()| self.file.sync_all()).map_err(io_err(&self.path))
+    }
+
+    /// Whether the log's file system takes a write now: a small file is
+    /// written, made durable and removed (after ENOSPC or EIO, to know when
+    /// writes may be tried again).
+    pub fn probe(&self) -> Result<(), WalError> {
+        let path = self.dir.join("probe.tmp");
+        let written = (|| {
+            let mut f = File::create(&path)?;
+            f.write_all(&[0u8; 64 << 10])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&path);
+        written.map_err(io_err(&path))
+    }
+
     /// Starts a new segment at `next_lsn` once the current one is full.
     /// Call between appends only (the current segment is durable then).
     pub fn rotate_if_full(&mut self, next_lsn: u64) -> Result<(), WalError> {
