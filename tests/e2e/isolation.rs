@@ -490,3 +490,218 @@ async fn a_full_disk_refuses_writes_stores_nothing_of_a_refused_call_and_recover
     assert_eq!(w["total"]["value"], "400", "{w}");
     drop(env);
 }
+
+/// Tenant `umbrella`'s data of every kind, all ids starting `umb`.
+async fn umbrella_data(env: &Env, erp: &Erp) -> (Vec<String>, String) {
+    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http().request(method, format!("{}{path}", env.base)).bearer_auth(OTHER_API_KEY).json(&body).send()
+    };
+    let lines: Vec<serde_json::Value> = ["umb-globex", "umb-initech"]
+        .iter()
+        .map(|c| {
+            json!({
+                "id": format!("{c}-line"), "customer": c, "meter": "umb_calls", "sku": "umb-API",
+                "rater": { "plugin": "graduated-tiers" }, "currency": "EUR",
+                "params": { "tiers": [{ "up_to": null, "unit_price": "0.5" }] }
+            })
+        })
+        .collect();
+    let md = json!({
+        "legal_entities": [{ "id": "umb-eu", "name": "Umbrella EU", "currency": "EUR", "erp_company": "9000", "erp_target": "sim" }],
+        "customers": [
+            { "id": "umb-globex", "name": "Umb Globex", "legal_entity": "umb-eu", "erp_account": "umb-C-1" },
+            { "id": "umb-initech", "name": "Umb Initech", "legal_entity": "umb-eu", "erp_account": "umb-C-2" }
+        ],
+        "skus": [{ "id": "umb-API", "name": "umb calls", "erp_item": "umb-ITEM" }],
+        "features": [{ "code": "umb-feature", "name": "umb feature", "meter": "umb_calls" }],
+        "contract_lines": lines,
+    });
+    let r = send(
+        reqwest::Method::POST,
+        "/v1/meters",
+        json!({"id": "umb_calls", "event_type": "umb_calls", "aggregation": "sum"}),
+    );
+    assert_eq!(r.await.unwrap().status(), 201);
+    let r = send(reqwest::Method::PUT, "/v1/masterdata?effective_from=2025-01-01T00:00:00Z", md).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let events = vec![
+        event("umb-e1", "umb-globex", "umb_calls", "2025-05-03T10:00:00Z", "4"),
+        event("umb-e2", "umb-initech", "umb_calls", "2025-05-03T10:00:00Z", "2"),
+    ];
+    assert_eq!(env.ingest_as(Some(OTHER_API_KEY), events).await.unwrap().accepted, 2);
+    let (status, _) = env
+        .upload(
+            OTHER_API_KEY,
+            "name=umb-tiers&version=1.0.0&kind=rater",
+            tollgate_e2e::bundled_component("graduated-tiers-0.1.0.wasm"),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let activation = json!({"contract_line": "umb-globex-line", "plugin": "umb-tiers", "version": "1.0.0", "effective_from": "2025-01-01T00:00:00Z"});
+    assert_eq!(send(reqwest::Method::POST, "/v1/activations", activation).await.unwrap().status(), 201);
+    let key: serde_json::Value =
+        send(reqwest::Method::POST, "/v1/api-keys", json!({"name": "umb-key"})).await.unwrap().json().await.unwrap();
+    // One document posted, one rejected (an exception).
+    erp.inject(
+        json!([{ "kind": "delay", "ms": 0 }, { "kind": "reject", "code": "unknown-item", "message": "umb item" }]),
+    )
+    .await
+    .unwrap();
+    let closed: serde_json::Value = send(reqwest::Method::POST, "/v1/periods/2025-05/close?wait_ms=20000", json!(null))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let docs = closed["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{closed}");
+    let number = docs.iter().find_map(|d| d["state"]["erp_document_number"].as_str()).unwrap().to_string();
+    let r = send(reqwest::Method::POST, "/v1/periods/2025-05/interim?date=2025-05-31", json!(null)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut markers: Vec<String> = docs.iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    markers.extend([
+        "umb-".to_string(),
+        "umb_calls".to_string(),
+        number.clone(),
+        key["id"].as_str().unwrap().to_string(),
+    ]);
+    (markers, number)
+}
+
+/// What tenant `umbrella` sees of its own data (compared before and after
+/// tenant `acme` called every route).
+async fn umbrella_view(env: &Env) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for path in [
+        "/v1/events?limit=100",
+        "/v1/meters",
+        "/v1/masterdata",
+        "/v1/plugins",
+        "/v1/api-keys",
+        "/v1/exceptions?all=true",
+        "/v1/windows?meter=umb_calls",
+        "/v1/activations/umb-globex-line",
+    ] {
+        let r = http().get(format!("{}{path}", env.base)).bearer_auth(OTHER_API_KEY).send().await.unwrap();
+        let mut v: serde_json::Value = r.json().await.unwrap();
+        if path == "/v1/plugins" {
+            v["quota"]["uploads_last_hour"] = json!(null);
+        }
+        out.push(v);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_lets_one_tenant_read_or_change_another_tenants_data() {
+    use reqwest::Method as M;
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start(&erp).await.unwrap();
+    let (markers, number) = umbrella_data(&env, &erp).await;
+    let doc = markers[0].clone();
+    let before = umbrella_view(&env).await;
+    let tiers = tollgate_e2e::bundled_component("graduated-tiers-0.1.0.wasm");
+    let ce = json!([{"specversion": "1.0", "id": "umb-e1", "source": "s", "type": "umb_calls", "subject": "umb-globex",
+                     "time": "2025-05-03T10:00:00Z", "data": {"quantity": "9"}}]);
+    // Every route, called with acme's key and umbrella's ids: (method,
+    // route, path, body). Reads come first; writes may create acme's own
+    // things under umbrella's names, which is no leak.
+    let reads: Vec<(M, &str, String)> = vec![
+        (M::GET, "/healthz", "/healthz".into()),
+        (M::GET, "/openapi.json", "/openapi.json".into()),
+        (M::GET, "/v1/events", "/v1/events?customer=umb-globex".into()),
+        (M::GET, "/v1/events/{id}", "/v1/events/umb-e1".into()),
+        (M::GET, "/v1/windows", "/v1/windows?meter=umb_calls".into()),
+        (M::GET, "/v1/meters", "/v1/meters".into()),
+        (M::GET, "/v1/meters/{id}", "/v1/meters/umb_calls".into()),
+        (M::GET, "/v1/unmatched", "/v1/unmatched?period=2025-05".into()),
+        (M::GET, "/v1/customers/{id}", "/v1/customers/umb-globex".into()),
+        (
+            M::GET,
+            "/v1/customers/{id}/entitlements/{feature}",
+            "/v1/customers/umb-globex/entitlements/umb-feature".into(),
+        ),
+        (M::GET, "/v1/contract-lines/{id}/pricing", "/v1/contract-lines/umb-globex-line/pricing".into()),
+        (M::GET, "/v1/api-keys", "/v1/api-keys?tenant=umbrella".into()),
+        (M::GET, "/v1/tenants", "/v1/tenants".into()),
+        (M::GET, "/v1/plugins", "/v1/plugins".into()),
+        (M::GET, "/v1/activations/{contract_line}", "/v1/activations/umb-globex-line".into()),
+        (M::GET, "/v1/masterdata", "/v1/masterdata".into()),
+        (M::GET, "/v1/masterdata/{collection}/{id}", "/v1/masterdata/customers/umb-globex".into()),
+        (M::GET, "/v1/masterdata/{collection}/{id}/versions", "/v1/masterdata/customers/umb-globex/versions".into()),
+        (M::GET, "/v1/periods/{period}/interim", "/v1/periods/2025-05/interim".into()),
+        (M::GET, "/v1/documents/{id}", format!("/v1/documents/{doc}")),
+        (M::GET, "/v1/lineage/documents/{number}", format!("/v1/lineage/documents/{number}")),
+        (M::GET, "/v1/lineage/events/{id}", "/v1/lineage/events/umb-e1".into()),
+        (M::GET, "/v1/exceptions", "/v1/exceptions?all=true".into()),
+        (M::GET, "/v1/targets", "/v1/targets".into()),
+    ];
+    let writes: Vec<(M, &str, String, serde_json::Value)> = vec![
+        (M::POST, "/v1/events", "/v1/events".into(), ce),
+        (
+            M::POST,
+            "/v1/meters",
+            "/v1/meters".into(),
+            json!({"id": "umb_calls", "event_type": "umb_calls", "aggregation": "count"}),
+        ),
+        (M::POST, "/v1/api-keys", "/v1/api-keys".into(), json!({"name": "x", "tenant": "umbrella"})),
+        (M::DELETE, "/v1/api-keys/{id}", format!("/v1/api-keys/{}", markers[markers.len() - 1]), json!(null)),
+        (M::POST, "/v1/tenants", "/v1/tenants".into(), json!({"id": "umbrella", "name": "x"})),
+        (M::POST, "/v1/plugins", "/v1/plugins?name=umb-tiers&version=1.0.0&kind=rater".into(), json!(null)),
+        (
+            M::POST,
+            "/v1/activations",
+            "/v1/activations".into(),
+            json!({"contract_line": "umb-globex-line", "plugin": "umb-tiers", "version": "1.0.0", "effective_from": "2025-01-01T00:00:00Z"}),
+        ),
+        (M::PUT, "/v1/masterdata", "/v1/masterdata".into(), tollgate_e2e::masterdata()),
+        (
+            M::POST,
+            "/v1/masterdata/{collection}/{id}/versions",
+            "/v1/masterdata/customers/umb-globex/versions".into(),
+            json!({"effective_from": "2025-01-01T00:00:00Z", "value": null}),
+        ),
+        (M::POST, "/v1/periods/{period}/close", "/v1/periods/2025-05/close".into(), json!(null)),
+        (M::POST, "/v1/periods/{period}/interim", "/v1/periods/2025-05/interim?date=2025-05-31".into(), json!(null)),
+        (
+            M::POST,
+            "/v1/exceptions/{document_id}/actions",
+            format!("/v1/exceptions/{doc}/actions"),
+            json!({"action": "cancel", "reason": "not yours"}),
+        ),
+    ];
+    // The table covers every route the gateway serves: a new route fails here until it has a case.
+    let covered: std::collections::BTreeSet<(String, String)> = reads
+        .iter()
+        .map(|(m, r, _)| (m.to_string(), r.to_string()))
+        .chain(writes.iter().map(|(m, r, _, _)| (m.to_string(), r.to_string())))
+        .collect();
+    let served: std::collections::BTreeSet<(String, String)> =
+        tollgate::api::endpoints().iter().map(|e| (e.method.to_string(), e.path.to_string())).collect();
+    assert_eq!(covered, served, "every route needs an isolation case");
+    for (method, route, path) in &reads {
+        let r =
+            http().request(method.clone(), format!("{}{path}", env.base)).bearer_auth(API_KEY).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert!(status < 500, "{method} {route}: {status} {text}");
+        if status < 300 {
+            for m in &markers {
+                assert!(!text.contains(m.as_str()), "{method} {route} shows acme umbrella's {m:?}: {text}");
+            }
+        }
+    }
+    for (method, route, path, body) in writes {
+        let mut req = http().request(method.clone(), format!("{}{path}", env.base)).bearer_auth(API_KEY);
+        req = match route {
+            "/v1/events" => req.header("content-type", "application/cloudevents-batch+json").body(body.to_string()),
+            "/v1/plugins" => req.header("content-type", "application/wasm").body(tiers.clone()),
+            _ if body.is_null() => req,
+            _ => req.json(&body),
+        };
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!(status < 500, "{method} {route}: {status} {}", r.text().await.unwrap());
+    }
+    assert_eq!(umbrella_view(&env).await, before, "acme's calls changed nothing of umbrella's");
+}
