@@ -227,21 +227,32 @@ impl Registry {
         Ok(entries.len())
     }
 
-    /// Reloads every tenant upload kept in the store.
+    /// Reloads every tenant upload kept in the store. One that cannot be
+    /// loaded (its bytes missing, a version that does not parse, a
+    /// component this build refuses) is left out with an error naming it:
+    /// one tenant's stored plugin never stops the gateway from starting.
     pub fn load_uploaded(&self, store: &Store) -> Result<usize, RegistryError> {
         let records = store.scan::<UploadRecord>(&store.plugins, b"")?;
+        let mut loaded = 0;
         for (_, r) in &records {
-            let bytes = store.blobs.get(r.sha256.as_bytes()).map_err(StoreError::from)?.ok_or_else(|| {
-                StoreError::Aborted(format!(
-                    "plugin {}@{} of {}: bytes {} missing",
-                    r.name, r.version, r.tenant, r.sha256
-                ))
-            })?;
-            let version = semver::Version::parse(&r.version)
-                .map_err(|e| StoreError::Aborted(format!("plugin {}: stored version {:?}: {e}", r.name, r.version)))?;
-            self.register(Owner::Tenant(r.tenant.clone()), &r.name, version, r.kind, &bytes)?;
+            let load = || -> Result<(), RegistryError> {
+                let bytes = store
+                    .blobs
+                    .get(r.sha256.as_bytes())
+                    .map_err(StoreError::from)?
+                    .ok_or_else(|| StoreError::Aborted(format!("bytes {} missing", r.sha256)))?;
+                let version = semver::Version::parse(&r.version)
+                    .map_err(|e| StoreError::Aborted(format!("stored version {:?}: {e}", r.version)))?;
+                self.register(Owner::Tenant(r.tenant.clone()), &r.name, version, r.kind, &bytes)?;
+                Ok(())
+            };
+            match load() {
+                Ok(()) => loaded += 1,
+                Err(e) => tracing::error!(tenant = %r.tenant, plugin = %r.name, version = %r.version, error = %e,
+                    "an uploaded plugin could not be loaded; left out (contract lines rated by it go to the exception queue)"),
+            }
         }
-        Ok(records.len())
+        Ok(loaded)
     }
 
     /// A tenant's upload: checked, compiled, registered and made durable.
@@ -478,8 +489,12 @@ mod tests {
             uploaded_at: Utc::now(),
         };
         store.put(&store.plugins, &store::key(&["acme", "legacy", "1.0.0"]), &record).unwrap();
+        // And one whose bytes are gone (damaged store): left out, the start goes on.
+        let lost = UploadRecord { name: "lost".into(), sha256: "00".repeat(32), ..record.clone() };
+        store.put(&store.plugins, &store::key(&["acme", "lost", "1.0.0"]), &lost).unwrap();
         let restarted = Registry::new(Runtime::new(Limits::default(), None).unwrap());
         assert_eq!(restarted.load_uploaded(&store).unwrap(), 2);
+        assert!(restarted.find("acme", "lost", None, Kind::Rater).is_err());
         let legacy = restarted.find("acme", "legacy", None, Kind::Rater).unwrap();
         assert_eq!(legacy.world(), "tollgate:plugin/rater@0.1.0");
         let fixture: FixtureInput =
