@@ -13,7 +13,19 @@ async fn get_as(env: &Env, key: &str, path: &str) -> (u16, serde_json::Value) {
     (r.status().as_u16(), r.json().await.unwrap_or_default())
 }
 
-/// Tenant `umbrella` defines a meter, ingests and reads its windows: what
+/// Tenant `umbrella`'s meter `calls` (a sum), which [`umbrella_works`] uses.
+async fn umbrella_meter(env: &Env) {
+    let r = http()
+        .post(format!("{}/v1/meters", env.base))
+        .bearer_auth(OTHER_API_KEY)
+        .json(&json!({"id": "calls", "event_type": "calls", "aggregation": "sum"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// Tenant `umbrella` ingests and reads its windows: what
 /// must keep working whatever tenant `acme` sends.
 async fn umbrella_works(env: &Env, id: &str) {
     let ingested =
@@ -29,14 +41,7 @@ async fn umbrella_works(env: &Env, id: &str) {
 async fn sums_no_accepted_events_can_overflow_stop_no_tenant_and_survive_a_restart() {
     let erp = Erp::start().await.unwrap();
     let env = Env::start(&erp).await.unwrap();
-    let r = http()
-        .post(format!("{}/v1/meters", env.base))
-        .bearer_auth(OTHER_API_KEY)
-        .json(&json!({"id": "calls", "event_type": "calls", "aggregation": "sum"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    umbrella_meter(&env).await;
     umbrella_works(&env, "u0").await;
     // 99 of the largest quantity for one customer in one hour: a Decimal
     // overflows after 79 of them. Every one is acknowledged.
@@ -239,37 +244,36 @@ async fn one_set_of_limits_and_one_error_shape() {
 /// Sends only the head of a request declaring a `content-length` of
 /// `declared` bytes, and reads the answer (status, JSON body).
 async fn declared_only(base: &str, path: &str, media: &str, declared: usize) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://");
     let method = if path == "/v1/masterdata" { "PUT" } else { "POST" };
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {API_KEY}\r\ncontent-type: {media}\r\n\
-         content-length: {declared}\r\nconnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    raw_request(base, method, path, media, &format!("content-length: {declared}"), 0).await
 }
 
 /// Sends `mib` chunks of 1 MiB as a chunked body (no declared length), and
 /// reads the answer (status, JSON body).
 async fn chunked(base: &str, path: &str, mib: usize) -> (u16, serde_json::Value) {
+    raw_request(base, "POST", path, "application/json", "transfer-encoding: chunked", mib).await
+}
+
+/// A request written by hand: its head with `framing`, then `mib` chunks
+/// of 1 MiB (the gateway may answer, and stop reading, before the last).
+async fn raw_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    media: &str,
+    framing: &str,
+    mib: usize,
+) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\n\
-         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {API_KEY}\r\ncontent-type: {media}\r\n\
+         {framing}\r\nconnection: close\r\n\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let chunk = [b"100000\r\n".as_slice(), &vec![b' '; 1 << 20], b"\r\n"].concat();
     for _ in 0..mib {
-        // The gateway may answer (and stop reading) before the last chunk.
         if s.write_all(&chunk).await.is_err() {
             break;
         }
@@ -285,7 +289,12 @@ async fn chunked(base: &str, path: &str, mib: usize) -> (u16, serde_json::Value)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erp_number_given_to_two_documents_is_an_exception_not_a_stored_fact() {
     let erp = Erp::start().await.unwrap();
-    let env = Env::start(&erp).await.unwrap();
+    // One request at a time, so the second invoice is the one after the first.
+    let env = Env::start_configured(&erp, |c| {
+        c.erp_targets.get_mut("sim").expect("the test target").max_concurrency = 1;
+    })
+    .await
+    .unwrap();
     env.ingest(vec![
         event("g", "globex", "api_calls", "2025-05-20T10:00:00Z", "150"),
         event("i", "initech", "api_calls", "2025-05-20T10:00:00Z", "3"),
@@ -324,14 +333,7 @@ async fn another_tenants_meter_build_does_not_hold_up_a_tenants_writes_and_reads
             .collect();
         assert_eq!(env.ingest(events).await.unwrap().accepted, 10_000);
     }
-    let r = http()
-        .post(format!("{}/v1/meters", env.base))
-        .bearer_auth(OTHER_API_KEY)
-        .json(&json!({"id": "calls", "event_type": "calls", "aggregation": "sum"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    umbrella_meter(&env).await;
     // acme creates a meter over its history: built while others are served.
     let build = tokio::spawn({
         let base = env.base.clone();
