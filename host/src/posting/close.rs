@@ -344,17 +344,20 @@ enum CommitError {
 }
 
 fn commit(store: &Store, closed: &PeriodClose, p: &Prepared) -> Result<(), CommitError> {
+    // Applied tree by tree in this order (plain reads can see it half
+    // done): the period record goes last, so a closed period's documents
+    // and exceptions are always there.
     let trees = (
-        &store.periods,
         &store.charges,
         &store.charge_events,
         &store.event_charges,
         &store.documents,
         &store.outbox,
         &store.line_exceptions,
+        &store.periods,
     );
     let result =
-        trees.transaction(|(periods, charges, charge_events, event_charges, documents, outbox, exceptions)| {
+        trees.transaction(|(charges, charge_events, event_charges, documents, outbox, exceptions, periods)| {
             let pk = store::key(&[&closed.tenant, &closed.period]);
             if periods.get(&pk)?.is_some() {
                 return Err(ConflictableTransactionError::Abort(None));

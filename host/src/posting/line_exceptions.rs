@@ -404,17 +404,19 @@ pub fn supplement_id(document_id: &str, exception_id: &str) -> String {
 fn commit(store: &Store, key: &[u8], original: &[u8], exc: &LineException, billed: &Billed) -> Result<(), ApiError> {
     let exc_bytes = serde_json::to_vec(exc).map_err(StoreError::from)?;
     let period_key = store::key(&[&exc.tenant, &exc.period]);
+    // Applied tree by tree in this order: the exception's new state goes
+    // last, after the documents and the period record that bill it.
     let trees = (
-        &store.line_exceptions,
-        &store.periods,
         &store.charges,
         &store.charge_events,
         &store.event_charges,
         &store.documents,
         &store.outbox,
+        &store.periods,
+        &store.line_exceptions,
     );
     let result =
-        trees.transaction(|(exceptions, periods, charges, charge_events, event_charges, documents, outbox)| {
+        trees.transaction(|(charges, charge_events, event_charges, documents, outbox, periods, exceptions)| {
             if exceptions.get(key)?.as_deref() != Some(original) {
                 return Err(ConflictableTransactionError::Abort(format!(
                     "exception {} changed while the action was prepared; look again and retry",

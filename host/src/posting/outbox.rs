@@ -454,8 +454,12 @@ impl Poster {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let s = &self.store;
-        let trees = (&s.documents, &s.outbox, &s.erp_numbers, &s.exceptions);
-        let result = trees.transaction(|(documents, outbox, numbers, exceptions)| {
+        // sled applies a transaction tree by tree, in this order, and plain
+        // reads can see it half-applied: the outbox entry goes last, so
+        // whoever sees it gone sees the document, its number and its
+        // exception-queue entry too.
+        let trees = (&s.documents, &s.erp_numbers, &s.exceptions, &s.outbox);
+        let result = trees.transaction(|(documents, numbers, exceptions, outbox)| {
             let abort = |m: String| ConflictableTransactionError::Abort(m);
             let bytes =
                 documents.get(key)?.ok_or_else(|| abort(format!("document {} is missing", entry.document_id)))?;
