@@ -360,23 +360,23 @@ impl Config {
     /// Checks every key once; the first problem is returned, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.plugins;
-        if p.fuel == 0 {
-            return Err(invalid("plugins.fuel", "must be greater than 0"));
-        }
-        if p.deadline_ms == 0 {
-            return Err(invalid("plugins.deadline_ms", "must be greater than 0"));
-        }
-        if !(1..=4096).contains(&p.memory_limit_mib) {
-            return Err(invalid("plugins.memory_limit_mib", "must be 1..=4096"));
-        }
+        let c = &self.connections;
         for (key, v) in [
+            ("plugins.fuel", p.fuel),
+            ("plugins.deadline_ms", p.deadline_ms),
             ("plugins.quota_versions", p.quota_versions),
             ("plugins.quota_mib", p.quota_mib),
             ("plugins.quota_uploads_per_hour", p.quota_uploads_per_hour),
+            ("connections.header_read_timeout_ms", c.header_read_timeout_ms),
+            ("connections.grpc_keepalive_interval_ms", c.grpc_keepalive_interval_ms),
+            ("connections.grpc_keepalive_timeout_ms", c.grpc_keepalive_timeout_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if !(1..=4096).contains(&p.memory_limit_mib) {
+            return Err(invalid("plugins.memory_limit_mib", "must be 1..=4096"));
         }
         if self.ingest.dedup_retention_days == Some(0) {
             return Err(invalid("ingest.dedup_retention_days", "must be at least 1 (leave it out to never forget)"));
@@ -389,16 +389,6 @@ impl Config {
         }
         if !(1..=4096).contains(&self.ingest.wal_segment_mib) {
             return Err(invalid("ingest.wal_segment_mib", "must be 1..=4096"));
-        }
-        let c = &self.connections;
-        for (key, v) in [
-            ("connections.header_read_timeout_ms", c.header_read_timeout_ms),
-            ("connections.grpc_keepalive_interval_ms", c.grpc_keepalive_interval_ms),
-            ("connections.grpc_keepalive_timeout_ms", c.grpc_keepalive_timeout_ms),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
         }
         if c.max_connections < 16 {
             return Err(invalid("connections.max_connections", "must be at least 16"));

@@ -144,14 +144,6 @@ impl<T> Tracked<T> {
     pub fn state(&self) -> Arc<ConnState> {
         self.state.clone()
     }
-
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.io
-    }
 }
 
 impl<T> Drop for Tracked<T> {

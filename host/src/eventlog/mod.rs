@@ -450,11 +450,14 @@ impl EventLog {
     /// Stores a tenant's validated events; one verdict per event, in order,
     /// returned once every accepted event is durable.
     pub async fn append(&self, tenant: &str, events: Vec<StoredEvent>) -> Result<Vec<Verdict>, LogError> {
-        if let Some(why) = self.shared.failed() {
-            return Err(LogError::Failed(why));
-        }
-        if let Some(why) = self.shared.degraded() {
-            return Err(self.shared.refused(why));
+        {
+            let p = self.shared.progress.borrow();
+            if let Some(why) = &p.failed {
+                return Err(LogError::Failed(why.clone()));
+            }
+            if let Some(why) = &p.degraded {
+                return Err(self.shared.refused(why.clone()));
+            }
         }
         if events.is_empty() {
             return Ok(Vec::new());
