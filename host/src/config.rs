@@ -335,11 +335,22 @@ impl Config {
     /// Reads, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config: Config =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let mut config = Config::parse_unchecked(&text, path)?;
         config.apply_env();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parses and validates a configuration text (`path` only names it in
+    /// errors); no environment overrides.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse_unchecked(text, path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_unchecked(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.into(), source })
     }
 
     fn apply_env(&mut self) {
@@ -467,9 +478,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse { path: "t.toml".into(), source })?;
-        c.validate()?;
-        Ok(c)
+        Config::parse(text, Path::new("t.toml"))
     }
 
     #[test]

@@ -274,21 +274,7 @@ async fn post_events(
     let body = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
     let media = h.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let bad = |message: String| ApiError::field(ErrorCode::InvalidArgument, "body", message);
-    let events: Vec<serde_json::Value> = match media.as_str() {
-        cloudevents::SINGLE => vec![serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?],
-        cloudevents::BATCH => match serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))? {
-            serde_json::Value::Array(events) => events,
-            _ => return Err(bad("a batch must be a JSON array of CloudEvents".into())),
-        },
-        other => {
-            return Err(ApiError::field(
-                ErrorCode::UnsupportedMediaType,
-                "content-type",
-                format!("{other:?}; send {} or {}", cloudevents::SINGLE, cloudevents::BATCH),
-            ));
-        }
-    };
+    let events = cloudevents::decode_body(&media, &body)?;
     ingest::check_batch_size(events.len(), "body")?;
     let ids: Vec<String> = events.iter().map(cloudevents::id_of).collect();
     let decoded = events.iter().map(cloudevents::to_usage_event).collect();

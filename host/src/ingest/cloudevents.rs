@@ -23,6 +23,7 @@
 //! and never fails the others.
 
 use super::Rejection;
+use crate::error::{ApiError, ErrorCode};
 use crate::proto::UsageEvent;
 use serde_json::Value;
 
@@ -30,6 +31,24 @@ use serde_json::Value;
 pub const SINGLE: &str = "application/cloudevents+json";
 /// Media type of a batch.
 pub const BATCH: &str = "application/cloudevents-batch+json";
+
+/// The events of a `POST /v1/events` body of media type `media` (its
+/// parameters already removed): one structured-mode event, or a batch.
+pub fn decode_body(media: &str, body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let bad = |message: String| ApiError::field(ErrorCode::InvalidArgument, "body", message);
+    match media {
+        SINGLE => Ok(vec![serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?]),
+        BATCH => match serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))? {
+            Value::Array(events) => Ok(events),
+            _ => Err(bad("a batch must be a JSON array of CloudEvents".into())),
+        },
+        other => Err(ApiError::field(
+            ErrorCode::UnsupportedMediaType,
+            "content-type",
+            format!("{other:?}; send {SINGLE} or {BATCH}"),
+        )),
+    }
+}
 
 /// The CloudEvents attribute a usage-event field comes from (see the
 /// table above), so a rejection names what the producer sent.

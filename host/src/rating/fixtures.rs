@@ -337,6 +337,22 @@ pub struct MapperFixture {
     pub conversation: Vec<FixtureResponse>,
 }
 
+impl MapperFixture {
+    /// A mapper fixture from its JSON text.
+    pub fn parse(text: &str) -> Result<MapperFixture, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The fixture's document and target as a mapper sees them in production.
+    pub fn to_wit(&self) -> Result<(mwit::PostingDocument, mwit::TargetConfig), String> {
+        let target = mwit::TargetConfig {
+            name: self.target.name.clone(),
+            settings: self.target.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        Ok((self.document.to_wit(&self.target.name)?, target))
+    }
+}
+
 impl FixtureDocument {
     /// The document as the gateway would post it to `target`, seen by the
     /// mapper exactly as production shows it ([`crate::posting::to_wit_document`]).
@@ -476,11 +492,7 @@ fn step_json(step: &Result<mwit::Step, PluginError>) -> Value {
 /// What a mapper makes of a fixture, as expected files hold it, and the
 /// fuel `map-document` used.
 fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Result<(Value, u64), String> {
-    let doc = case.document.to_wit(&case.target.name)?;
-    let target = mwit::TargetConfig {
-        name: case.target.name.clone(),
-        settings: case.target.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    };
+    let (doc, target) = case.to_wit()?;
     let (request, fuel) = runtime.map_document_metered(plugin, &doc, &target);
     let mut out = json!({
         "request": request.as_ref().map_or_else(error_json, request_json),

@@ -6,6 +6,7 @@ mod cli;
 mod connections;
 mod crash;
 mod fixtures;
+mod fuzz;
 mod sandbox;
 mod tls;
 
