@@ -17,7 +17,7 @@ use std::time::Duration;
 use tollgate::proto::ingest_service_client::IngestServiceClient;
 use tollgate::proto::{EventStatus, IngestRequest, UsageEvent};
 
-const KEY: &str = "crash-key";
+pub(crate) const KEY: &str = "crash-key";
 const CUSTOMERS: [&str; 3] = ["c-a", "c-b", "c-c"];
 const METERS: [&str; 2] = ["api_calls", "storage_gb_hours"];
 const WRITERS: usize = 4;
@@ -41,10 +41,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Server {
+pub(crate) struct Server {
     config: PathBuf,
-    grpc: String,
-    http: String,
+    pub(crate) grpc: String,
+    pub(crate) http: String,
     unsafe_ack: bool,
     log: PathBuf,
     child: Option<Child>,
@@ -52,10 +52,15 @@ struct Server {
 
 impl Server {
     fn new(dir: &Path, unsafe_ack: bool) -> Server {
+        Server::with_meters(dir, include_str!("../../demo/meters.json"), unsafe_ack)
+    }
+
+    /// A server of tenant `acme` (key [`KEY`]) with the meters of `meters` (JSON).
+    pub(crate) fn with_meters(dir: &Path, meters_json: &str, unsafe_ack: bool) -> Server {
         let (grpc, http) = (free_port(), free_port());
         let config = dir.join("tollgate.toml");
         let meters = dir.join("meters.json");
-        std::fs::write(&meters, include_str!("../../demo/meters.json")).unwrap();
+        std::fs::write(&meters, meters_json).unwrap();
         let text = format!(
             "data_dir = {data:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
              [plugins]\nbundled_dir = {plugins:?}\ncache_dir = {cache:?}\n\
@@ -76,7 +81,7 @@ impl Server {
         }
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log);
@@ -99,7 +104,7 @@ impl Server {
     }
 
     /// SIGKILL: no shutdown code runs.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
@@ -243,7 +248,7 @@ async fn metered_total(server: &Server, customer: &str, meter: &str) -> (Decimal
     (Decimal::from_str_exact(w["total"]["value"].as_str().unwrap()).unwrap(), w["total"]["events"].as_u64().unwrap())
 }
 
-fn temp(name: &str) -> PathBuf {
+pub(crate) fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tollgate-crash-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -6,7 +6,7 @@ mod cli;
 mod connections;
 mod crash;
 mod fixtures;
-mod fuzz;
+mod replay;
 mod sandbox;
 mod tls;
 

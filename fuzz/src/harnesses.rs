@@ -4,7 +4,7 @@
 //! event log's stored records.
 //!
 //! Under `cargo test` each harness replays its committed corpus
-//! (`__fuzz__/<harness>/corpus` and `crashes` next to this file) and
+//! (`__fuzz__/harnesses__<harness>/corpus` and `crashes` next to this file) and
 //! nothing else, so CI is deterministic. Campaigns are run by hand, coverage
 //! guided (`cargo bolero test`) or random (`BOLERO_RANDOM_ITERATIONS`); see
 //! TESTING.md for the commands and what each campaign ran.
@@ -257,6 +257,13 @@ fn wit_decimal_bridge() {
     });
 }
 
+/// The bundled plugins as `cargo xtask build-plugins` left them.
+fn plugins_dir() -> std::path::PathBuf {
+    std::env::var_os("TOLLGATE_PLUGINS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
 /// The bundled mappers, each with a document it maps (from its fixtures)
 /// and the first request it sends for it.
 struct MapperCase {
@@ -296,7 +303,7 @@ fn mappers() -> &'static (tollgate::rating::runtime::Runtime, Vec<MapperCase>) {
         let cases = cases
             .into_iter()
             .map(|(name, fixture)| {
-                let bytes = std::fs::read(crate::plugins_dir().join(format!("{name}-0.1.0.wasm"))).unwrap();
+                let bytes = std::fs::read(plugins_dir().join(format!("{name}-0.1.0.wasm"))).unwrap();
                 let plugin = runtime.load(name, semver::Version::new(0, 1, 0), Kind::ErpMapper, &bytes).unwrap();
                 let (document, target) = fixture.to_wit().unwrap();
                 let request = runtime.map_document(&plugin, &document, &target).unwrap();
