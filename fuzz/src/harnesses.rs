@@ -279,7 +279,10 @@ fn mappers() -> &'static (tollgate::rating::runtime::Runtime, Vec<MapperCase>) {
     use tollgate::rating::runtime::{Kind, Limits, Runtime};
     static MAPPERS: OnceLock<(Runtime, Vec<MapperCase>)> = OnceLock::new();
     MAPPERS.get_or_init(|| {
-        let runtime = Runtime::new(Limits::default(), None).unwrap();
+        // Production limits, but a wall-clock deadline no loaded machine
+        // reaches: fuel (deterministic) is what stops a runaway mapper here,
+        // so a finding replays (a 100 ms deadline once fired on a busy VM).
+        let runtime = Runtime::new(Limits { deadline_ms: 10_000, ..Limits::default() }, None).unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
         let fixture = |plugin: &str, case: &str| {
             let text = std::fs::read_to_string(root.join(plugin).join("fixtures").join(case)).unwrap();

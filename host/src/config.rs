@@ -103,6 +103,12 @@ pub struct PluginsConfig {
     pub quota_mib: u64,
     /// Upload attempts each tenant may make in any hour (each is compiled).
     pub quota_uploads_per_hour: u64,
+    /// Compiled code of uploaded plugins kept in memory, MiB (all tenants):
+    /// beyond it the least recently used are unloaded, and loaded again
+    /// from the compiled cache on their next use.
+    pub loaded_mib: u64,
+    /// An uploaded plugin not called for this many seconds is unloaded.
+    pub unload_idle_secs: u64,
 }
 
 /// See [`PluginsConfig::memory_reset`].
@@ -130,6 +136,8 @@ impl Default for PluginsConfig {
             quota_versions: 100,
             quota_mib: 256,
             quota_uploads_per_hour: 60,
+            loaded_mib: 256,
+            unload_idle_secs: 900,
         }
     }
 }
@@ -377,6 +385,8 @@ impl Config {
             ("plugins.deadline_ms", p.deadline_ms),
             ("plugins.quota_versions", p.quota_versions),
             ("plugins.quota_mib", p.quota_mib),
+            ("plugins.loaded_mib", p.loaded_mib),
+            ("plugins.unload_idle_secs", p.unload_idle_secs),
             ("plugins.quota_uploads_per_hour", p.quota_uploads_per_hour),
             ("connections.header_read_timeout_ms", c.header_read_timeout_ms),
             ("connections.grpc_keepalive_interval_ms", c.grpc_keepalive_interval_ms),

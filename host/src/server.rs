@@ -97,6 +97,10 @@ pub async fn start(config: Config) -> Result<Gateway> {
         versions: p.quota_versions,
         bytes: p.quota_mib << 20,
         uploads_per_hour: p.quota_uploads_per_hour,
+    })
+    .with_residency(crate::rating::registry::Residency {
+        max_bytes: p.loaded_mib << 20,
+        idle: std::time::Duration::from_secs(p.unload_idle_secs),
     });
     let n = registry.load_bundled(&config.plugins.bundled_dir)?;
     let uploaded = registry.load_uploaded(&store)?;
@@ -237,6 +241,19 @@ pub async fn start(config: Config) -> Result<Gateway> {
         };
         tasks.push(tokio::spawn(scheduler.run(shutdown_rx.clone())));
     }
+    tasks.push(tokio::spawn({
+        // Uploaded plugins not called for a while leave memory.
+        let (registry, mut stop) = (registry.clone(), shutdown_rx.clone());
+        async move {
+            let mut every = tokio::time::interval(registry.idle_check_every());
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { registry.unload_idle(); }
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }));
     tasks.push(tokio::spawn(poster.run(shutdown_rx)));
 
     tracing::info!(%grpc_addr, %http_addr, tls = config.tls.is_some(), "tollgate serving");

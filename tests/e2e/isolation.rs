@@ -3,6 +3,7 @@
 //! reproduced through the public interfaces).
 
 use serde_json::json;
+use std::collections::BTreeMap;
 use tollgate_e2e::{API_KEY, Env, Erp, OTHER_API_KEY, event, http, test_component};
 
 /// The largest quantity an event may carry (15 + 12 digits).
@@ -406,6 +407,99 @@ async fn plugin_uploads_have_quotas_per_tenant_and_their_use_is_visible() {
     assert_eq!(q["bytes"], json!(3 * tiers.len()), "{listed}");
 }
 
+/// acme's uploads as `GET /v1/plugins` lists them: version → code bytes while loaded.
+async fn loaded_uploads(env: &Env) -> BTreeMap<String, Option<u64>> {
+    let (_, listed) = env.get("/v1/plugins").await.unwrap();
+    listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["owner"] == "tenant")
+        .map(|p| {
+            assert_eq!(p["loaded"].as_bool().unwrap(), p["code_bytes"].is_u64(), "{p}");
+            (p["version"].as_str().unwrap().to_string(), p["code_bytes"].as_u64())
+        })
+        .collect()
+}
+
+fn activation(version: &str) -> serde_json::Value {
+    json!({"contract_line": "globex-api", "plugin": "t", "version": version, "effective_from": "2025-01-01T00:00:00Z"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaded_uploads_stay_within_their_memory_bound_and_load_again_on_use() {
+    let erp = Erp::start().await.unwrap();
+    const BOUND: u64 = 3 << 20;
+    let env = Env::start_configured(&erp, |c| c.plugins.loaded_mib = BOUND >> 20).await.unwrap();
+    let tiers = tollgate_e2e::bundled_component("graduated-tiers-0.1.0.wasm");
+    assert_eq!(env.upload(API_KEY, "name=t&version=1.0.0&kind=rater", tiers.clone()).await.0, 201);
+    let code = loaded_uploads(&env).await["1.0.0"].expect("a new upload is loaded");
+    // More versions than the bound holds of their compiled code.
+    let versions: Vec<String> = (0..BOUND / code + 2).map(|i| format!("1.0.{i}")).collect();
+    for v in &versions[1..] {
+        let (status, body) = env.upload(API_KEY, &format!("name=t&version={v}&kind=rater"), tiers.clone()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let check = |loaded: &BTreeMap<String, Option<u64>>| {
+        let resident: u64 = loaded.values().flatten().sum();
+        assert!(resident <= BOUND, "{resident} bytes loaded, over plugins.loaded_mib: {loaded:?}");
+        assert!(loaded.values().any(Option::is_none), "nothing was unloaded: {loaded:?}");
+    };
+    let loaded = loaded_uploads(&env).await;
+    assert_eq!(loaded.len(), versions.len());
+    check(&loaded);
+    assert!(loaded[&versions[versions.len() - 1]].is_some(), "the newest upload was unloaded: {loaded:?}");
+    // The first one was unloaded; using it loads it again, and the bound holds.
+    assert!(loaded["1.0.0"].is_none(), "{loaded:?}");
+    assert_eq!(env.post("/v1/activations", &activation("1.0.0")).await.0, 201);
+    let loaded = loaded_uploads(&env).await;
+    assert!(loaded["1.0.0"].is_some(), "a used plugin was not loaded: {loaded:?}");
+    check(&loaded);
+    // Rated with it: a close bills globex through the reloaded version.
+    env.ingest(vec![tollgate_e2e::event("lz-1", "globex", "api_calls", "2025-05-03T10:00:00Z", "150")]).await.unwrap();
+    let (status, closed) = env.post("/v1/periods/2025-05/close", &json!(null)).await;
+    assert_eq!(status, 200, "{closed}");
+    // Rated by the reloaded t@1.0.0 (a rule that failed to load would leave the line out).
+    assert_eq!(closed["documents"].as_array().map(Vec::len), Some(1), "{closed}");
+    assert!(closed["left_out"].as_array().is_none_or(Vec::is_empty), "{closed}");
+
+    // Storage use: the plugins' bytes and one event.
+    let (status, storage) = env.get("/v1/storage").await.unwrap();
+    assert_eq!(status, 200, "{storage}");
+    assert_eq!(storage["plugins"]["bytes"], json!(versions.len() * tiers.len()), "{storage}");
+    assert_eq!(storage["events"]["records"], json!(1), "{storage}");
+    assert!(storage["windows"]["records"].as_u64().unwrap() >= 1, "{storage}");
+    assert!(storage["documents"]["records"].as_u64().unwrap() >= 1, "{storage}");
+    let parts: u64 = ["events", "event_history", "dedup", "windows", "meters", "masterdata", "billing", "documents", "plugins"]
+        .iter()
+        .map(|k| storage[*k]["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(storage["total_bytes"], json!(parts), "{storage}");
+    // Another tenant's use is its own.
+    let (_, other) = get_as(&env, OTHER_API_KEY, "/v1/storage").await;
+    assert_eq!((&other["plugins"]["bytes"], &other["events"]["records"]), (&json!(0), &json!(0)), "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upload_is_unloaded_and_loaded_again_on_its_next_use() {
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start_configured(&erp, |c| c.plugins.unload_idle_secs = 1).await.unwrap();
+    let tiers = tollgate_e2e::bundled_component("graduated-tiers-0.1.0.wasm");
+    assert_eq!(env.upload(API_KEY, "name=t&version=1.0.0&kind=rater", tiers).await.0, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while loaded_uploads(&env).await["1.0.0"].is_some() {
+        assert!(std::time::Instant::now() < deadline, "an idle upload stayed loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.post("/v1/activations", &activation("1.0.0")).await.0, 201);
+    env.ingest(vec![tollgate_e2e::event("idle-1", "globex", "api_calls", "2025-05-03T10:00:00Z", "150")]).await.unwrap();
+    let (status, closed) = env.post("/v1/periods/2025-05/close", &json!(null)).await;
+    assert_eq!(status, 200, "{closed}");
+    // Rated by the reloaded t@1.0.0 (a rule that failed to load would leave the line out).
+    assert_eq!(closed["documents"].as_array().map(Vec::len), Some(1), "{closed}");
+    assert!(closed["left_out"].as_array().is_none_or(Vec::is_empty), "{closed}");
+}
+
 /// A tmpfs of `mib` MiB mounted for a test (the tests run as root, as CI
 /// does), unmounted on drop.
 struct SmallDisk(std::path::PathBuf);
@@ -627,6 +721,7 @@ async fn no_route_lets_one_tenant_read_or_change_another_tenants_data() {
         (M::GET, "/v1/api-keys", "/v1/api-keys?tenant=umbrella".into()),
         (M::GET, "/v1/tenants", "/v1/tenants".into()),
         (M::GET, "/v1/plugins", "/v1/plugins".into()),
+        (M::GET, "/v1/storage", "/v1/storage".into()),
         (M::GET, "/v1/activations/{contract_line}", "/v1/activations/umb-globex-line".into()),
         (M::GET, "/v1/masterdata", "/v1/masterdata".into()),
         (M::GET, "/v1/masterdata/{collection}/{id}", "/v1/masterdata/customers/umb-globex".into()),

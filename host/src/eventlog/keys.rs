@@ -17,6 +17,14 @@ fn tagged(tag: u8, parts: &[&str]) -> Vec<u8> {
     k
 }
 
+/// `tag·tenant·`: every key of one kind (`e` events, `h` history, `d`
+/// dedup, `w` windows, `M` meters) of a tenant.
+pub fn tenant_prefix(tag: u8, tenant: &str) -> Vec<u8> {
+    let mut k = tagged(tag, &[tenant]);
+    k.push(0);
+    k
+}
+
 /// `d·tenant·id`: the dedup entry of an event id.
 pub fn dedup(tenant: &str, id: &str) -> Vec<u8> {
     tagged(b'd', &[tenant, id])

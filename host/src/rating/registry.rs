@@ -8,6 +8,14 @@
 //!
 //! A version is immutable: its identity is the SHA-256 of its bytes; the
 //! same name and version with other bytes is refused.
+//!
+//! The memory loaded plugins hold is bounded: an upload is compiled (and
+//! checked) when it comes in or at start-up, then kept only while used. It
+//! is loaded again on its next use (from the compiled cache, a fraction of
+//! a millisecond), unloaded after `plugins.unload_idle_secs` without a call,
+//! and the least recently used uploads are unloaded whenever the compiled
+//! code of the loaded ones exceeds `plugins.loaded_mib` (the one in use
+//! stays, even alone over the bound). Bundled plugins stay loaded.
 
 use super::runtime::{self, Kind, Plugin, PluginError, Runtime};
 use crate::masterdata::{PluginRef, References};
@@ -36,6 +44,20 @@ pub enum RegistryError {
     Quota { tenant: String, what: &'static str, used: u64, limit: u64, setting: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How much compiled code of uploads stays loaded (`plugins.loaded_mib`,
+/// `plugins.unload_idle_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Residency {
+    pub max_bytes: u64,
+    pub idle: std::time::Duration,
+}
+
+impl Default for Residency {
+    fn default() -> Self {
+        Residency { max_bytes: 256 << 20, idle: std::time::Duration::from_secs(900) }
+    }
 }
 
 /// What each tenant may upload (`plugins.quota_*`).
@@ -116,15 +138,46 @@ pub struct PluginInfo {
     pub sha256: String,
     /// `bundled`, or `tenant` for the caller's own uploads.
     pub owner: &'static str,
+    /// Whether its compiled code is in memory now (an upload is loaded on
+    /// use and unloaded when idle; bundled plugins always are).
+    pub loaded: bool,
+    /// Bytes its compiled code holds in memory, while loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_bytes: Option<u64>,
 }
 
-type Versions = BTreeMap<(Owner, String), Vec<Arc<Plugin>>>;
+/// One plugin version: what it is, and its compiled code while loaded.
+struct Entry {
+    name: String,
+    version: semver::Version,
+    kind: Kind,
+    sha256: String,
+    world: &'static str,
+    /// Where its bytes are read again after an unload: `None` for a
+    /// bundled plugin, which is never unloaded.
+    blobs: Option<sled::Tree>,
+    loaded: std::sync::Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    plugin: Arc<Plugin>,
+    last_used: std::time::Instant,
+}
+
+impl Entry {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Loaded>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Versions = BTreeMap<(Owner, String), Vec<Arc<Entry>>>;
 
 #[derive(Clone)]
 pub struct Registry {
     runtime: Runtime,
     plugins: Arc<RwLock<Versions>>,
     quota: Quota,
+    residency: Residency,
     /// Upload attempts in the last hour, per tenant.
     attempts: Arc<std::sync::Mutex<BTreeMap<String, std::collections::VecDeque<std::time::Instant>>>>,
 }
@@ -136,7 +189,18 @@ pub fn is_valid_name(s: &str) -> bool {
 
 impl Registry {
     pub fn new(runtime: Runtime) -> Registry {
-        Registry { runtime, plugins: Arc::default(), quota: Quota::default(), attempts: Arc::default() }
+        Registry {
+            runtime,
+            plugins: Arc::default(),
+            quota: Quota::default(),
+            residency: Residency::default(),
+            attempts: Arc::default(),
+        }
+    }
+
+    /// The registry with this bound on loaded uploads.
+    pub fn with_residency(self, residency: Residency) -> Registry {
+        Registry { residency, ..self }
     }
 
     /// The registry with these upload quotas.
@@ -222,7 +286,7 @@ impl Registry {
                 path: manifest.clone(),
                 message: format!("{}: version {:?}: {err}", e.name, e.version),
             })?;
-            self.register(Owner::Bundled, &e.name, version, e.kind, &bytes)?;
+            self.register_as(Owner::Bundled, &e.name, version, e.kind, &bytes, Admit::Stored, None)?;
         }
         Ok(entries.len())
     }
@@ -243,7 +307,8 @@ impl Registry {
                     .ok_or_else(|| StoreError::Aborted(format!("bytes {} missing", r.sha256)))?;
                 let version = semver::Version::parse(&r.version)
                     .map_err(|e| StoreError::Aborted(format!("stored version {:?}: {e}", r.version)))?;
-                self.register(Owner::Tenant(r.tenant.clone()), &r.name, version, r.kind, &bytes)?;
+                let owner = Owner::Tenant(r.tenant.clone());
+                self.register_as(owner, &r.name, version, r.kind, &bytes, Admit::Stored, Some(store.blobs.clone()))?;
                 Ok(())
             };
             match load() {
@@ -273,8 +338,9 @@ impl Registry {
         let existed = self.version(&owner, name, &version);
         self.admit_upload(store, tenant, bytes.len(), existed.is_none())?;
         let registry = self.clone();
-        let (n, v, b) = (name.to_string(), version.clone(), bytes.clone());
-        let plugin = tokio::task::spawn_blocking(move || registry.register_as(owner, &n, v, kind, &b, Admit::Upload))
+        let (n, v, b, blobs) = (name.to_string(), version.clone(), bytes.clone(), store.blobs.clone());
+        let plugin =
+            tokio::task::spawn_blocking(move || registry.register_as(owner, &n, v, kind, &b, Admit::Upload, Some(blobs)))
             .await
             .map_err(|e| StoreError::Aborted(format!("compile task: {e}")))??;
         if existed.is_none() {
@@ -299,13 +365,14 @@ impl Registry {
         self.plugins.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn version(&self, owner: &Owner, name: &str, version: &semver::Version) -> Option<Arc<Plugin>> {
+    fn version(&self, owner: &Owner, name: &str, version: &semver::Version) -> Option<Arc<Entry>> {
         self.read().get(&(owner.clone(), name.to_string()))?.iter().find(|p| p.version == *version).cloned()
     }
 
-    /// Compiles, checks and adds a plugin version (bundled, or an upload
-    /// kept in the store: deprecated interfaces still run). The same bytes
-    /// again are a no-op; other bytes under a registered version are refused.
+    /// Compiles, checks and adds a plugin version of a tenant, kept in
+    /// `blobs` (`None`: a bundled plugin, or one never unloaded). The same
+    /// bytes again are a no-op; other bytes under a registered version are
+    /// refused.
     pub fn register(
         &self,
         owner: Owner,
@@ -314,9 +381,10 @@ impl Registry {
         kind: Kind,
         bytes: &[u8],
     ) -> Result<Arc<Plugin>, RegistryError> {
-        self.register_as(owner, name, version, kind, bytes, Admit::Stored)
+        self.register_as(owner, name, version, kind, bytes, Admit::Stored, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register_as(
         &self,
         owner: Owner,
@@ -325,10 +393,11 @@ impl Registry {
         kind: Kind,
         bytes: &[u8],
         admit: Admit,
+        blobs: Option<sled::Tree>,
     ) -> Result<Arc<Plugin>, RegistryError> {
         let sha = crate::auth::hash_key_bytes(bytes);
-        if let Some(existing) = self.version(&owner, name, &version) {
-            return if existing.sha256 != sha {
+        let same = |existing: &Arc<Entry>| -> Result<(), RegistryError> {
+            if existing.sha256 != sha {
                 Err(RegistryError::Immutable {
                     name: name.into(),
                     version: version.to_string(),
@@ -342,8 +411,16 @@ impl Registry {
                     kind,
                 })
             } else {
-                Ok(existing)
-            };
+                Ok(())
+            }
+        };
+        if let Some(existing) = self.version(&owner, name, &version) {
+            same(&existing)?;
+            return self.plugin(&existing).map_err(|source| RegistryError::Plugin {
+                name: name.into(),
+                version: version.to_string(),
+                source,
+            });
         }
         let err = |source| RegistryError::Plugin { name: name.into(), version: version.to_string(), source };
         let plugin = Arc::new(self.runtime.load(name, version.clone(), kind, bytes).map_err(err)?);
@@ -355,23 +432,113 @@ impl Registry {
                 plugin.world()
             ))));
         }
-        let mut all = self.plugins.write().unwrap_or_else(|p| p.into_inner());
-        let versions = all.entry((owner.clone(), name.to_string())).or_default();
-        if let Some(raced) = versions.iter().find(|p| p.version == version) {
-            return if raced.sha256 == plugin.sha256 {
-                Ok(raced.clone())
-            } else {
-                Err(RegistryError::Immutable {
-                    name: name.into(),
-                    version: version.to_string(),
-                    existing: raced.sha256.clone(),
-                })
-            };
+        let entry = Arc::new(Entry {
+            name: name.into(),
+            version: version.clone(),
+            kind,
+            sha256: plugin.sha256.clone(),
+            world: plugin.world(),
+            blobs,
+            loaded: std::sync::Mutex::new(Some(Loaded { plugin: plugin.clone(), last_used: std::time::Instant::now() })),
+        });
+        {
+            let mut all = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+            let versions = all.entry((owner.clone(), name.to_string())).or_default();
+            if let Some(raced) = versions.iter().find(|p| p.version == version) {
+                same(raced)?;
+                return Ok(plugin);
+            }
+            versions.push(entry.clone());
+            versions.sort_by(|a, b| a.version.cmp(&b.version));
         }
-        versions.push(plugin.clone());
-        versions.sort_by(|a, b| a.version.cmp(&b.version));
         tracing::info!(?owner, plugin = name, %version, sha256 = %plugin.sha256, ?kind, "plugin registered");
+        self.bound_residency(&entry);
         Ok(plugin)
+    }
+
+    /// The entry's compiled plugin, loaded again from its stored bytes
+    /// (and the compiled cache) when it was unloaded.
+    fn plugin(&self, entry: &Arc<Entry>) -> Result<Arc<Plugin>, PluginError> {
+        let plugin = {
+            let mut slot = entry.slot();
+            if let Some(l) = slot.as_mut() {
+                l.last_used = std::time::Instant::now();
+                return Ok(l.plugin.clone());
+            }
+            let missing = |why: String| PluginError::Trap { message: why, backtrace: String::new() };
+            let blobs = entry.blobs.as_ref().ok_or_else(|| missing("a bundled plugin was unloaded".into()))?;
+            let bytes = blobs
+                .get(entry.sha256.as_bytes())
+                .map_err(|e| missing(format!("reading its stored bytes: {e}")))?
+                .ok_or_else(|| missing(format!("its stored bytes (sha256 {}) are missing", entry.sha256)))?;
+            let plugin = Arc::new(self.runtime.load(&entry.name, entry.version.clone(), entry.kind, &bytes)?);
+            if plugin.sha256 != entry.sha256 {
+                return Err(missing(format!("its stored bytes hash to {}, not {}", plugin.sha256, entry.sha256)));
+            }
+            tracing::debug!(plugin = %entry.name, version = %entry.version, "plugin loaded again on use");
+            *slot = Some(Loaded { plugin: plugin.clone(), last_used: std::time::Instant::now() });
+            plugin
+        };
+        self.bound_residency(entry);
+        Ok(plugin)
+    }
+
+    /// Every unloadable (uploaded) entry with its code size and last use, while loaded.
+    fn resident(&self) -> Vec<(Arc<Entry>, u64, std::time::Instant)> {
+        let all = self.read();
+        let entries = all.values().flatten().filter(|e| e.blobs.is_some());
+        entries
+            .filter_map(|e| {
+                let slot = e.slot();
+                let l = slot.as_ref()?;
+                Some((e.clone(), l.plugin.code_bytes(), l.last_used))
+            })
+            .collect()
+    }
+
+    /// Unloads the least recently used uploads (never `keep`) while the
+    /// loaded code is over `plugins.loaded_mib`.
+    fn bound_residency(&self, keep: &Arc<Entry>) {
+        let mut resident = self.resident();
+        let mut total: u64 = resident.iter().map(|(_, bytes, _)| bytes).sum();
+        if total <= self.residency.max_bytes {
+            return;
+        }
+        resident.sort_by_key(|(_, _, used)| *used);
+        for (entry, bytes, _) in resident {
+            if total <= self.residency.max_bytes {
+                break;
+            }
+            if Arc::ptr_eq(&entry, keep) {
+                continue;
+            }
+            *entry.slot() = None;
+            total -= bytes;
+            tracing::debug!(plugin = %entry.name, version = %entry.version, bytes, "plugin unloaded (plugins.loaded_mib)");
+        }
+    }
+
+    /// Unloads the uploads not used for `plugins.unload_idle_secs`; returns
+    /// how many. Called periodically by the server.
+    pub fn unload_idle(&self) -> usize {
+        let now = std::time::Instant::now();
+        let mut unloaded = 0;
+        for (entry, _, _) in self.resident() {
+            let mut slot = entry.slot();
+            if slot.as_ref().is_some_and(|l| now.duration_since(l.last_used) >= self.residency.idle) {
+                *slot = None;
+                unloaded += 1;
+            }
+        }
+        if unloaded > 0 {
+            tracing::debug!(plugins = unloaded, "idle plugins unloaded");
+        }
+        unloaded
+    }
+
+    /// How often [`Registry::unload_idle`] should run.
+    pub fn idle_check_every(&self) -> std::time::Duration {
+        (self.residency.idle / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(60))
     }
 
     /// The plugin `name` of `kind` visible to `tenant` (its own first, then
@@ -392,7 +559,9 @@ impl Registry {
         if found.kind != kind {
             return Err(format!("plugin {name} is a {:?}, not a {kind:?}", found.kind));
         }
-        Ok(found.clone())
+        let found = found.clone();
+        drop(all);
+        self.plugin(&found).map_err(|e| format!("plugin {name}@{} could not be loaded: {e}", found.version))
     }
 
     /// The plugins `tenant` can see: its own and the bundled ones.
@@ -402,14 +571,18 @@ impl Registry {
             .iter()
             .filter(|((owner, _), _)| *owner == Owner::Bundled || *owner == mine)
             .flat_map(|((owner, _), versions)| {
-                versions.iter().map(move |p| PluginInfo {
+                versions.iter().map(move |p| {
+                    let code_bytes = p.slot().as_ref().map(|l| l.plugin.code_bytes());
+                    PluginInfo {
                     name: p.name.clone(),
                     version: p.version.to_string(),
                     kind: p.kind,
-                    world: p.world(),
+                    world: p.world,
                     sha256: p.sha256.clone(),
                     owner: if *owner == Owner::Bundled { "bundled" } else { "tenant" },
-                })
+                    loaded: code_bytes.is_some(),
+                    code_bytes,
+                }})
             })
             .collect()
     }

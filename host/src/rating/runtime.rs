@@ -397,9 +397,15 @@ pub struct Plugin {
     /// The engine it was compiled for (see [`Runtime::engine_for`]).
     engine: Engine,
     reset: ResetMode,
+    code_bytes: u64,
 }
 
 impl Plugin {
+    /// Bytes of its compiled image (code and data) in memory.
+    pub fn code_bytes(&self) -> u64 {
+        self.code_bytes
+    }
+
     /// How this plugin's memory is made fresh for the next call.
     pub fn reset_mode(&self) -> ResetMode {
         self.reset
@@ -743,6 +749,8 @@ impl Runtime {
         let sha256 = crate::hex(&Sha256::digest(bytes));
         let (engine, reset) = self.engine_for(initial_memory);
         let component = self.compile(engine, bytes, &sha256)?;
+        let image = component.image_range();
+        let code_bytes = (image.end as usize).saturating_sub(image.start as usize) as u64;
         check_imports(engine, &component)?;
         let linker: Linker<CallState> = Linker::new(engine);
         let pre =
@@ -797,7 +805,7 @@ impl Runtime {
                 },
             },
         };
-        Ok(Plugin { name: name.to_string(), version, kind, sha256, pre, engine: engine.clone(), reset })
+        Ok(Plugin { name: name.to_string(), version, kind, sha256, pre, engine: engine.clone(), reset, code_bytes })
     }
 
     fn store(&self, plugin: &Plugin) -> Result<Store<CallState>, PluginError> {
@@ -1057,6 +1065,7 @@ impl Runtime {
         })??;
         match outcome {
             pwit::LookupOutcome::Next(r) => Ok(pwit::LookupOutcome::Next(self.checked_request(r)?)),
+            pwit::LookupOutcome::Found(n) => Ok(pwit::LookupOutcome::Found(check_number(n)?)),
             other => Ok(other),
         }
     }
@@ -1077,6 +1086,7 @@ impl Runtime {
         })?;
         match step {
             pwit::Step::Next(r) => Ok(pwit::Step::Next(self.checked_request(r)?)),
+            pwit::Step::Posted(n) => Ok(pwit::Step::Posted(check_number(n)?)),
             other => Ok(other),
         }
     }
@@ -1221,6 +1231,27 @@ fn single_answer(
             message: format!("{n} answers for 1 input; a rater answers once per input"),
         }),
     }
+}
+
+/// Most bytes of an ERP document number.
+pub const MAX_ERP_NUMBER_BYTES: usize = 256;
+
+/// An ERP document number a mapper read from an answer: it identifies a
+/// posted document for good, so it must be text one can show and look up
+/// (the fuzzed NetSuite mapper once read a `Location: \r` as number "\r").
+fn check_number(n: String) -> Result<String, PluginError> {
+    let invalid = |message: String| PluginError::InvalidOutput { field: "erp_document_number".into(), message };
+    if n.trim().is_empty() {
+        return Err(invalid(format!("{n:?} is empty or only white space; the ERP answer names no document")));
+    }
+    if n.len() > MAX_ERP_NUMBER_BYTES || n.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{:?}{} is not a document number (control characters, or over {MAX_ERP_NUMBER_BYTES} bytes)",
+            n.chars().take(64).collect::<String>(),
+            if n.len() > 64 { "…" } else { "" }
+        )));
+    }
+    Ok(n)
 }
 
 /// An ERP request must have an HTTP method token and a path starting with '/'.
