@@ -10,6 +10,13 @@
 //!
 //! `TOLLGATE_BENCH_METERING_EVENTS` (default 2 000 000) sets the number of
 //! events; 37 200 000 touches every window of the month once on average.
+//!
+//! Then fair share: tenant `heavy` stores `TOLLGATE_BENCH_FAIRSHARE_EVENTS`
+//! (default 1 000 000) events no meter reads and creates a meter over them;
+//! while it builds, tenant `light` reads its windows (as `GET /v1/windows`
+//! does: wait for its own events, then read) and appends small batches. Its
+//! latencies are compared with the same loop with no build running. Ends
+//! with `fairshare: build_s=<s> read_p99_ms=<ms> idle_read_p99_ms=<ms> …`.
 
 /// The gateway's allocator (see `host/src/bin/tollgate.rs`).
 #[global_allocator]
@@ -177,8 +184,118 @@ async fn main() {
         disk >> 20
     );
     println!("metering: updates_per_s={:.0} peak_rss_mb={peak}", n as f64 / secs);
+    fair_share(&log, now).await;
     log.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn spec(id: &str, event_type: &str, now: DateTime<Utc>) -> tollgate::metering::Meter {
+    let spec = MeterSpec {
+        id: id.into(),
+        event_type: event_type.into(),
+        aggregation: serde_json::from_value(serde_json::json!("sum")).expect("aggregation"),
+        value: Some("quantity".into()),
+        group_by: vec![],
+        window: Some("1h".into()),
+        description: String::new(),
+    };
+    spec.validate(now).expect("meter")
+}
+
+/// Tenant `light`'s read (as the API's window read: its own events
+/// indexed first) and a one-event write, timed; milliseconds.
+async fn light_round(log: &EventLog, meter: &tollgate::metering::Meter, i: u64, now: DateTime<Utc>) -> (f64, f64) {
+    let t = Instant::now();
+    log.sync_tenant("light").await.expect("sync");
+    let rows = window::windows(log.index(), "light", meter, &WindowFilter::default()).expect("windows");
+    assert!(!rows.is_empty());
+    let read = t.elapsed().as_secs_f64() * 1e3;
+    let mut e = event(i, &mut Rng(i | 1), Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap(), now);
+    (e.id, e.meter, e.customer) = (format!("light-{i}"), "calls".into(), "light-customer".into());
+    let t = Instant::now();
+    log.append("light", vec![e]).await.expect("light append");
+    (read, t.elapsed().as_secs_f64() * 1e3)
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+async fn fair_share(log: &EventLog, now: DateTime<Utc>) {
+    let n: u64 =
+        std::env::var("TOLLGATE_BENCH_FAIRSHARE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let month = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).single().expect("month");
+    let (light, _) = log.create_meter("light", spec("calls", "calls", now)).await.expect("light meter");
+    let _ = light_round(log, &light, 0, now).await;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<StoredEvent> = (sent..(sent + BATCH as u64).min(n))
+            .map(|i| {
+                let mut e = event(i, &mut rng, month, now);
+                e.meter = "heavy_calls".into();
+                e
+            })
+            .collect();
+        sent += batch.len() as u64;
+        if in_flight.len() >= WRITERS {
+            in_flight.join_next().await;
+        }
+        let log = log.clone();
+        in_flight.spawn(async move {
+            loop {
+                match log.append("heavy", batch.clone()).await {
+                    Ok(_) => return,
+                    Err(LogError::Saturated { retry_after_ms, .. }) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms)).await
+                    }
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+        });
+    }
+    while in_flight.join_next().await.is_some() {}
+    log.sync().await.expect("sync");
+    // The same loop with nothing else running: the limit.
+    let (mut idle_reads, mut idle_writes) = (Vec::new(), Vec::new());
+    for i in 1..=2_000 {
+        let (r, w) = light_round(log, &light, i, now).await;
+        idle_reads.push(r);
+        idle_writes.push(w);
+    }
+    let started = Instant::now();
+    let (meter, _) = log.create_meter("heavy", spec("heavy_calls", "heavy_calls", now)).await.expect("heavy meter");
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    let mut i = 10_000;
+    let build_s = loop {
+        let state = window::load_meter(log.index(), "heavy", &meter.id).expect("read").expect("meter").state;
+        if state == MeterState::Active {
+            break started.elapsed().as_secs_f64();
+        }
+        let (r, w) = light_round(log, &light, i, now).await;
+        reads.push(r);
+        writes.push(w);
+        i += 1;
+    };
+    let built = window::windows(log.index(), "heavy", &meter, &WindowFilter::default()).expect("windows");
+    assert_eq!(built.iter().map(|r| r.window.events).sum::<u64>(), n, "the built meter counts every event");
+    let rounds = reads.len();
+    let ((rp50, rp99, rmax), (wp50, wp99, wmax)) = (percentiles(reads), percentiles(writes));
+    let ((ip50, ip99, imax), (iwp50, iwp99, iwmax)) = (percentiles(idle_reads), percentiles(idle_writes));
+    println!("  heavy builds a meter over {n} events in {build_s:.1} s; light's {rounds} rounds meanwhile:");
+    println!(
+        "    read  p50 {rp50:.2} ms, p99 {rp99:.2} ms, max {rmax:.2} ms (idle: {ip50:.2} / {ip99:.2} / {imax:.2})"
+    );
+    println!(
+        "    write p50 {wp50:.2} ms, p99 {wp99:.2} ms, max {wmax:.2} ms (idle: {iwp50:.2} / {iwp99:.2} / {iwmax:.2})"
+    );
+    println!(
+        "fairshare: build_s={build_s:.1} read_p99_ms={rp99:.2} idle_read_p99_ms={ip99:.2} write_p99_ms={wp99:.2} \
+         idle_write_p99_ms={iwp99:.2}"
+    );
 }
 
 fn walk_size(dir: &std::path::Path) -> u64 {

@@ -135,7 +135,8 @@ fn oracle_quantity(s: &str) -> Option<Decimal> {
     if !all_digits(int) || !frac.is_none_or(all_digits) || (int.is_empty() && frac.is_none_or(str::is_empty)) {
         return None;
     }
-    if frac.map_or(0, str::len) > MAX_SCALE as usize || int.trim_start_matches('0').len() > MAX_INTEGER_DIGITS as usize {
+    if frac.map_or(0, str::len) > MAX_SCALE as usize || int.trim_start_matches('0').len() > MAX_INTEGER_DIGITS as usize
+    {
         return None;
     }
     let digits = format!("{int}{}", frac.unwrap_or(""));
@@ -189,9 +190,12 @@ fn grpc_event_validation() {
                 Ok(ValidEvent(stored)) if stored.retracted => assert!(event.revision >= 1),
                 Ok(ValidEvent(stored)) => {
                     assert!(!stored.id.is_empty() && stored.id.len() <= ingest::MAX_ID_BYTES);
-                    assert!(stored.meter.bytes().all(|b| b.is_ascii_lowercase()
-                        || b.is_ascii_digit()
-                        || matches!(b, b'_' | b'-' | b'.')));
+                    assert!(
+                        stored
+                            .meter
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+                    );
                     assert!(stored.time <= now() + ingest::MAX_FUTURE_SKEW);
                     assert!(stored.dimensions.len() <= ingest::MAX_DIMENSIONS);
                     assert!(stored.quantity >= Decimal::ZERO);
@@ -299,7 +303,15 @@ fn mappers() -> &'static (tollgate::rating::runtime::Runtime, Vec<MapperCase>) {
                 // Tryton): Odoo's document, with Tryton's settings.
                 let mut f = fixture("odoo", "invoice-created.input.json");
                 f.target.name = "tryton".into();
-                f.target.settings = [("unit", "1"), ("company", "1"), ("revenue_account", "3"), ("receivable_account", "4"), ("journal", "2")].map(|(k, v)| (k.into(), v.into())).into();
+                f.target.settings = [
+                    ("unit", "1"),
+                    ("company", "1"),
+                    ("revenue_account", "3"),
+                    ("receivable_account", "4"),
+                    ("journal", "2"),
+                ]
+                .map(|(k, v)| (k.into(), v.into()))
+                .into();
                 f
             }),
         ];

@@ -37,6 +37,7 @@
 //! replayable function of its input.
 
 pub mod decimal;
+pub mod json;
 pub mod pricing;
 
 #[cfg(all(target_arch = "wasm32", feature = "bump-alloc"))]
@@ -343,7 +344,7 @@ fn base64(bytes: &[u8]) -> String {
 /// Parses a plugin's JSON parameters into `T`, with an error naming the
 /// offending path (`params.<...>`) for the contract owner.
 pub fn parse_params<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ParamsError> {
-    serde_json::from_str(json).map_err(|e| ParamsError { message: format!("invalid pricing parameters: {e}") })
+    json::from_str(json).map_err(|e| ParamsError { message: format!("invalid pricing parameters: {e}") })
 }
 
 /// Why parameters did not parse; converts into each world's `PluginError`.

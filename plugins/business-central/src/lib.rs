@@ -63,7 +63,7 @@ struct ErrorBody {
 }
 
 fn rejection(status: u16, body: &str) -> PluginError {
-    let Ok(ErrorAnswer { error }) = serde_json::from_str::<ErrorAnswer>(body) else {
+    let Ok(ErrorAnswer { error }) = tollgate_sdk::json::from_str::<ErrorAnswer>(body) else {
         return http_error(status, body);
     };
     let m = error.message.to_ascii_lowercase();
@@ -133,7 +133,7 @@ impl Guest for BusinessCentral {
         if r.status != 200 {
             return Err(PluginError::new("lookup-failed", None, format!("HTTP {}", r.status)));
         }
-        let found: Found = serde_json::from_str(&r.body)
+        let found: Found = tollgate_sdk::json::from_str(&r.body)
             .map_err(|e| PluginError::new("lookup-failed", Some("value"), e.to_string()))?;
         Ok(found.value.into_iter().find_map(|i| i.number))
     }
@@ -143,7 +143,7 @@ impl Guest for BusinessCentral {
             return t;
         }
         match r.status {
-            200 | 201 => match serde_json::from_str::<Invoice>(&r.body).ok().and_then(|i| i.number) {
+            200 | 201 => match tollgate_sdk::json::from_str::<Invoice>(&r.body).ok().and_then(|i| i.number) {
                 Some(n) if !n.is_empty() => PostingOutcome::Posted(n),
                 _ => PostingOutcome::Transient(format!("HTTP {} without an invoice number", r.status)),
             },

@@ -89,7 +89,7 @@ impl Guest for GenericJson {
         if let Some(t) = transient_status(&r) {
             return t;
         }
-        let answer: Option<Answer> = serde_json::from_str(&r.body).ok();
+        let answer: Option<Answer> = tollgate_sdk::json::from_str(&r.body).ok();
         match r.status {
             200..=299 => match answer.and_then(|a| a.number) {
                 Some(n) if !n.is_empty() => PostingOutcome::Posted(n),

@@ -45,7 +45,8 @@ struct ErrorDetail {
 
 /// A NetSuite error as a business rejection with a stable code.
 fn rejection(status: u16, body: &str) -> PluginError {
-    let Some(d) = serde_json::from_str::<ErrorAnswer>(body).ok().and_then(|a| a.details.into_iter().next()) else {
+    let Some(d) = tollgate_sdk::json::from_str::<ErrorAnswer>(body).ok().and_then(|a| a.details.into_iter().next())
+    else {
         return http_error(status, body);
     };
     let detail = d.detail.to_ascii_lowercase();

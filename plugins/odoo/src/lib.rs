@@ -62,7 +62,7 @@ struct OdooError {
 }
 
 fn rejection(status: u16, body: &str) -> PluginError {
-    let Ok(e) = serde_json::from_str::<OdooError>(body) else {
+    let Ok(e) = tollgate_sdk::json::from_str::<OdooError>(body) else {
         return http_error(status, body);
     };
     let m = e.message.to_ascii_lowercase();
@@ -118,8 +118,8 @@ impl Guest for Odoo {
         if r.status != 200 {
             return Err(PluginError::new("lookup-failed", None, format!("HTTP {}", r.status)));
         }
-        let found: Vec<Found> =
-            serde_json::from_str(&r.body).map_err(|e| PluginError::new("lookup-failed", None, e.to_string()))?;
+        let found: Vec<Found> = tollgate_sdk::json::from_str(&r.body)
+            .map_err(|e| PluginError::new("lookup-failed", None, e.to_string()))?;
         Ok(found.first().map(|f| f.id.to_string()))
     }
 
@@ -128,10 +128,12 @@ impl Guest for Odoo {
             return t;
         }
         match r.status {
-            200 | 201 => match serde_json::from_str::<Vec<u64>>(&r.body).ok().and_then(|ids| ids.first().copied()) {
-                Some(id) => PostingOutcome::Posted(id.to_string()),
-                None => PostingOutcome::Transient(format!("HTTP {} without a record id", r.status)),
-            },
+            200 | 201 => {
+                match tollgate_sdk::json::from_str::<Vec<u64>>(&r.body).ok().and_then(|ids| ids.first().copied()) {
+                    Some(id) => PostingOutcome::Posted(id.to_string()),
+                    None => PostingOutcome::Transient(format!("HTTP {} without a record id", r.status)),
+                }
+            }
             status => PostingOutcome::Rejected(rejection(status, &r.body)),
         }
     }

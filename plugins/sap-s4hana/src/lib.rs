@@ -201,7 +201,7 @@ fn read_entries(r: &ErpResponse) -> Result<Result<Option<String>, PluginError>, 
     if r.status != 200 {
         return Err(Step::Rejected(http_error(r.status, &r.body)));
     }
-    let d = match serde_json::from_str::<ReadBack>(&r.body) {
+    let d = match tollgate_sdk::json::from_str::<ReadBack>(&r.body) {
         Ok(v) => v.d,
         Err(e) => return Err(Step::Transient(format!("read-back: unreadable answer: {e}"))),
     };

@@ -280,7 +280,7 @@ fn result(r: &ErpResponse) -> Result<Value, Failure> {
             format!("HTTP {}", r.status),
         ))));
     }
-    let answer: Answer = match serde_json::from_str(&r.body) {
+    let answer: Answer = match tollgate_sdk::json::from_str(&r.body) {
         Ok(a) if r.status == 200 => a,
         _ => return Err(Failure::Step(Step::Rejected(http_error(r.status, &r.body)))),
     };
@@ -331,12 +331,15 @@ fn acknowledged(target: &TargetConfig, name: &str) -> bool {
 
 /// The invoice id a request of the conversation carries (its JSON-RPC id).
 fn request_invoice(request: &ErpRequest) -> u64 {
-    serde_json::from_str::<Value>(&request.body).ok().and_then(|v| v.get("id").and_then(Value::as_u64)).unwrap_or(0)
+    tollgate_sdk::json::from_str::<Value>(&request.body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(Value::as_u64))
+        .unwrap_or(0)
 }
 
 /// The JSON-RPC method a request of the conversation calls.
 fn request_method(request: &ErpRequest) -> String {
-    serde_json::from_str::<Value>(&request.body)
+    tollgate_sdk::json::from_str::<Value>(&request.body)
         .ok()
         .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_default()
