@@ -93,15 +93,16 @@ pub async fn start(config: Config) -> Result<Gateway> {
     )
     .context("starting the plugin runtime")?;
     let p = &config.plugins;
-    let registry = Registry::new(runtime).with_quota(crate::rating::registry::Quota {
-        versions: p.quota_versions,
-        bytes: p.quota_mib << 20,
-        uploads_per_hour: p.quota_uploads_per_hour,
-    })
-    .with_residency(crate::rating::registry::Residency {
-        max_bytes: p.loaded_mib << 20,
-        idle: std::time::Duration::from_secs(p.unload_idle_secs),
-    });
+    let registry = Registry::new(runtime)
+        .with_quota(crate::rating::registry::Quota {
+            versions: p.quota_versions,
+            bytes: p.quota_mib << 20,
+            uploads_per_hour: p.quota_uploads_per_hour,
+        })
+        .with_residency(crate::rating::registry::Residency {
+            max_bytes: p.loaded_mib << 20,
+            idle: std::time::Duration::from_secs(p.unload_idle_secs),
+        });
     let n = registry.load_bundled(&config.plugins.bundled_dir)?;
     let uploaded = registry.load_uploaded(&store)?;
     tracing::info!(plugins = uploaded, "uploaded plugins loaded");

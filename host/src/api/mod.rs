@@ -345,7 +345,9 @@ async fn tenant_storage(State(s): State<AppState>, h: HeaderMap) -> Result<Json<
     let areas = tokio::task::spawn_blocking(move || -> Result<BTreeMap<&'static str, Area>, ApiError> {
         let mut areas = BTreeMap::new();
         let index = &store.eventlog;
-        for (name, tag) in [("events", b'e'), ("event_history", b'h'), ("dedup", b'd'), ("windows", b'w'), ("meters", b'M')] {
+        for (name, tag) in
+            [("events", b'e'), ("event_history", b'h'), ("dedup", b'd'), ("windows", b'w'), ("meters", b'M')]
+        {
             let area: &mut Area = areas.entry(name).or_default();
             for entry in index.prefix(&tenant_prefix(tag, &tenant)) {
                 let (k, v) = entry.map_err(crate::eventlog::LogError::from)?;

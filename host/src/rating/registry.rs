@@ -339,10 +339,11 @@ impl Registry {
         self.admit_upload(store, tenant, bytes.len(), existed.is_none())?;
         let registry = self.clone();
         let (n, v, b, blobs) = (name.to_string(), version.clone(), bytes.clone(), store.blobs.clone());
-        let plugin =
-            tokio::task::spawn_blocking(move || registry.register_as(owner, &n, v, kind, &b, Admit::Upload, Some(blobs)))
-            .await
-            .map_err(|e| StoreError::Aborted(format!("compile task: {e}")))??;
+        let plugin = tokio::task::spawn_blocking(move || {
+            registry.register_as(owner, &n, v, kind, &b, Admit::Upload, Some(blobs))
+        })
+        .await
+        .map_err(|e| StoreError::Aborted(format!("compile task: {e}")))??;
         if existed.is_none() {
             let record = UploadRecord {
                 tenant: tenant.into(),
@@ -439,7 +440,10 @@ impl Registry {
             sha256: plugin.sha256.clone(),
             world: plugin.world(),
             blobs,
-            loaded: std::sync::Mutex::new(Some(Loaded { plugin: plugin.clone(), last_used: std::time::Instant::now() })),
+            loaded: std::sync::Mutex::new(Some(Loaded {
+                plugin: plugin.clone(),
+                last_used: std::time::Instant::now(),
+            })),
         });
         {
             let mut all = self.plugins.write().unwrap_or_else(|p| p.into_inner());
@@ -574,15 +578,16 @@ impl Registry {
                 versions.iter().map(move |p| {
                     let code_bytes = p.slot().as_ref().map(|l| l.plugin.code_bytes());
                     PluginInfo {
-                    name: p.name.clone(),
-                    version: p.version.to_string(),
-                    kind: p.kind,
-                    world: p.world,
-                    sha256: p.sha256.clone(),
-                    owner: if *owner == Owner::Bundled { "bundled" } else { "tenant" },
-                    loaded: code_bytes.is_some(),
-                    code_bytes,
-                }})
+                        name: p.name.clone(),
+                        version: p.version.to_string(),
+                        kind: p.kind,
+                        world: p.world,
+                        sha256: p.sha256.clone(),
+                        owner: if *owner == Owner::Bundled { "bundled" } else { "tenant" },
+                        loaded: code_bytes.is_some(),
+                        code_bytes,
+                    }
+                })
             })
             .collect()
     }

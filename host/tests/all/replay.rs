@@ -90,7 +90,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn batches() -> impl Strategy<Value = Vec<Batch>> {
     prop::collection::vec(
-        (prop::collection::vec(op(), 1..40), prop::bool::weighted(0.5)).prop_map(|(ops, restart)| Batch { ops, restart }),
+        (prop::collection::vec(op(), 1..40), prop::bool::weighted(0.5))
+            .prop_map(|(ops, restart)| Batch { ops, restart }),
         1..7,
     )
 }
