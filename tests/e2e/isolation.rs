@@ -470,10 +470,11 @@ async fn loaded_uploads_stay_within_their_memory_bound_and_load_again_on_use() {
     assert_eq!(storage["events"]["records"], json!(1), "{storage}");
     assert!(storage["windows"]["records"].as_u64().unwrap() >= 1, "{storage}");
     assert!(storage["documents"]["records"].as_u64().unwrap() >= 1, "{storage}");
-    let parts: u64 = ["events", "event_history", "dedup", "windows", "meters", "masterdata", "billing", "documents", "plugins"]
-        .iter()
-        .map(|k| storage[*k]["bytes"].as_u64().unwrap())
-        .sum();
+    let parts: u64 =
+        ["events", "event_history", "dedup", "windows", "meters", "masterdata", "billing", "documents", "plugins"]
+            .iter()
+            .map(|k| storage[*k]["bytes"].as_u64().unwrap())
+            .sum();
     assert_eq!(storage["total_bytes"], json!(parts), "{storage}");
     // Another tenant's use is its own.
     let (_, other) = get_as(&env, OTHER_API_KEY, "/v1/storage").await;
@@ -492,7 +493,9 @@ async fn an_idle_upload_is_unloaded_and_loaded_again_on_its_next_use() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(env.post("/v1/activations", &activation("1.0.0")).await.0, 201);
-    env.ingest(vec![tollgate_e2e::event("idle-1", "globex", "api_calls", "2025-05-03T10:00:00Z", "150")]).await.unwrap();
+    env.ingest(vec![tollgate_e2e::event("idle-1", "globex", "api_calls", "2025-05-03T10:00:00Z", "150")])
+        .await
+        .unwrap();
     let (status, closed) = env.post("/v1/periods/2025-05/close", &json!(null)).await;
     assert_eq!(status, 200, "{closed}");
     // Rated by the reloaded t@1.0.0 (a rule that failed to load would leave the line out).
