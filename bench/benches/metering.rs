@@ -93,9 +93,9 @@ fn rss_mb() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-async fn append_retrying(log: &EventLog, events: Vec<StoredEvent>) {
+async fn append_retrying(log: &EventLog, tenant: &str, events: Vec<StoredEvent>) {
     loop {
-        match log.append("bench", events.clone()).await {
+        match log.append(tenant, events.clone()).await {
             Ok(_) => return,
             Err(LogError::Saturated { retry_after_ms, .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms)).await
@@ -150,7 +150,7 @@ async fn main() {
             in_flight.join_next().await;
         }
         let log = log.clone();
-        in_flight.spawn(async move { append_retrying(&log, batch).await });
+        in_flight.spawn(async move { append_retrying(&log, "bench", batch).await });
         if sent >= next_report {
             let (rss, _) = rss_mb();
             println!(
@@ -245,17 +245,7 @@ async fn fair_share(log: &EventLog, now: DateTime<Utc>) {
             in_flight.join_next().await;
         }
         let log = log.clone();
-        in_flight.spawn(async move {
-            loop {
-                match log.append("heavy", batch.clone()).await {
-                    Ok(_) => return,
-                    Err(LogError::Saturated { retry_after_ms, .. }) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms)).await
-                    }
-                    Err(e) => panic!("append: {e}"),
-                }
-            }
-        });
+        in_flight.spawn(async move { append_retrying(&log, "heavy", batch).await });
     }
     while in_flight.join_next().await.is_some() {}
     log.sync().await.expect("sync");
