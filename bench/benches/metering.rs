@@ -118,16 +118,7 @@ async fn main() {
     let log = EventLog::open(index, options).expect("event log");
     let now = Utc::now();
     for (id, aggregation, value, group_by) in METERS {
-        let spec = MeterSpec {
-            id: id.into(),
-            event_type: id.into(),
-            aggregation: serde_json::from_value(serde_json::json!(aggregation)).expect("aggregation"),
-            value: Some(value.into()),
-            group_by: group_by.iter().map(|g| g.to_string()).collect(),
-            window: Some("1h".into()),
-            description: String::new(),
-        };
-        let (meter, _) = log.create_meter("bench", spec.validate(now).expect("meter")).await.expect("create");
+        let (meter, _) = log.create_meter("bench", spec(id, aggregation, value, group_by, now)).await.expect("create");
         assert_eq!(meter.state, MeterState::Active);
     }
     let month = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).single().expect("month");
@@ -189,13 +180,14 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn spec(id: &str, event_type: &str, now: DateTime<Utc>) -> tollgate::metering::Meter {
+/// An hourly meter of event type `id`.
+fn spec(id: &str, aggregation: &str, value: &str, group_by: &[&str], now: DateTime<Utc>) -> tollgate::metering::Meter {
     let spec = MeterSpec {
         id: id.into(),
-        event_type: event_type.into(),
-        aggregation: serde_json::from_value(serde_json::json!("sum")).expect("aggregation"),
-        value: Some("quantity".into()),
-        group_by: vec![],
+        event_type: id.into(),
+        aggregation: serde_json::from_value(serde_json::json!(aggregation)).expect("aggregation"),
+        value: Some(value.into()),
+        group_by: group_by.iter().map(|g| g.to_string()).collect(),
         window: Some("1h".into()),
         description: String::new(),
     };
@@ -227,7 +219,7 @@ async fn fair_share(log: &EventLog, now: DateTime<Utc>) {
     let n: u64 =
         std::env::var("TOLLGATE_BENCH_FAIRSHARE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let month = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).single().expect("month");
-    let (light, _) = log.create_meter("light", spec("calls", "calls", now)).await.expect("light meter");
+    let (light, _) = log.create_meter("light", spec("calls", "sum", "quantity", &[], now)).await.expect("light meter");
     let _ = light_round(log, &light, 0, now).await;
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut in_flight = tokio::task::JoinSet::new();
@@ -260,7 +252,9 @@ async fn fair_share(log: &EventLog, now: DateTime<Utc>) {
     // Creating the meter answers once it is built; light works meanwhile.
     let build = tokio::spawn({
         let log = log.clone();
-        async move { log.create_meter("heavy", spec("heavy_calls", "heavy_calls", now)).await.expect("heavy meter") }
+        async move {
+            log.create_meter("heavy", spec("heavy_calls", "sum", "quantity", &[], now)).await.expect("heavy meter")
+        }
     });
     let (mut reads, mut writes) = (Vec::new(), Vec::new());
     let mut i = 10_000;

@@ -216,7 +216,7 @@ fn grpc_event_validation() {
 
 #[test]
 fn wit_decimal_bridge() {
-    use tollgate::rating::runtime::{bindings::rating as wit, from_wit, to_wit};
+    use tollgate::rating::runtime::{WitDecimal, bindings::rating as wit, from_wit, to_wit};
     use tollgate_sdk::decimal::{Parts, from_parts, push_decimal, to_parts};
     harness!().for_each(|input: &[u8]| {
         let mut bytes = [0u8; 14];
@@ -228,12 +228,7 @@ fn wit_decimal_bridge() {
             negative: bytes[12] & 1 == 1,
             scale: bytes[13],
         };
-        let record = wit::Decimal {
-            mantissa_low: parts.mantissa_low,
-            mantissa_high: parts.mantissa_high,
-            negative: parts.negative,
-            scale: parts.scale,
-        };
+        let record = wit::Decimal::from_parts(parts);
         match from_wit(&record, "amount") {
             Err(e) => {
                 assert!(parts.scale > 28, "{parts:?}: {e}");

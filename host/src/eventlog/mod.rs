@@ -1011,8 +1011,8 @@ fn index_loop(shared: &Shared, jobs: &Receiver<IndexJob>, mut applied: u64) {
             }
             break;
         }
-        // One step of the oldest build (a few thousand events), so records
-        // of every tenant are indexed between steps.
+        // One step of the oldest build (at most BUILD_STEP events or
+        // BUILD_STEP_TIME), so records of every tenant are indexed between steps.
         if let Some(b) = building.first_mut() {
             match b.step(shared) {
                 Ok(false) => {}

@@ -362,9 +362,7 @@ impl Meters {
         {
             list.retain(|m| m.id != old.id);
         }
-        {
-            t.by_type.entry(meter.event_type.clone()).or_default().push(meter);
-        }
+        t.by_type.entry(meter.event_type.clone()).or_default().push(meter);
         all.insert(tenant.to_string(), Arc::new(t));
     }
 

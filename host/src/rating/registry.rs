@@ -286,7 +286,7 @@ impl Registry {
                 path: manifest.clone(),
                 message: format!("{}: version {:?}: {err}", e.name, e.version),
             })?;
-            self.register_as(Owner::Bundled, &e.name, version, e.kind, &bytes, Admit::Stored, None)?;
+            self.register(Owner::Bundled, &e.name, version, e.kind, &bytes)?;
         }
         Ok(entries.len())
     }
@@ -370,10 +370,10 @@ impl Registry {
         self.read().get(&(owner.clone(), name.to_string()))?.iter().find(|p| p.version == *version).cloned()
     }
 
-    /// Compiles, checks and adds a plugin version of a tenant, kept in
-    /// `blobs` (`None`: a bundled plugin, or one never unloaded). The same
-    /// bytes again are a no-op; other bytes under a registered version are
-    /// refused.
+    /// Compiles, checks and adds a plugin version that stays loaded (bundled,
+    /// or given by its bytes; uploads kept in the store are registered with
+    /// their blobs, to be unloaded and loaded again). The same bytes again
+    /// are a no-op; other bytes under a registered version are refused.
     pub fn register(
         &self,
         owner: Owner,
