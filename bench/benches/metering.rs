@@ -204,10 +204,15 @@ async fn light_round(log: &EventLog, meter: &tollgate::metering::Meter, i: u64, 
     let write = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     log.sync_tenant("light").await.expect("sync");
+    WAITS.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed().as_secs_f64() * 1e3);
     let rows = window::windows(log.index(), "light", meter, &WindowFilter::default()).expect("windows");
     assert!(!rows.is_empty(), "light's event is not in its windows");
     (t.elapsed().as_secs_f64() * 1e3, write)
 }
+
+/// How long each of light's reads waited for its own write to be indexed
+/// (milliseconds), part of the read's time.
+static WAITS: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
 
 fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -265,22 +270,29 @@ async fn fair_share(log: &EventLog, now: DateTime<Utc>) {
         i += 1;
     }
     let build_s = started.elapsed().as_secs_f64();
+    let waits = WAITS.lock().unwrap_or_else(|p| p.into_inner()).split_off(2_001);
     let (meter, _) = build.await.expect("build task");
     assert_eq!(meter.state, MeterState::Active);
     let built = window::windows(log.index(), "heavy", &meter, &WindowFilter::default()).expect("windows");
     assert_eq!(built.iter().map(|r| r.window.events).sum::<u64>(), n, "the built meter counts every event");
     let rounds = reads.len();
+    let slow = reads.iter().filter(|r| **r > 10.0).count();
     let ((rp50, rp99, rmax), (wp50, wp99, wmax)) = (percentiles(reads), percentiles(writes));
     let ((ip50, ip99, imax), (iwp50, iwp99, iwmax)) = (percentiles(idle_reads), percentiles(idle_writes));
     println!("  heavy builds a meter over {n} events in {build_s:.1} s; light's {rounds} rounds meanwhile:");
     println!(
         "    read  p50 {rp50:.2} ms, p99 {rp99:.2} ms, max {rmax:.2} ms (idle: {ip50:.2} / {ip99:.2} / {imax:.2})"
     );
+    let (sp50, sp99, smax) = percentiles(waits);
+    println!("      {slow} of {rounds} reads over 10 ms");
+    println!(
+        "      of which waiting for its write to be indexed: p50 {sp50:.2} ms, p99 {sp99:.2} ms, max {smax:.2} ms"
+    );
     println!(
         "    write p50 {wp50:.2} ms, p99 {wp99:.2} ms, max {wmax:.2} ms (idle: {iwp50:.2} / {iwp99:.2} / {iwmax:.2})"
     );
     println!(
-        "fairshare: build_s={build_s:.1} read_p99_ms={rp99:.2} idle_read_p99_ms={ip99:.2} write_p99_ms={wp99:.2} \
+        "fairshare: build_s={build_s:.1} read_p99_ms={rp99:.2} reads_over_10ms={slow}/{rounds} idle_read_p99_ms={ip99:.2} write_p99_ms={wp99:.2} \
          idle_write_p99_ms={iwp99:.2}"
     );
 }

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 use std::collections::BTreeMap;
+use tollgate::proto::UsageEvent;
 use tollgate_e2e::{API_KEY, Env, Erp, OTHER_API_KEY, event, http, test_component};
 
 /// The largest quantity an event may carry (15 + 12 digits).
@@ -356,13 +357,35 @@ async fn another_tenants_meter_build_does_not_hold_up_a_tenants_writes_and_reads
     let took = started.elapsed();
     assert!(!build.is_finished(), "the build ended before umbrella was served; make the history larger");
     println!("umbrella ingest + windows read while acme's meter builds: {took:?}");
-    // acme's own events during the build are counted exactly once.
-    env.ingest(vec![event("late", "c0", "history", "2025-05-03T11:00:00Z", "5")]).await.unwrap();
+    // acme's own new events, corrections and retractions during the build,
+    // for every customer (so on both sides of the build's cursor), are
+    // counted exactly once: by the build or as they are indexed.
+    for k in 0..10 {
+        let events = (0..50)
+            .map(|c| event(&format!("d{k}-{c}"), &format!("c{c}"), "history", "2025-05-03T11:00:00Z", "2"))
+            .collect();
+        assert_eq!(env.ingest(events).await.unwrap().accepted, 50);
+    }
+    for b in 0..2 {
+        let corrected = (0..50)
+            .map(|i| UsageEvent {
+                revision: 1,
+                ..event(&format!("h{b}-{i}"), &format!("c{i}"), "history", "2025-05-03T10:00:00Z", "3")
+            })
+            .collect();
+        assert_eq!(env.ingest(corrected).await.unwrap().accepted, 50);
+    }
+    let retracted = (0..50)
+        .map(|i| UsageEvent { id: format!("h2-{i}"), revision: 1, retract: true, ..Default::default() })
+        .collect();
+    assert_eq!(env.ingest(retracted).await.unwrap().accepted, 50);
+    assert!(!build.is_finished(), "the build ended before acme's writes; make the history larger");
     let (status, meter) = build.await.unwrap();
     assert_eq!(status, 201, "{meter}");
     let (_, w) = env.get("/v1/windows?meter=history").await.unwrap();
-    assert_eq!(w["total"]["value"], "300005", "{}", w["total"]);
-    assert_eq!(w["total"]["events"], 300_001);
+    // 300 000 × 1, + 500 × 2 new, + 100 × (3 − 1) corrected, − 50 × 1 retracted.
+    assert_eq!(w["total"]["value"], "301150", "{}", w["total"]);
+    assert_eq!(w["total"]["events"], 300_450);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

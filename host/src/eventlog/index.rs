@@ -84,6 +84,13 @@ impl Index {
         Batch { db: &self.db, keyspace: &self.keyspace, changes: Vec::new() }
     }
 
+    /// Memtables full and waiting to be flushed. fjall halts every write
+    /// for 100 ms at a time while four wait, so background work (a meter
+    /// build) pauses before that.
+    pub fn sealed_memtables(&self) -> usize {
+        self.keyspace.sealed_memtable_count()
+    }
+
     /// Makes every committed batch durable (fsync).
     pub fn persist(&self) -> Result<(), IndexError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
