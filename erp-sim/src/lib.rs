@@ -169,6 +169,9 @@ struct SimState {
     /// SAP: message ids received, and the processed requests in order.
     sap_messages: std::collections::BTreeSet<String>,
     sap_entries: Vec<serde_json::Value>,
+    /// Generic invoices numbered before this simulator started (an ERP
+    /// that already holds invoices): the first one it creates is the next.
+    numbered_before: usize,
 }
 
 impl SimState {
@@ -204,6 +207,14 @@ pub struct Sim {
 impl Sim {
     pub fn new() -> Sim {
         Sim::default()
+    }
+
+    /// A simulator whose generic invoice numbers go on after `n` invoices
+    /// it does not hold (as an ERP that was there before a test started).
+    pub fn numbered_after(n: usize) -> Sim {
+        let sim = Sim::default();
+        sim.lock().numbered_before = n;
+        sim
     }
 
     pub fn router(&self) -> Router {
@@ -430,7 +441,7 @@ fn commit(sim: &Sim, json: serde_json::Value, key: Option<String>) -> Result<Inv
         let invoice = s.invoices[*index].clone();
         return Err(Box::new((StatusCode::OK, [("idempotent-replayed", "true")], Json(invoice)).into_response()));
     }
-    let number = format!("INV-{:06}", s.invoices.len() + 1);
+    let number = format!("INV-{:06}", s.numbered_before + s.invoices.len() + 1);
     let invoice = parse_invoice(&json, number, key.clone())
         .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, "validation", Some(&e.field), e.message)))?;
     let period = invoice.issue_date.get(..7).unwrap_or_default();

@@ -3,6 +3,7 @@
 //! through public interfaces.
 
 mod amendments;
+mod compat;
 mod eventlog;
 mod exceptions;
 mod faults;

@@ -66,10 +66,20 @@ impl Erp {
 
     /// On a given address (e.g. one a target already points at).
     pub async fn start_at(addr: std::net::SocketAddr) -> Result<Erp> {
+        Self::serve(addr, tollgate_erp_sim::Sim::new()).await
+    }
+
+    /// An ERP that numbered `n` generic invoices before this test (they are
+    /// not in [`Erp::invoices`]).
+    pub async fn start_numbered_after(n: usize) -> Result<Erp> {
+        Self::serve("127.0.0.1:0".parse()?, tollgate_erp_sim::Sim::numbered_after(n)).await
+    }
+
+    async fn serve(addr: std::net::SocketAddr, sim: tollgate_erp_sim::Sim) -> Result<Erp> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let base = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
-            let _ = tollgate_erp_sim::Sim::new().serve(listener).await;
+            let _ = sim.serve(listener).await;
         });
         Ok(Erp { base, task })
     }
