@@ -40,22 +40,13 @@ pub mod lineage;
 pub mod lookup;
 pub mod masterdata;
 pub mod metering;
-pub mod money;
 pub mod posting;
 pub mod rating;
 pub mod server;
 pub mod store;
 pub mod tls;
 
-/// Lower-case hex of `bytes` (digests, ids). Table-based: `hex::encode`
-/// goes through a `char` iterator, measurably slow on the per-event and
-/// per-line digests.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    // Cannot fail: the buffer is exactly twice the input.
-    let _ = hex::encode_to_slice(bytes, &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
+pub use tollgate_core::{hex, money};
 
 /// Generated gRPC types and services of `proto/tollgate/v1`.
 pub mod proto {

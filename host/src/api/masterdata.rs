@@ -15,6 +15,7 @@
 //!   `{effective_from, value | null, effective_to?, reason?}`: an amendment
 //!   (or, with `value` null, the entity's end), retroactive or future
 
+use super::HttpError;
 use super::{AppState, tenant};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::history::{Change, Kind, SINCE_ALWAYS};
@@ -58,7 +59,7 @@ pub(super) async fn get_masterdata(
     State(s): State<AppState>,
     h: HeaderMap,
     q: QueryResult<AsOfQuery>,
-) -> Result<Json<MasterData>, ApiError> {
+) -> Result<Json<MasterData>, HttpError> {
     let t = tenant(&s, &h)?;
     let q = query(q)?;
     let now = Utc::now();
@@ -77,10 +78,10 @@ pub(super) async fn put_masterdata(
     h: HeaderMap,
     q: QueryResult<PutQuery>,
     body: Result<Json<MasterData>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let q = query(q)?;
-    let Json(data) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(data) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let refs = refs(&s, &t);
     // The body first, so errors name its own indexes.
     data.validate(&refs)?;
@@ -115,7 +116,7 @@ pub(super) async fn get_entity(
     h: HeaderMap,
     Path((collection, id)): Path<(String, String)>,
     q: QueryResult<AsOfQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
     let q = query(q)?;
@@ -132,13 +133,17 @@ pub(super) async fn entity_versions(
     State(s): State<AppState>,
     h: HeaderMap,
     Path((collection, id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
     let history = s.masterdata.history(&s.store, &t)?;
     let versions = history.of(kind, &id);
     if versions.is_empty() {
-        return Err(ApiError::field(ErrorCode::NotFound, "id", format!("no {} {id:?}", kind.collection())));
+        return Err(HttpError::from(ApiError::field(
+            ErrorCode::NotFound,
+            "id",
+            format!("no {} {id:?}", kind.collection()),
+        )));
     }
     Ok(Json(serde_json::json!({ "collection": kind.collection(), "id": id, "versions": versions })))
 }
@@ -164,25 +169,28 @@ pub(super) async fn amend_entity(
     h: HeaderMap,
     Path((collection, id)): Path<(String, String)>,
     body: Result<Json<Amendment>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
     let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
-    let Json(a) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(a) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let value = (!a.value.is_null()).then_some(a.value);
     if let Some(value) = &value {
         let id_field = if kind == Kind::Feature { "code" } else { "id" };
         if value.get(id_field).and_then(|v| v.as_str()) != Some(id.as_str()) {
-            return Err(bad(&format!("value.{id_field}"), format!("must be {id:?}, the id in the path")));
+            return Err(HttpError::from(bad(
+                &format!("value.{id_field}"),
+                format!("must be {id:?}, the id in the path"),
+            )));
         }
         check_shape(kind, value)?;
     }
     if let Some(to) = a.effective_to
         && to <= a.effective_from
     {
-        return Err(bad("effective_to", "must be after effective_from"));
+        return Err(HttpError::from(bad("effective_to", "must be after effective_from")));
     }
     if a.reason.as_ref().is_some_and(|r| r.len() > 1024) {
-        return Err(bad("reason", "at most 1024 bytes"));
+        return Err(HttpError::from(bad("reason", "at most 1024 bytes")));
     }
     let mut changes = vec![Change {
         kind,

@@ -62,7 +62,10 @@
 //!   `{"action": "reroute", "period"?: "YYYY-MM"}` | `{"action": "cancel",
 //!   "reason": ".."}`
 
+mod error;
 mod masterdata;
+
+pub use error::HttpError;
 
 use crate::auth::{self, Auth, Principal};
 use crate::config::ErpTargetConfig;
@@ -147,10 +150,10 @@ async fn refuse_declared_oversize(
     let declared =
         req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(ApiError::body(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(HttpError(ApiError::body(
+            413,
             format!("the body is {n} bytes; this route takes at most {limit}"),
-        )),
+        ))),
         _ => next.run(req).await,
     }
 }
@@ -219,8 +222,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::field(ErrorCode::NoRoute, "path", format!("no route {method} {}; see GET /openapi.json", uri.path()))
+async fn no_route(method: Method, uri: axum::http::Uri) -> HttpError {
+    HttpError(ApiError::field(
+        ErrorCode::NoRoute,
+        "path",
+        format!("no route {method} {}; see GET /openapi.json", uri.path()),
+    ))
 }
 
 /// Every error answer is the documented JSON error: one the framework wrote
@@ -240,13 +247,13 @@ async fn json_errors(response: axum::response::Response) -> axum::response::Resp
         _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
     };
     let error = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body(status, text),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body(status.as_u16(), text),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(ErrorCode::NoRoute, format!("{text}; see GET /openapi.json")),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::field(ErrorCode::UnsupportedMediaType, "content-type", text),
         s if s.is_server_error() => ApiError::new(ErrorCode::Internal, text),
         _ => ApiError::new(ErrorCode::InvalidArgument, text),
     };
-    let mut out = axum::response::IntoResponse::into_response(error);
+    let mut out = axum::response::IntoResponse::into_response(HttpError(error));
     *out.status_mut() = status;
     out
 }
@@ -270,9 +277,9 @@ async fn post_events(
     State(s): State<AppState>,
     h: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
-    let body = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let media = h.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let events = cloudevents::decode_body(&media, &body)?;
@@ -336,7 +343,7 @@ impl Area {
 
 /// What the calling tenant stores, by kind (a scan of its keys: about a
 /// second per million events, on a blocking thread beside the others).
-async fn tenant_storage(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn tenant_storage(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
     use crate::eventlog::keys::tenant_prefix;
     let t = tenant(&s, &h)?;
     let plugins = s.registry.quota_use(&s.store, &t)?;
@@ -387,7 +394,7 @@ async fn tenant_storage(State(s): State<AppState>, h: HeaderMap) -> Result<Json<
     Ok(Json(answer))
 }
 
-async fn list_plugins(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_plugins(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     Ok(Json(serde_json::json!({ "plugins": s.registry.list(&t), "quota": s.registry.quota_use(&s.store, &t)? })))
 }
@@ -404,13 +411,13 @@ async fn upload_plugin(
     h: HeaderMap,
     Query(q): Query<UploadQuery>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
     let t = tenant(&s, &h)?;
-    let body = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let bad = |field: &str, message: String| ApiError::field(ErrorCode::InvalidArgument, field, message);
     let name = q.name.ok_or_else(|| bad("name", "required query parameter".into()))?;
     if !is_valid_name(&name) {
-        return Err(bad("name", format!("{name:?}: lowercase letters, digits and '-', 1..=64 bytes")));
+        return Err(HttpError::from(bad("name", format!("{name:?}: lowercase letters, digits and '-', 1..=64 bytes"))));
     }
     let version = q.version.ok_or_else(|| bad("version", "required query parameter".into()))?;
     let version = semver::Version::parse(&version)
@@ -419,12 +426,14 @@ async fn upload_plugin(
         Some("rater") => Kind::Rater,
         Some("erp-mapper") => Kind::ErpMapper,
         other => {
-            return Err(bad("kind", format!("{other:?}: expected rater or erp-mapper")));
+            return Err(HttpError::from(bad("kind", format!("{other:?}: expected rater or erp-mapper"))));
         }
     };
     if body.len() > MAX_COMPONENT_BYTES {
-        return Err(bad("body", format!("too-large: {} bytes; at most {MAX_COMPONENT_BYTES}", body.len()))
-            .with_reason("too-large"));
+        return Err(HttpError::from(
+            bad("body", format!("too-large: {} bytes; at most {MAX_COMPONENT_BYTES}", body.len()))
+                .with_reason("too-large"),
+        ));
     }
     let (plugin, created) = s.registry.upload(&s.store, &t, &name, version, kind, body.to_vec()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -440,9 +449,9 @@ async fn activate(
     State(s): State<AppState>,
     h: HeaderMap,
     body: Result<Json<ActivationRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Activation>), ApiError> {
+) -> Result<(StatusCode, Json<Activation>), HttpError> {
     let t = tenant(&s, &h)?;
-    let Json(req) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let md = s.masterdata.get(&s.store, &t)?;
     let a = activation::activate(&s.store, &s.registry, &md.data, &t, req, chrono::Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(a)))
@@ -452,7 +461,7 @@ async fn activations(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(line): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     Ok(Json(serde_json::json!({ "activations": activation::history(&s.store, &t, &line)? })))
 }
@@ -470,7 +479,7 @@ async fn close_period(
     h: HeaderMap,
     Path(period): Path<String>,
     Query(q): Query<CloseQuery>,
-) -> Result<Json<CloseReport>, ApiError> {
+) -> Result<Json<CloseReport>, HttpError> {
     let t = tenant(&s, &h)?;
     // Everything acknowledged before this call is metered before closing.
     s.ingestor.log().sync_tenant(&t).await?;
@@ -508,7 +517,7 @@ async fn build_interim(
     h: HeaderMap,
     Path(period): Path<String>,
     Query(q): Query<InterimQuery>,
-) -> Result<Json<posting::interim::InterimReport>, ApiError> {
+) -> Result<Json<posting::interim::InterimReport>, HttpError> {
     let t = tenant(&s, &h)?;
     // Everything acknowledged before this call is metered first.
     s.ingestor.log().sync_tenant(&t).await?;
@@ -520,7 +529,7 @@ async fn list_interim(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(period): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     Ok(Json(serde_json::json!({ "interim": posting::interim::list_interim(&s.store, &t, &period)? })))
 }
@@ -529,12 +538,12 @@ async fn get_document(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Document>, ApiError> {
+) -> Result<Json<Document>, HttpError> {
     let t = tenant(&s, &h)?;
-    s.store
+    Ok(s.store
         .get(&s.store.documents, &posting::document_key(&t, &id))?
         .map(Json)
-        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no document {id}")))
+        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no document {id}")))?)
 }
 
 #[derive(Deserialize)]
@@ -547,7 +556,7 @@ async fn document_lineage(
     h: HeaderMap,
     Path(number): Path<String>,
     Query(q): Query<LineageQuery>,
-) -> Result<Json<lineage::DocumentLineage>, ApiError> {
+) -> Result<Json<lineage::DocumentLineage>, HttpError> {
     let t = tenant(&s, &h)?;
     Ok(Json(lineage::by_erp_number(&s.store, &t, &number, q.target.as_deref())?))
 }
@@ -556,7 +565,7 @@ async fn event_lineage(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<lineage::EventLineage>, ApiError> {
+) -> Result<Json<lineage::EventLineage>, HttpError> {
     let t = tenant(&s, &h)?;
     Ok(Json(lineage::by_event(&s.store, &t, &id)?))
 }
@@ -572,7 +581,7 @@ async fn list_exceptions(
     State(s): State<AppState>,
     h: HeaderMap,
     q: Result<Query<ExceptionsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
     Ok(Json(serde_json::json!({
@@ -588,9 +597,9 @@ async fn act_on_exception(
     h: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
-    let Json(body) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let parse_error = |e: serde_json::Error| ApiError::field(ErrorCode::InvalidArgument, "body", e.to_string());
     let answer = if posting::line_exceptions::is_line_exception(&id) {
         let action: posting::line_exceptions::Action = serde_json::from_value(body).map_err(parse_error)?;
@@ -608,7 +617,7 @@ async fn act_on_exception(
 
 /// The ERP targets: where each posts, its circuit breaker, and how many of
 /// the tenant's documents wait in its outbox.
-async fn list_targets(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_targets(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let mut waiting: BTreeMap<String, u64> = BTreeMap::new();
     for (_, e) in s.store.scan::<posting::OutboxEntry>(&s.store.outbox, &crate::store::prefix(&[&t]))? {
@@ -660,12 +669,16 @@ async fn list_events(
     State(s): State<AppState>,
     h: HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<query::Page>, ApiError> {
+) -> Result<Json<query::Page>, HttpError> {
     let t = tenant(&s, &h)?;
     let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(ErrorCode::InvalidArgument, "limit", format!("{limit}; must be 1..={MAX_PAGE}")));
+        return Err(HttpError::from(ApiError::field(
+            ErrorCode::InvalidArgument,
+            "limit",
+            format!("{limit}; must be 1..={MAX_PAGE}"),
+        )));
     }
     let after = q
         .after
@@ -687,21 +700,21 @@ async fn get_event(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<query::EventHistory>, ApiError> {
+) -> Result<Json<query::EventHistory>, HttpError> {
     let t = tenant(&s, &h)?;
     s.ingestor.log().sync_tenant(&t).await?;
-    query::event(s.ingestor.log().index(), &t, &id)?
+    Ok(query::event(s.ingestor.log().index(), &t, &id)?
         .map(Json)
-        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no event {id}")))
+        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no event {id}")))?)
 }
 
 async fn create_meter(
     State(s): State<AppState>,
     h: HeaderMap,
     body: Result<Json<MeterSpec>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Meter>), ApiError> {
+) -> Result<(StatusCode, Json<Meter>), HttpError> {
     let t = tenant(&s, &h)?;
-    let Json(spec) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(spec) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let meter = spec.validate(chrono::Utc::now())?;
     let (meter, created) = s.ingestor.log().create_meter(&t, meter).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(meter)))
@@ -711,39 +724,39 @@ async fn customer_account(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<lookup::Account>, ApiError> {
+) -> Result<Json<lookup::Account>, HttpError> {
     let t = tenant(&s, &h)?;
-    lookup::bounded(move || lookup::account(&*s.masterdata.get(&s.store, &t)?, &id)).await.map(Json)
+    Ok(lookup::bounded(move || lookup::account(&*s.masterdata.get(&s.store, &t)?, &id)).await.map(Json)?)
 }
 
 async fn customer_entitlement(
     State(s): State<AppState>,
     h: HeaderMap,
     Path((id, feature)): Path<(String, String)>,
-) -> Result<Json<lookup::Entitlement>, ApiError> {
+) -> Result<Json<lookup::Entitlement>, HttpError> {
     let t = tenant(&s, &h)?;
     let log = s.ingestor.log().clone();
     let tenant_id = t.clone();
-    lookup::entitlement_now(&log, &tenant_id, move || {
+    Ok(lookup::entitlement_now(&log, &tenant_id, move || {
         let md = s.masterdata.get(&s.store, &t)?;
         lookup::entitlement(&s.store, &md, &t, &id, &feature, chrono::Utc::now())
     })
     .await
-    .map(Json)
+    .map(Json)?)
 }
 
 async fn contract_line_pricing(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<lookup::PricingReference>, ApiError> {
+) -> Result<Json<lookup::PricingReference>, HttpError> {
     let t = tenant(&s, &h)?;
-    lookup::bounded(move || {
+    Ok(lookup::bounded(move || {
         let md = s.masterdata.get(&s.store, &t)?;
         lookup::pricing(&s.store, &s.registry, &md, &t, &id, chrono::Utc::now())
     })
     .await
-    .map(Json)
+    .map(Json)?)
 }
 
 #[derive(Deserialize)]
@@ -756,7 +769,7 @@ async fn list_unmatched(
     State(s): State<AppState>,
     h: HeaderMap,
     q: Result<Query<UnmatchedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let Query(q) = q.map_err(|e| ApiError::field(ErrorCode::InvalidArgument, "query", e.body_text()))?;
     let period = crate::enrich::Period::parse(&q.period)?;
@@ -767,7 +780,7 @@ async fn list_unmatched(
     Ok(Json(serde_json::json!({ "period": period.id, "unmatched": items })))
 }
 
-async fn list_meters(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_meters(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     s.ingestor.log().sync_tenant(&t).await?;
     let index = s.ingestor.log().index();
@@ -782,7 +795,7 @@ fn find_meter(s: &AppState, tenant: &str, id: &str, field: &str) -> Result<Meter
         .ok_or_else(|| ApiError::field(ErrorCode::NotFound, field, format!("no meter {id:?}")))
 }
 
-async fn get_meter(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Result<Json<Meter>, ApiError> {
+async fn get_meter(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Result<Json<Meter>, HttpError> {
     let t = tenant(&s, &h)?;
     Ok(Json(find_meter(&s, &t, &id, "id")?))
 }
@@ -791,7 +804,7 @@ async fn list_windows(
     State(s): State<AppState>,
     h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let t = tenant(&s, &h)?;
     let mut filter = WindowFilter::default();
     let mut meter = None;
@@ -806,11 +819,11 @@ async fn list_windows(
                     filter.dimensions.insert(d.to_string(), v);
                 }
                 _ => {
-                    return Err(ApiError::field(
+                    return Err(HttpError::from(ApiError::field(
                         ErrorCode::InvalidArgument,
                         k.clone(),
                         "unknown query parameter; takes meter, customer, from, to, dimensions.<key>",
-                    ));
+                    )));
                 }
             },
         }
@@ -818,11 +831,11 @@ async fn list_windows(
     let meter = meter.ok_or_else(|| ApiError::field(ErrorCode::InvalidArgument, "meter", "required"))?;
     let meter = find_meter(&s, &t, &meter, "meter")?;
     if let Some(k) = filter.dimensions.keys().find(|k| !meter.group_by.contains(k)) {
-        return Err(ApiError::field(
+        return Err(HttpError::from(ApiError::field(
             ErrorCode::InvalidArgument,
             format!("dimensions.{k}"),
             format!("meter {} does not group by {k:?} (group_by: {:?})", meter.id, meter.group_by),
-        ));
+        )));
     }
     s.ingestor.log().sync_tenant(&t).await?;
     let index = s.ingestor.log().index();
@@ -861,18 +874,18 @@ async fn create_api_key(
     State(s): State<AppState>,
     h: HeaderMap,
     body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<auth::CreatedKey>), ApiError> {
+) -> Result<(StatusCode, Json<auth::CreatedKey>), HttpError> {
     let p = principal(&s, &h)?;
-    let Json(req) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let tenant = key_scope(p, req.tenant)?.ok_or_else(|| {
         ApiError::field(ErrorCode::InvalidArgument, "tenant", "required with the operator key: whose key is this")
     })?;
     if !s.auth.is_known_tenant(&tenant)? {
-        return Err(ApiError::field(
+        return Err(HttpError::from(ApiError::field(
             ErrorCode::NotFound,
             "tenant",
             format!("no tenant {tenant:?}: name one the configuration lists, or create it first with POST /v1/tenants"),
-        ));
+        )));
     }
     Ok((StatusCode::CREATED, Json(auth::create_key(&s.store, &tenant, &req.name).await?)))
 }
@@ -905,14 +918,14 @@ async fn create_tenant(
     State(s): State<AppState>,
     h: HeaderMap,
     body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<auth::TenantRecord>), ApiError> {
+) -> Result<(StatusCode, Json<auth::TenantRecord>), HttpError> {
     let key = operator(&s, &h)?;
-    let Json(req) = body.map_err(|e| ApiError::body(e.status(), e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     Ok((StatusCode::CREATED, Json(s.auth.create_tenant(&req.id, &req.name, &key).await?)))
 }
 
 /// `GET /v1/tenants`: every tenant, configured or created (operator key).
-async fn list_tenants(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_tenants(State(s): State<AppState>, h: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
     operator(&s, &h)?;
     Ok(Json(serde_json::json!({ "tenants": s.auth.tenants()? })))
 }
@@ -927,7 +940,7 @@ async fn list_api_keys(
     State(s): State<AppState>,
     h: HeaderMap,
     Query(q): Query<KeysQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     let scope = key_scope(principal(&s, &h)?, q.tenant)?;
     Ok(Json(serde_json::json!({ "api_keys": auth::list_keys(&s.store, scope.as_deref())? })))
 }
@@ -936,7 +949,7 @@ async fn revoke_api_key(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<auth::ApiKeyRecord>, ApiError> {
+) -> Result<Json<auth::ApiKeyRecord>, HttpError> {
     let scope = key_scope(principal(&s, &h)?, None)?;
     Ok(Json(auth::revoke_key(&s.store, scope.as_deref(), &id).await?))
 }

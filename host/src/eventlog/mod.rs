@@ -52,53 +52,14 @@ use crate::money::DecimalError;
 use chrono::{DateTime, Utc};
 use codec::{CodecError, DedupEntry, Record};
 use index::{Index, IndexError};
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+pub use tollgate_core::event::{StoredEvent, Verdict};
 use wal::{Wal, WalError};
-
-/// An event as stored in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// Position in the log, assigned when accepted.
-    #[serde(default)]
-    pub lsn: u64,
-    pub id: String,
-    /// 0 for the original; a correction or retraction carries a higher one.
-    #[serde(default)]
-    pub revision: u32,
-    /// A retraction: this id no longer counts.
-    #[serde(default)]
-    pub retracted: bool,
-    pub customer: String,
-    pub meter: String,
-    pub time: DateTime<Utc>,
-    pub quantity: Decimal,
-    pub dimensions: BTreeMap<String, String>,
-    pub source: String,
-    /// SHA-256 of the content (everything but id and revision): tells a
-    /// retry from a conflict.
-    pub digest: String,
-    pub received_at: DateTime<Utc>,
-}
-
-/// What the log decided for one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Stored and counted (new, a correction or a retraction).
-    Accepted,
-    /// The same revision with the same content is stored already.
-    Duplicate,
-    /// The same revision is stored with different content; it stands.
-    Conflict { stored_revision: u32 },
-    /// A higher revision is stored already; this one is not counted.
-    Superseded { stored_revision: u32 },
-}
 
 /// How acknowledgements relate to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -851,19 +812,12 @@ impl Writer {
             for (tenant, events, reply) in group {
                 let mut verdicts = Vec::with_capacity(events.len());
                 for mut ev in events {
-                    let (verdict, supersedes) = match current(&self.shared, &pending, &tenant, &ev.id, now)? {
-                        None => (Verdict::Accepted, None),
-                        Some(c) if ev.revision == c.revision() => {
-                            if c.digest() == ev.digest {
-                                (Verdict::Duplicate, None)
-                            } else {
-                                (Verdict::Conflict { stored_revision: c.revision() }, None)
-                            }
-                        }
-                        Some(c) if ev.revision < c.revision() => {
-                            (Verdict::Superseded { stored_revision: c.revision() }, None)
-                        }
-                        Some(c) => (Verdict::Accepted, Some(c.event(&self.shared.index)?)),
+                    let stored = current(&self.shared, &pending, &tenant, &ev.id, now)?;
+                    let verdict =
+                        tollgate_core::event::decide(stored.as_ref().map(|c| (c.revision(), c.digest())), &ev);
+                    let supersedes = match stored {
+                        Some(c) if verdict == Verdict::Accepted => Some(c.event(&self.shared.index)?),
+                        _ => None,
                     };
                     verdicts.push(verdict);
                     if verdict != Verdict::Accepted {

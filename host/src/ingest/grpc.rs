@@ -3,7 +3,7 @@
 
 use super::{Ingestor, Outcome};
 use crate::auth::Auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, grpc_status};
 use crate::proto::ingest_service_server::IngestService;
 use crate::proto::{EventResult, EventStatus, IngestAck, IngestRequest, IngestResponse, UsageEvent};
 use std::pin::Pin;
@@ -23,7 +23,7 @@ impl IngestGrpc {
 
     fn tenant<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        Ok(self.auth.tenant(header)?)
+        self.auth.tenant(header).map_err(grpc_status)
     }
 }
 
@@ -89,7 +89,7 @@ impl IngestService for IngestGrpc {
         let tenant = self.tenant(&request)?;
         let events = request.into_inner().events;
         tracing::Span::current().record("tenant", tenant.as_str()).record("events", events.len());
-        Ok(Response::new(ingest_batch(&self.ingestor, &tenant, events).await?))
+        Ok(Response::new(ingest_batch(&self.ingestor, &tenant, events).await.map_err(grpc_status)?))
     }
 
     type IngestStreamStream = AckStream;
@@ -112,7 +112,7 @@ impl IngestService for IngestGrpc {
                         break;
                     }
                     Ok(batch) => ingest_batch(&ingestor, &tenant, batch.events).await.map_err(|e| {
-                        let mut status = Status::from(e);
+                        let mut status = grpc_status(e);
                         status = Status::new(status.code(), format!("batch {sequence}: {}", status.message()));
                         status
                     }),

@@ -90,7 +90,7 @@ pub fn by_erp_number(
         let record = rating::load_charge(store, tenant, &document.period.id, &line.contract_line, &line.part)?
             .ok_or_else(|| ApiError::internal(format!("charges of {} are missing", line.contract_line)))?;
         let event_ids = store.scan_suffixes(&store.charge_events, &{
-            let mut p = record.key();
+            let mut p = crate::rating::record_key(&record);
             p.push(0);
             p
         })?;

@@ -2,28 +2,22 @@
 //! (so a window never disagrees with the events it counts), and the build of
 //! a new meter's windows from the events already stored.
 //!
-//! Per aggregation, what one event changes:
-//! - `sum`, `count`: the window's value, exactly; a removal subtracts;
-//! - `unique_count`: a member entry per distinct value with its number of
-//!   events; the value is the number of members;
-//! - `min`, `max`: a member entry per distinct value with its number of
-//!   events; removing the last event of the extreme value looks the new
-//!   extreme up among the window's members (no event rescans);
-//! - `latest`: a member entry per event keyed by (time, lsn) with its value;
-//!   removing the latest event takes the next latest member.
+//! What one event changes in a window is the core's rule
+//! ([`tollgate_core::window::add`] and `remove`); here the members it
+//! keeps live in the index beside the window.
 //!
 //! Windows touched by a batch are decoded once and written once; member
 //! changes are kept in order so a window's members can be read merged with
 //! what the batch has not written yet.
 
-use super::meter::{Aggregation, Meter, MeterState, Sample, TenantMeters};
-use super::window::MeterWindow;
-use crate::eventlog::codec::{self, nanos};
+use super::meter::{Meter, MeterState, TenantMeters};
+use crate::eventlog::codec;
 use crate::eventlog::index::{Batch, Index};
 use crate::eventlog::{LogError, StoredEvent, keys};
 use crate::money::{DecimalError, Quantity};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
+use tollgate_core::window::{self, MeterWindow, UpdateError, WindowError};
 
 type FoldHash = foldhash::fast::RandomState;
 
@@ -143,134 +137,15 @@ impl<'a> Overlay<'a> {
                 None => MeterWindow::default(),
             },
         };
-        let done = if add { self.add(&mut w, &key, m, e) } else { self.remove(&mut w, &key, m, e) };
-        self.windows.insert(key, w);
-        done
-    }
-
-    fn add(&mut self, w: &mut MeterWindow, key: &[u8], m: &Meter, e: &StoredEvent) -> Result<(), LogError> {
-        let Ok(sample) = m.sample(e) else {
-            w.skipped += 1;
-            return Ok(());
-        };
-        w.events += 1;
-        match (m.aggregation, sample) {
-            (Aggregation::Count, _) => w.value = Quantity::from_count(w.events),
-            (Aggregation::Sum, Sample::Number(q)) => {
-                let q = quantity(q, key)?;
-                w.value = w.value.checked_add(q).ok_or_else(|| window_error(key, w.value, DecimalError::Overflow))?
-            }
-            (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
-                // Members are normalised (2.50 → 2.5), so they do not depend
-                // on which of two equal values came first.
-                self.bump(member(key, q.normalize().to_string().as_bytes()), 1)?;
-                let q = quantity(q, key)?;
-                let better = if agg == Aggregation::Min { q < w.value } else { q > w.value };
-                if w.events == 1 || better {
-                    w.value = q;
-                }
-            }
-            (Aggregation::UniqueCount, Sample::Text(v)) => {
-                if self.bump(member(key, v.as_bytes()), 1)? == 1 {
-                    w.value = w.value.checked_add(Quantity::ONE).ok_or_else(|| corrupt("distinct values overflow"))?;
-                }
-            }
-            (Aggregation::Latest, Sample::Number(q)) => {
-                let at = (nanos(e.time) as u64, e.lsn);
-                self.members.insert(member(key, &latest_member(at)), Some(q.serialize().to_vec()));
-                if w.latest.is_none_or(|l| at > l) {
-                    w.latest = Some(at);
-                    w.value = quantity(q, key)?;
-                }
-            }
-            (agg, s) => return Err(corrupt(&format!("{agg:?} meter {} sampled {s:?}", m.id))),
-        }
-        Ok(())
-    }
-
-    fn remove(&mut self, w: &mut MeterWindow, key: &[u8], m: &Meter, e: &StoredEvent) -> Result<(), LogError> {
-        let Ok(sample) = m.sample(e) else {
-            w.skipped = w.skipped.saturating_sub(1);
-            return Ok(());
-        };
-        w.events = w.events.saturating_sub(1);
-        match (m.aggregation, sample) {
-            (Aggregation::Count, _) => w.value = Quantity::from_count(w.events),
-            (Aggregation::Sum, Sample::Number(q)) => {
-                let q = quantity(q, key)?;
-                w.value = w.value.checked_sub(q).ok_or_else(|| corrupt("a sum fell below zero"))?
-            }
-            (agg @ (Aggregation::Min | Aggregation::Max), Sample::Number(q)) => {
-                let left = self.bump(member(key, q.normalize().to_string().as_bytes()), -1)?;
-                if left == 0 && quantity(q, key)? == w.value && w.events > 0 {
-                    let values = self.members(&keys::members_prefix(key))?.into_keys().map(|k| decimal_member(&k, key));
-                    let values = values.map(|v| v.and_then(|v| quantity(v, key))).collect::<Result<Vec<_>, _>>()?;
-                    let extreme =
-                        if agg == Aggregation::Min { values.into_iter().min() } else { values.into_iter().max() };
-                    w.value = extreme.ok_or_else(|| corrupt("a window with events has no members"))?;
-                }
-            }
-            (Aggregation::UniqueCount, Sample::Text(v)) => {
-                if self.bump(member(key, v.as_bytes()), -1)? == 0 {
-                    w.value =
-                        w.value.checked_sub(Quantity::ONE).ok_or_else(|| corrupt("distinct values below zero"))?;
-                }
-            }
-            (Aggregation::Latest, Sample::Number(_)) => {
-                let at = (nanos(e.time) as u64, e.lsn);
-                self.members.insert(member(key, &latest_member(at)), None);
-                if w.latest == Some(at) {
-                    w.latest = None;
-                    w.value = Quantity::ZERO;
-                    if let Some((k, v)) = self.members(&keys::members_prefix(key))?.pop_last() {
-                        let at =
-                            k.len().checked_sub(16).map(|i| &k[i..]).ok_or_else(|| corrupt("short latest member"))?;
-                        let v: [u8; 16] =
-                            v.as_slice().try_into().map_err(|_| corrupt("latest value is not 16 bytes"))?;
-                        w.latest = Some((be(&at[..8]), be(&at[8..])));
-                        w.value = quantity(Decimal::deserialize(v), key)?;
-                    }
-                }
-            }
-            (agg, s) => return Err(corrupt(&format!("{agg:?} meter {} sampled {s:?}", m.id))),
-        }
-        if w.events == 0 {
-            w.value = Quantity::ZERO;
-            w.latest = None;
-        }
-        Ok(())
-    }
-
-    /// Adds `delta` to a member's event count; returns the new count (a
-    /// member at zero is deleted).
-    fn bump(&mut self, key: Vec<u8>, delta: i64) -> Result<u64, LogError> {
-        let current = match self.members.get(&key) {
-            Some(v) => v.clone(),
-            None => self.index.get(&key)?.map(|v| v.to_vec()),
-        };
-        let current = match current {
-            None => 0,
-            Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| corrupt("member count is not 8 bytes"))?),
-        };
-        let next = current.checked_add_signed(delta).ok_or_else(|| corrupt("member count below zero"))?;
-        self.members.insert(key, (next > 0).then(|| next.to_le_bytes().to_vec()));
-        Ok(next)
-    }
-
-    /// The members under `prefix`: the index merged with pending changes.
-    fn members(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, LogError> {
-        let mut out = BTreeMap::new();
-        for item in self.index.prefix(prefix) {
-            let (k, v) = item?;
-            out.insert(k.to_vec(), v.to_vec());
-        }
-        for (k, v) in self.members.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
-            match v {
-                Some(v) => out.insert(k.clone(), v.clone()),
-                None => out.remove(k),
-            };
-        }
-        Ok(out)
+        let mut members = IndexMembers { index: self.index, pending: &mut self.members, window: &key };
+        let done =
+            if add { window::add(&mut w, m, e, &mut members) } else { window::remove(&mut w, m, e, &mut members) };
+        self.windows.insert(key.clone(), w);
+        done.map_err(|err| match err {
+            UpdateError::Members(e) => e,
+            UpdateError::Window(WindowError::Value { value, source }) => window_error(&key, value, source),
+            UpdateError::Window(WindowError::Corrupt(what)) => corrupt(&what),
+        })
     }
 
     /// Writes every pending change into `batch`; returns the meters this
@@ -303,34 +178,89 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// A sampled value as a window holds it (samples are parsed like
-/// quantities, so only damaged data fails here).
-fn quantity(q: Decimal, key: &[u8]) -> Result<Quantity, LogError> {
-    Quantity::from_decimal(q).map_err(|e| window_error(key, Quantity::ZERO, e))
+/// A window's members in the index, merged with the batch's pending
+/// changes (member key: the window's members prefix + the value, or + the
+/// (time, lsn) of a `latest` event, big-endian).
+struct IndexMembers<'o> {
+    index: &'o Index,
+    pending: &'o mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    window: &'o [u8],
 }
 
-fn member(window: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut k = keys::members_prefix(window);
-    k.extend_from_slice(value);
-    k
+impl IndexMembers<'_> {
+    fn key(&self, value: &[u8]) -> Vec<u8> {
+        let mut k = keys::members_prefix(self.window);
+        k.extend_from_slice(value);
+        k
+    }
+
+    /// The members: the index merged with pending changes.
+    fn merged(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, LogError> {
+        let prefix = keys::members_prefix(self.window);
+        let mut out = BTreeMap::new();
+        for item in self.index.prefix(&prefix) {
+            let (k, v) = item?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self.pending.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out)
+    }
 }
 
-fn latest_member((nanos, lsn): (u64, u64)) -> [u8; 16] {
-    let mut m = [0u8; 16];
-    m[..8].copy_from_slice(&nanos.to_be_bytes());
-    m[8..].copy_from_slice(&lsn.to_be_bytes());
-    m
+fn member_corrupt(what: &str) -> UpdateError<LogError> {
+    UpdateError::Window(WindowError::Corrupt(what.into()))
+}
+
+impl window::Members for IndexMembers<'_> {
+    type Error = LogError;
+
+    fn bump(&mut self, value: &[u8], delta: i64) -> Result<u64, UpdateError<LogError>> {
+        let key = self.key(value);
+        let current = match self.pending.get(&key) {
+            Some(v) => v.clone(),
+            None => self.index.get(&key).map_err(|e| UpdateError::Members(e.into()))?.map(|v| v.to_vec()),
+        };
+        let current = match current {
+            None => 0,
+            Some(v) => {
+                u64::from_le_bytes(v.as_slice().try_into().map_err(|_| member_corrupt("member count is not 8 bytes"))?)
+            }
+        };
+        let next = current.checked_add_signed(delta).ok_or_else(|| member_corrupt("member count below zero"))?;
+        self.pending.insert(key, (next > 0).then(|| next.to_le_bytes().to_vec()));
+        Ok(next)
+    }
+
+    fn values(&mut self) -> Result<Vec<Vec<u8>>, LogError> {
+        let skip = keys::members_prefix(self.window).len();
+        Ok(self.merged()?.into_keys().map(|k| k[skip..].to_vec()).collect())
+    }
+
+    fn set_latest(&mut self, (nanos, lsn): (u64, u64), value: Option<Decimal>) {
+        let mut at = [0u8; 16];
+        at[..8].copy_from_slice(&nanos.to_be_bytes());
+        at[8..].copy_from_slice(&lsn.to_be_bytes());
+        let key = self.key(&at);
+        self.pending.insert(key, value.map(|q| q.serialize().to_vec()));
+    }
+
+    fn last_latest(&mut self) -> Result<Option<window::LatestMember>, UpdateError<LogError>> {
+        let Some((k, v)) = self.merged().map_err(UpdateError::Members)?.pop_last() else { return Ok(None) };
+        let at = k.len().checked_sub(16).map(|i| &k[i..]).ok_or_else(|| member_corrupt("short latest member"))?;
+        let v: [u8; 16] = v.as_slice().try_into().map_err(|_| member_corrupt("latest value is not 16 bytes"))?;
+        Ok(Some(((be(&at[..8]), be(&at[8..])), Decimal::deserialize(v))))
+    }
 }
 
 fn be(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     u64::from_be_bytes(a)
-}
-
-fn decimal_member(member_key: &[u8], window: &[u8]) -> Result<Decimal, LogError> {
-    let text = &member_key[keys::members_prefix(window).len()..];
-    std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()).ok_or_else(|| corrupt("member is not a decimal"))
 }
 
 /// Most pending changes before a build commits a batch.

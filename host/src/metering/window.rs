@@ -1,83 +1,12 @@
-//! Windows as stored and read: one window per (meter, customer, window
-//! start, group-by values), and the aggregate of a meter over a time range
-//! (a billing period), which is not always the sum of its windows.
+//! Windows as stored and read (the window model and its arithmetic are
+//! [`tollgate_core::window`]'s): a meter's windows by customer, time range
+//! and group-by values, their aggregate, and the events behind one.
 
-use super::meter::{Aggregation, Meter};
+use super::meter::Meter;
 use crate::eventlog::index::Index;
 use crate::eventlog::{LogError, StoredEvent, codec, keys};
-use crate::money::Quantity;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde::ser::SerializeStruct;
-use std::collections::{BTreeMap, BTreeSet};
-
-/// The aggregate of one window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MeterWindow {
-    /// Events counted.
-    pub events: u64,
-    /// Events of the meter's type it could not read (stored before the
-    /// meter existed, without the dimension it reads).
-    pub skipped: u64,
-    /// Sum, count, min, max, number of distinct values or latest value
-    /// (zero while no event counts).
-    pub value: Quantity,
-    /// `latest` meters: (event time in ns, lsn) of the event holding `value`.
-    pub latest: Option<(u64, u64)>,
-}
-
-/// `{events, skipped, value}`, `value` normalised, and `null` for a window
-/// no event counts (one that corrections or retractions emptied): no `0`
-/// that would read as a real minimum, maximum or latest value.
-fn serialize_value<S: serde::Serializer>(
-    s: S,
-    name: &'static str,
-    events: u64,
-    skipped: u64,
-    value: Quantity,
-) -> Result<S::Ok, S::Error> {
-    let mut st = s.serialize_struct(name, 3)?;
-    st.serialize_field("events", &events)?;
-    st.serialize_field("skipped", &skipped)?;
-    st.serialize_field("value", &(events > 0).then_some(value))?;
-    st.end()
-}
-
-impl Serialize for MeterWindow {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_value(s, "MeterWindow", self.events, self.skipped, self.value)
-    }
-}
-
-/// One window as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WindowRow {
-    /// `meter/customer/start[/dimension=value…]`: its id in lineage.
-    pub id: String,
-    pub customer: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    /// The group-by dimensions' values.
-    pub dimensions: BTreeMap<String, String>,
-    #[serde(flatten)]
-    pub window: MeterWindow,
-}
-
-impl WindowRow {
-    /// The group-by values in the meter's order.
-    pub fn group<'a>(&'a self, meter: &Meter) -> Vec<&'a str> {
-        meter.group_by.iter().map(|k| self.dimensions.get(k).map_or("", String::as_str)).collect()
-    }
-}
-
-/// A window's id in lineage.
-pub fn window_id(meter: &str, customer: &str, start: DateTime<Utc>, dimensions: &BTreeMap<String, String>) -> String {
-    let mut id = format!("{meter}/{customer}/{}", start.format("%Y-%m-%dT%H:%M:%SZ"));
-    for (k, v) in dimensions {
-        id.push_str(&format!("/{k}={v}"));
-    }
-    id
-}
+use std::collections::BTreeMap;
+pub use tollgate_core::window::{self, MeterWindow, Total, WindowFilter, WindowRow, window_id};
 
 /// A meter definition from the index.
 pub fn load_meter(index: &Index, tenant: &str, id: &str) -> Result<Option<Meter>, LogError> {
@@ -91,18 +20,6 @@ pub fn load_meters(index: &Index, tenant: &str) -> Result<Vec<Meter>, LogError> 
 
 pub(crate) fn decode_meter(bytes: &[u8]) -> Result<Meter, LogError> {
     serde_json::from_slice(bytes).map_err(|e| LogError::Failed(format!("a stored meter definition is unreadable: {e}")))
-}
-
-/// Which windows to read.
-#[derive(Debug, Clone, Default)]
-pub struct WindowFilter {
-    /// One customer (a range scan) or every customer.
-    pub customer: Option<String>,
-    /// Window start from (inclusive) and to (exclusive).
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    /// Only windows whose group-by dimensions have these values.
-    pub dimensions: BTreeMap<String, String>,
 }
 
 /// The windows of a meter, in (customer, start, group) order.
@@ -146,54 +63,20 @@ pub fn windows(index: &Index, tenant: &str, meter: &Meter, filter: &WindowFilter
     Ok(out)
 }
 
-/// A meter's aggregate over some windows (e.g. a customer's billing period).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Total {
-    /// Sum of sums, of counts; min of mins, max of maxes; distinct values
-    /// across all the windows; the latest value of all (zero, and `null` on
-    /// the wire, when no event counts).
-    pub value: Quantity,
-    pub events: u64,
-    pub skipped: u64,
-}
-
-impl Serialize for Total {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_value(s, "Total", self.events, self.skipped, self.value)
-    }
-}
-
 /// Aggregates `rows` (windows of `meter` read by [`windows`]).
 pub fn total(index: &Index, tenant: &str, meter: &Meter, rows: &[WindowRow]) -> Result<Total, LogError> {
-    let counted: Vec<&WindowRow> = rows.iter().filter(|r| r.window.events > 0).collect();
-    let events = counted.iter().map(|r| r.window.events).sum();
-    let skipped = rows.iter().map(|r| r.window.skipped).sum();
-    let mut values = counted.iter().map(|r| r.window.value);
-    let value = match meter.aggregation {
-        Aggregation::Sum | Aggregation::Count => {
-            values.try_fold(Quantity::ZERO, Quantity::checked_add).ok_or_else(|| LogError::Window {
-                window: format!("total of meter {}", meter.id),
-                source: crate::money::DecimalError::Overflow,
-            })?
-        }
-        Aggregation::Min => values.min().unwrap_or_default(),
-        Aggregation::Max => values.max().unwrap_or_default(),
-        Aggregation::Latest => {
-            counted.iter().max_by_key(|r| r.window.latest).map(|r| r.window.value).unwrap_or_default()
-        }
-        Aggregation::UniqueCount => {
-            let mut distinct = BTreeSet::new();
-            for r in &counted {
-                let wkey = keys::window(tenant, &meter.id, &r.customer, r.start, &r.group(meter));
-                let prefix = keys::members_prefix(&wkey);
-                for item in index.prefix(&prefix) {
-                    distinct.insert(item?.0[prefix.len()..].to_vec());
-                }
-            }
-            Quantity::from_count(distinct.len() as u64)
-        }
+    let distinct = |r: &WindowRow| -> Result<Vec<Vec<u8>>, LogError> {
+        let wkey = keys::window(tenant, &meter.id, &r.customer, r.start, &r.group(meter));
+        let prefix = keys::members_prefix(&wkey);
+        index.prefix(&prefix).map(|item| Ok(item?.0[prefix.len()..].to_vec())).collect()
     };
-    Ok(Total { value, events, skipped })
+    window::total(meter, rows, distinct).map_err(|e| match e {
+        window::TotalError::Overflow => LogError::Window {
+            window: format!("total of meter {}", meter.id),
+            source: crate::money::DecimalError::Overflow,
+        },
+        window::TotalError::Members(e) => e,
+    })
 }
 
 /// The ids of the live events a window counts.

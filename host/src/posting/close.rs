@@ -194,7 +194,9 @@ pub fn usages_of_period(
             match enrich::canonical_usage(store, tenant, &part, &period) {
                 Ok(usages) => out.push((part, period.clone(), usages)),
                 Err(
-                    e @ (enrich::EnrichError::Store(_) | enrich::EnrichError::Log(crate::eventlog::LogError::Index(_))),
+                    e @ enrich::EnrichError::Read(
+                        enrich::ReadError::Store(_) | enrich::ReadError::Log(crate::eventlog::LogError::Index(_)),
+                    ),
                 ) => {
                     return Err(ApiError::internal(format!("contract line {}: {e}", part.line.id)));
                 }
@@ -399,7 +401,7 @@ pub(super) fn write_charges<E>(
     abort: impl Fn(String) -> E,
 ) -> Result<(), ConflictableTransactionError<E>> {
     for (record, events) in records {
-        let ck = record.key();
+        let ck = rating::record_key(record);
         charges.insert(ck.clone(), enc(record, &abort)?)?;
         let u = &record.usage;
         for id in events {

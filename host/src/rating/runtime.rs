@@ -212,6 +212,36 @@ impl From<rwit::PluginError> for PluginError {
     }
 }
 
+/// Domain → newest input.
+impl From<&tollgate_core::rating::RaterInput> for rwit::Usage {
+    fn from(u: &tollgate_core::rating::RaterInput) -> Self {
+        rwit::Usage {
+            tenant: u.tenant.clone(),
+            customer: u.customer.clone(),
+            contract_line: u.contract_line.clone(),
+            sku: u.sku.clone(),
+            meter: u.meter.clone(),
+            currency: u.currency.clone(),
+            period_start: u.period_start.clone(),
+            period_end: u.period_end.clone(),
+            quantity: to_wit(u.quantity),
+            dimensions: u.dimensions.clone(),
+            params: u.params.clone(),
+            related: u
+                .related
+                .iter()
+                .map(|r| rwit::RelatedCharge {
+                    contract_line: r.contract_line.clone(),
+                    sku: r.sku.clone(),
+                    description: r.description.clone(),
+                    amount: to_wit(r.amount),
+                    currency: r.currency.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Newest → 0.1.0 input: an older rater does not see `related`.
 impl From<&rwit::Usage> for wit::Usage {
     fn from(u: &rwit::Usage) -> Self {

@@ -304,3 +304,53 @@ fn compiled_components_are_cached_on_disk_and_a_bad_cache_file_is_recompiled() {
     assert!(std::fs::read(&files[0]).unwrap().len() > 1000);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The input digest is over the usage, not over the interface a rater
+/// speaks: a 0.4.0, a 0.2.0 and a 0.1.0 rater given the same usage record
+/// the same input digest (each its own output).
+#[test]
+fn raters_of_every_interface_record_the_same_input_digest_for_the_same_usage() {
+    use tollgate::rating::{self, RelatedCharge, RuleRef};
+    let rt = Runtime::new(limits(), None).unwrap();
+    let usage: tollgate::enrich::CanonicalUsage = serde_json::from_value(serde_json::json!({
+        "tenant": "t", "customer": "c", "customer_erp_account": "A", "legal_entity": "e", "erp_company": "1000",
+        "erp_target": "erp", "contract_line": "l", "contract_line_version": 1, "sku": "API", "meter": "api_calls",
+        "currency": "EUR",
+        "period": { "id": "2026-10", "start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z", "timezone": "UTC" },
+        "from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z", "quantity": "150",
+        "dimensions": { "region": "eu" },
+        "params": { "tiers": [ { "up_to": "100", "unit_price": "0.1" }, { "up_to": null, "unit_price": "0.01" } ] },
+        "lineage": { "windows": [], "event_count": 2, "event_ids_digest": "", "transformation_version": 1 }
+    }))
+    .unwrap();
+    let related = vec![RelatedCharge {
+        contract_line: "other".into(),
+        sku: "FEE".into(),
+        description: "fee".into(),
+        amount: rust_decimal::Decimal::new(1250, 2),
+        currency: "EUR".into(),
+    }];
+    let raters = [
+        ("graduated-tiers", bundled("graduated-tiers")),
+        ("legacy-v2", bytes("legacy-rater-v0-2")),
+        ("legacy-v1", bytes("legacy-rater-v0-1")),
+    ];
+    let mut records = Vec::new();
+    for (name, code) in raters {
+        let p = load(&rt, name, &code, Kind::Rater).unwrap();
+        let rule = RuleRef { plugin: name.into(), version: "1.0.0".into(), sha256: p.sha256.clone() };
+        let now = chrono::Utc::now();
+        let mut rated = rating::rate_many_with(vec![(usage.clone(), related.clone())], rule, now, |inputs| {
+            let inputs: Vec<wit::Usage> = inputs.iter().map(wit::Usage::from).collect();
+            rt.rate_batch(&p, &inputs)
+        });
+        records.push((p.world().to_string(), rated.remove(0).unwrap()));
+    }
+    let worlds: Vec<&str> = records.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(worlds, ["tollgate:plugin/rater@0.4.0", "tollgate:plugin/rater@0.2.0", "tollgate:plugin/rater@0.1.0"]);
+    let expected = rating::digest_input(&rating::rater_input(&usage, &related));
+    for (world, r) in &records {
+        assert_eq!(r.input_digest, expected, "{world}");
+    }
+    assert_ne!(records[0].1.output_digest, records[1].1.output_digest, "different rules, different charges");
+}
