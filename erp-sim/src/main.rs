@@ -1,4 +1,6 @@
-//! `tollgate-erp-sim --listen 127.0.0.1:9090`: the ERP simulator as a process.
+//! `tollgate-erp-sim --listen 127.0.0.1:9090`: the ERP simulator as a
+//! process. Its first line on stdout is `listening on http://ADDR` (with
+//! `--listen 127.0.0.1:0`, the port it was given), for whoever started it.
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,7 +19,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "ERP simulator listening");
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "ERP simulator listening");
     tollgate_erp_sim::Sim::new().serve(listener).await?;
     Ok(())
 }

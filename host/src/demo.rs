@@ -1,8 +1,9 @@
 //! `tollgate demo`: the whole flow on one machine. Starts the ERP simulator
-//! and the gateway (embedded store in a fresh directory, bundled plugins) on
-//! 127.0.0.1, sends sample usage over gRPC (with a duplicate and an invalid
-//! event), closes last month, and prints the invoice lines the ERP received
-//! and the lineage of each invoice.
+//! (the `tollgate-erp-sim` program, as a child process) and the gateway
+//! (embedded store in a fresh directory, bundled plugins) on 127.0.0.1,
+//! sends sample usage over gRPC (with a duplicate and an invalid event),
+//! closes last month, and prints the invoice lines the ERP received and the
+//! lineage of each invoice.
 
 use crate::auth::hash_key;
 use crate::config::{Config, ErpTargetConfig, PluginsConfig, PostingConfig, TenantConfig};
@@ -28,7 +29,42 @@ pub const DEMO_API_KEY: &str = "demo-acme-key";
 const MASTERDATA: &str = include_str!("../demo/masterdata.json");
 const METERS: &str = include_str!("../demo/meters.json");
 
-pub async fn run(plugins_dir: PathBuf) -> Result<()> {
+/// The ERP simulator program, running until dropped.
+struct Simulator {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Simulator {
+    /// Starts `program` on a free loopback port; its first line on stdout
+    /// names the address.
+    fn start(program: &std::path::Path) -> Result<Simulator> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(program)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the ERP simulator {}", program.display()))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufReader::new(out).read_line(&mut line).context("reading the ERP simulator's address")?;
+        }
+        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_string) else {
+            let _ = child.kill();
+            bail!("the ERP simulator {} did not say where it listens (it said {line:?})", program.display());
+        };
+        Ok(Simulator { child, url })
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn run(plugins_dir: PathBuf, erp_sim: PathBuf) -> Result<()> {
     let work = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let masterdata = work.join("masterdata.json");
@@ -36,9 +72,8 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
     let meters = work.join("meters.json");
     std::fs::write(&meters, METERS)?;
 
-    let erp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let erp_addr = erp.local_addr()?;
-    tokio::spawn(tollgate_erp_sim::Sim::new().serve(erp));
+    let sim = Simulator::start(&erp_sim)?;
+    let erp_url = sim.url.clone();
 
     let config = Config {
         data_dir: work.join("data"),
@@ -58,13 +93,13 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         }],
         erp_targets: BTreeMap::from([(
             "erp-sim".to_string(),
-            ErpTargetConfig { timeout_ms: 5_000, ..ErpTargetConfig::new(format!("http://{erp_addr}"), "generic-json") },
+            ErpTargetConfig { timeout_ms: 5_000, ..ErpTargetConfig::new(erp_url.clone(), "generic-json") },
         )]),
     };
     config.validate()?;
     let gateway = server::start(config).await?;
     println!("Tollgate demo");
-    println!("  gateway: gRPC {} · HTTP {} · ERP simulator http://{erp_addr}", gateway.grpc_addr, gateway.http_addr);
+    println!("  gateway: gRPC {} · HTTP {} · ERP simulator {erp_url}", gateway.grpc_addr, gateway.http_addr);
     println!("  data:    {}", work.display());
 
     // Last calendar month: a period that is over and can be closed.
@@ -121,8 +156,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
     let docs = close["documents"].as_array().cloned().unwrap_or_default();
     println!("\nClosed period {period}: {} posting documents", docs.len());
 
-    let invoices: serde_json::Value =
-        http.get(format!("http://{erp_addr}/generic/invoices")).send().await?.json().await?;
+    let invoices: serde_json::Value = http.get(format!("{erp_url}/generic/invoices")).send().await?.json().await?;
     let invoices = invoices["invoices"].as_array().cloned().unwrap_or_default();
     if invoices.is_empty() {
         bail!("the ERP received no invoice");
@@ -181,6 +215,7 @@ pub async fn run(plugins_dir: PathBuf) -> Result<()> {
         }
     }
     gateway.shutdown().await;
+    drop(sim);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }

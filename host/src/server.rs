@@ -6,7 +6,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::connections::{Connections, Evict};
 use crate::error::ApiError;
-use crate::eventlog::{Durability, EventLog, LogOptions, UNSAFE_ACK_BEFORE_WRITE_ENV};
+use crate::eventlog::{EventLog, LogOptions};
 use crate::ingest::{Ingestor, grpc::IngestGrpc};
 use crate::masterdata::{self, MasterData};
 use crate::metering::MeterSpec;
@@ -50,7 +50,9 @@ impl Gateway {
     /// Stops at once, as a crash would, for crash tests: every task is
     /// aborted where it stands (an ERP request in flight is dropped
     /// unanswered, nothing after it is recorded); the event log's threads
-    /// are stopped so the data directory can be opened again.
+    /// are stopped so the data directory can be opened again. Only in builds
+    /// with the `test-switches` feature (tests).
+    #[cfg(feature = "test-switches")]
     pub async fn kill(self) {
         let _ = self.shutdown.send(true);
         for t in &self.tasks {
@@ -396,12 +398,16 @@ fn log_options(config: &Config) -> LogOptions {
     o.segment_bytes = config.ingest.wal_segment_mib << 20;
     o.max_unindexed_events = config.ingest.max_unindexed_events;
     o.dedup_retention = config.ingest.dedup_retention_days.map(|d| chrono::Duration::days(i64::from(d)));
-    if std::env::var(UNSAFE_ACK_BEFORE_WRITE_ENV).is_ok_and(|v| v == "1") {
-        tracing::warn!(
-            "{UNSAFE_ACK_BEFORE_WRITE_ENV}=1: events are acknowledged BEFORE they are written; a crash loses them. \
-             This exists for the crash test only"
-        );
-        o.durability = Durability::UnsafeAckBeforeWrite;
+    #[cfg(feature = "test-switches")]
+    {
+        use crate::eventlog::{Durability, UNSAFE_ACK_BEFORE_WRITE_ENV};
+        if std::env::var(UNSAFE_ACK_BEFORE_WRITE_ENV).is_ok_and(|v| v == "1") {
+            tracing::warn!(
+                "{UNSAFE_ACK_BEFORE_WRITE_ENV}=1: events are acknowledged BEFORE they are written; a crash loses \
+                 them. This exists for the crash test only"
+            );
+            o.durability = Durability::UnsafeAckBeforeWrite;
+        }
     }
     o
 }

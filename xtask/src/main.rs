@@ -7,7 +7,8 @@
 //!   `target/plugins/<name>-<version>.wasm` and `target/plugins/plugins.json`;
 //!   the test components of `tests/components/` (one per listed variant) go
 //!   to `target/test-components/`.
-//! - `demo`: builds the plugins, then runs `tollgate demo`.
+//! - `demo`: builds the plugins, the gateway and the ERP simulator, then
+//!   runs `tollgate demo` (which starts the simulator beside it).
 //! - `test`: builds the plugins, then runs the whole test suite, and
 //!   validates `host/src/api/openapi.json` with the reference OpenAPI
 //!   validator (`openapi-spec-validator` from PyPI, in a virtualenv under
@@ -29,11 +30,20 @@ fn main() -> Result<()> {
         "validate-openapi" => validate_openapi(),
         "demo" => {
             let dir = build_plugins()?;
-            cargo(
-                &["run", "--release", "--package", "tollgate", "--bin", "tollgate", "--", "demo", "--plugins-dir"],
-                &[dir.to_str().unwrap()],
-                rest,
-            )
+            // The gateway and the ERP simulator it starts, in one build.
+            cargo(&["build", "--release", "--package", "tollgate", "--package", "tollgate-erp-sim"], &[], &[])?;
+            // The plugins are built into `<target>/plugins`.
+            let target = dir.parent().context("the target directory")?;
+            let gateway = target.join("release").join(format!("tollgate{}", std::env::consts::EXE_SUFFIX));
+            let status = Command::new(&gateway)
+                .args(["demo", "--plugins-dir", dir.to_str().unwrap()])
+                .args(rest)
+                .status()
+                .with_context(|| format!("running {}", gateway.display()))?;
+            if !status.success() {
+                bail!("the demo failed ({status})");
+            }
+            Ok(())
         }
         "bench" => {
             let dir = build_plugins()?;

@@ -9,6 +9,7 @@
 //! - [`money`]: exact decimal rules for money and quantities.
 //! - [`period`]: billing periods.
 //! - [`rating`]: what a rater is given and answers, the charge record, digests.
+//! - [`close`]: close planning: which usages rate together, in which round.
 //! - [`document`]: posting documents, their ids and states, built from charge records.
 //! - [`enrich`]: windows + master data → canonical usage, with lineage.
 //! - [`error`]: the client-facing error codes, as plain data.
@@ -17,6 +18,7 @@
 //! - [`meter`]: meter definitions and what each takes from an event.
 //! - [`window`]: meter windows, what an event adds to or takes from one, totals.
 
+pub mod close;
 pub mod document;
 pub mod enrich;
 pub mod error;

@@ -50,6 +50,10 @@ enum Command {
         /// Directory of the bundled plugins (`cargo xtask build-plugins`).
         #[arg(long, default_value = "target/plugins")]
         plugins_dir: PathBuf,
+        /// The ERP simulator program (`tollgate-erp-sim`); by default the
+        /// one beside this program.
+        #[arg(long)]
+        erp_sim: Option<PathBuf>,
     },
 }
 
@@ -256,7 +260,17 @@ async fn main() -> Result<()> {
             }
         },
         Command::HashKey { key } => println!("{}", tollgate::auth::hash_key(&key)),
-        Command::Demo { plugins_dir } => tollgate::demo::run(plugins_dir).await?,
+        Command::Demo { plugins_dir, erp_sim } => {
+            let beside = || -> anyhow::Result<PathBuf> {
+                let exe = std::env::current_exe().context("finding this program")?;
+                Ok(exe.with_file_name(format!("tollgate-erp-sim{}", std::env::consts::EXE_SUFFIX)))
+            };
+            let erp_sim = match erp_sim {
+                Some(p) => p,
+                None => beside()?,
+            };
+            tollgate::demo::run(plugins_dir, erp_sim).await?
+        }
         Command::Plugin(PluginCommand::Test { plugin, fixtures, bless, config }) => {
             if !plugin_test(&plugin, &fixtures, bless, config)? {
                 std::process::exit(1);

@@ -68,11 +68,14 @@ pub enum Durability {
     Fsync,
     /// Acknowledge first and write the log up to 300 ms later. Exists only
     /// so the crash test can show that it loses acknowledged events; set by
-    /// the environment variable [`UNSAFE_ACK_BEFORE_WRITE_ENV`].
+    /// the environment variable [`UNSAFE_ACK_BEFORE_WRITE_ENV`], in builds
+    /// with the `test-switches` feature (tests only).
+    #[cfg(feature = "test-switches")]
     UnsafeAckBeforeWrite,
 }
 
 /// Test-only switch: `1` makes the gateway acknowledge before writing.
+#[cfg(feature = "test-switches")]
 pub const UNSAFE_ACK_BEFORE_WRITE_ENV: &str = "TOLLGATE_TEST_ONLY_UNSAFE_ACK_BEFORE_WRITE";
 
 /// Tuning of the event log.
@@ -787,7 +790,7 @@ impl Writer {
         &mut self,
         group: Vec<(String, Vec<StoredEvent>, Reply)>,
         frames: &mut Vec<u8>,
-        deferred_since: &mut Option<Instant>,
+        #[cfg_attr(not(feature = "test-switches"), allow(unused_variables))] deferred_since: &mut Option<Instant>,
     ) {
         if let Some(why) = self.shared.failed() {
             for (_, _, reply) in group {
@@ -885,6 +888,7 @@ impl Writer {
                     }
                 }
             }
+            #[cfg(feature = "test-switches")]
             Durability::UnsafeAckBeforeWrite => {
                 deferred_since.get_or_insert_with(Instant::now);
             }

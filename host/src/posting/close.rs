@@ -16,14 +16,15 @@ use crate::masterdata;
 use crate::masterdata::history::{self, History};
 use crate::rating::registry::Registry;
 use crate::rating::runtime::Plugin;
-use crate::rating::{self, ChargeRecord, RelatedCharge};
+use crate::rating::{self, ChargeRecord};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use tollgate_core::close::{Job, rate_in_rounds};
 
 /// The record of a closed period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,12 +241,11 @@ fn prepare(
     Ok(Prepared { records, documents, left_out })
 }
 
-/// Rates every canonical usage with its line's rater; returns the charge
-/// records and, in master-data order, every line that failed. A customer's usages rate in master-data order, each
-/// seeing the charges of the earlier ones as related charges; usages of
-/// different customers do not depend on each other. So the k-th usage of
-/// every customer rates in round k, in batches per rater (one fresh
-/// instance per batch, see [`rating::rate_many`]).
+/// Rates every canonical usage with its line's rater, in the core's rounds
+/// ([`tollgate_core::close::rate_in_rounds`]: the k-th usage of every
+/// customer in round k, one batch per rater, each a fresh instance, see
+/// [`rating::rate_many`]); returns the charge records and, in master-data
+/// order, every line that failed.
 pub fn rate_usages(
     store: &Store,
     registry: &Registry,
@@ -253,17 +253,18 @@ pub fn rate_usages(
     units: Vec<PeriodUsage>,
     now: DateTime<Utc>,
 ) -> (Vec<(ChargeRecord, Vec<String>)>, Vec<LineFailure>) {
-    struct Job {
-        plugin: Arc<Plugin>,
-        customer: String,
-        usage: Option<CanonicalUsage>,
-        /// What it failed on, kept for the failure's report.
-        rated: Option<CanonicalUsage>,
-        events: Vec<String>,
+    /// A plugin compared by identity (the registry's loaded instance).
+    #[derive(Clone)]
+    struct Rater(Arc<Plugin>);
+    impl PartialEq for Rater {
+        fn eq(&self, other: &Rater) -> bool {
+            Arc::ptr_eq(&self.0, &other.0)
+        }
     }
     // Problems are listed in master-data order: keyed by the job they precede.
     let mut problems: Vec<(usize, LineFailure)> = Vec::new();
-    let mut jobs: Vec<Job> = Vec::new();
+    let mut jobs: Vec<Job<Rater>> = Vec::new();
+    let mut events: Vec<Vec<String>> = Vec::new();
     for (part, _, usages) in units {
         let line = &part.line;
         let plugin = match rating::activation::rater_for(store, registry, tenant, line, part.to) {
@@ -275,65 +276,17 @@ pub fn rate_usages(
                 continue;
             }
         };
-        for (usage, events) in usages.into_iter().filter(|(u, _)| u.erp_item.is_some()) {
-            jobs.push(Job {
-                plugin: plugin.clone(),
-                customer: line.customer.clone(),
-                rated: None,
-                usage: Some(usage),
-                events,
-            });
+        for (usage, ids) in usages.into_iter().filter(|(u, _)| u.erp_item.is_some()) {
+            jobs.push(Job { rater: Rater(plugin.clone()), customer: line.customer.clone(), usage });
+            events.push(ids);
         }
     }
-    let mut rounds: Vec<Vec<usize>> = Vec::new();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let k = seen.entry(job.customer.as_str()).or_default();
-        if rounds.len() <= *k {
-            rounds.push(Vec::new());
-        }
-        rounds[*k].push(i);
-        *k += 1;
-    }
-    // The charges already rated for each customer, in master-data order.
-    let mut related: HashMap<String, Vec<RelatedCharge>> = HashMap::new();
-    let mut results: Vec<Option<Result<ChargeRecord, rating::runtime::PluginError>>> =
-        jobs.iter().map(|_| None).collect();
-    for round in rounds {
-        let mut by_rater: Vec<(Arc<Plugin>, Vec<usize>)> = Vec::new();
-        for &i in &round {
-            match by_rater.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &jobs[i].plugin)) {
-                Some((_, batch)) => batch.push(i),
-                None => by_rater.push((jobs[i].plugin.clone(), vec![i])),
-            }
-        }
-        let mut rated = Vec::with_capacity(round.len());
-        for (plugin, batch) in by_rater {
-            let items = batch
-                .iter()
-                .map(|&i| {
-                    let usage = jobs[i].usage.take().expect("each usage rates once");
-                    jobs[i].rated = Some(usage.clone());
-                    (usage, related.get(&jobs[i].customer).cloned().unwrap_or_default())
-                })
-                .collect();
-            rated.extend(batch.into_iter().zip(rating::rate_many(registry, &plugin, items, now)));
-        }
-        for (i, result) in rated {
-            if let Ok(record) = &result {
-                related.entry(jobs[i].customer.clone()).or_default().extend(RelatedCharge::of(record));
-            }
-            results[i] = Some(result);
-        }
-    }
-    let mut records = Vec::with_capacity(jobs.len());
-    for (i, (job, result)) in jobs.into_iter().zip(results).enumerate() {
-        match result.expect("every usage rated") {
-            Ok(record) => records.push((record, job.events)),
-            Err(e) => {
-                let usage = job.rated.as_ref().expect("a failed usage was rated");
-                problems.push((i, LineFailure::rating(usage, &e)))
-            }
+    let rated = rate_in_rounds(jobs, |rater, items| rating::rate_many(registry, &rater.0, items, now));
+    let mut records = Vec::with_capacity(rated.len());
+    for (i, ((usage, result), ids)) in rated.into_iter().zip(events).enumerate() {
+        match result {
+            Ok(record) => records.push((record, ids)),
+            Err(e) => problems.push((i, LineFailure::rating(&usage, &e))),
         }
     }
     problems.sort_by_key(|(i, _)| *i);
