@@ -34,19 +34,16 @@ pub mod connections;
 pub mod demo;
 pub mod enrich;
 pub mod error;
-pub mod eventlog;
 pub mod ingest;
 pub mod lineage;
 pub mod lookup;
-pub mod masterdata;
-pub mod metering;
 pub mod posting;
 pub mod rating;
 pub mod server;
-pub mod store;
 pub mod tls;
 
 pub use tollgate_core::{hex, money};
+pub use tollgate_store::{eventlog, masterdata, metering, store};
 
 /// Generated gRPC types and services of `proto/tollgate/v1`.
 pub mod proto {

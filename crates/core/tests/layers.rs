@@ -1,6 +1,7 @@
 //! The layers, checked over `cargo metadata`: the core is pure, so none of
 //! the crates that do IO, run plugins or serve may become one of its
-//! dependencies, directly or through another crate.
+//! dependencies, directly or through another crate; the store keeps data
+//! and neither runs plugins nor serves.
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -8,6 +9,8 @@ use std::process::Command;
 
 /// Crates the core must never depend on.
 const NOT_IN_CORE: &[&str] = &["tokio", "sled", "fjall", "wasmtime", "axum", "tonic", "hyper", "reqwest", "mio"];
+/// Crates the store must never depend on.
+const NOT_IN_STORE: &[&str] = &["wasmtime", "axum", "tonic", "hyper", "reqwest", "tollgate"];
 
 /// The packages `root` links (normal dependencies, transitively), by name.
 fn linked(metadata: &Value, root: &str) -> BTreeSet<String> {
@@ -59,12 +62,16 @@ fn metadata() -> Value {
 }
 
 #[test]
-fn the_core_links_no_runtime_storage_wasm_or_server_crate() {
+fn each_layer_links_only_the_layers_below_it() {
     let metadata = metadata();
     let linked = linked(&metadata, "tollgate-core");
     assert!(linked.contains("rust_decimal"), "the walk found the core's dependencies: {linked:?}");
     let forbidden: Vec<&&str> = NOT_IN_CORE.iter().filter(|c| linked.contains(**c)).collect();
     assert!(forbidden.is_empty(), "tollgate-core depends on {forbidden:?} (directly or through another crate)");
+    let store = self::linked(&metadata, "tollgate-store");
+    assert!(store.contains("tollgate-core") && store.contains("fjall"), "{store:?}");
+    let forbidden: Vec<&&str> = NOT_IN_STORE.iter().filter(|c| store.contains(**c)).collect();
+    assert!(forbidden.is_empty(), "tollgate-store depends on {forbidden:?} (directly or through another crate)");
     // The walk would see one: the gateway links them all.
     let gateway = self::linked(&metadata, "tollgate");
     assert!(NOT_IN_CORE.iter().filter(|c| **c != "reqwest").all(|c| gateway.contains(*c)), "{gateway:?}");

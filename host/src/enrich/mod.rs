@@ -28,16 +28,9 @@ pub enum ReadError {
 /// Why a contract line's usage cannot be enriched.
 pub type EnrichError = tollgate_core::enrich::EnrichError<ReadError>;
 
-impl From<StoreError> for EnrichError {
-    fn from(e: StoreError) -> Self {
-        EnrichError::Read(ReadError::Store(e))
-    }
-}
-
-impl From<LogError> for EnrichError {
-    fn from(e: LogError) -> Self {
-        EnrichError::Read(ReadError::Log(e))
-    }
+/// A failed read as an enrichment error.
+pub(crate) fn read(e: impl Into<ReadError>) -> EnrichError {
+    EnrichError::Read(e.into())
 }
 
 /// A tenant's meters and windows in the event index.
@@ -66,7 +59,7 @@ impl tollgate_core::enrich::UsageSource for StoredUsage<'_> {
             to: Some(to),
             ..WindowFilter::default()
         };
-        Ok(window::windows(&self.store.eventlog, self.tenant, meter, &filter)?)
+        window::windows(&self.store.eventlog, self.tenant, meter, &filter).map_err(read)
     }
 
     /// An event indexed between the two reads shows as a count mismatch,
@@ -74,7 +67,7 @@ impl tollgate_core::enrich::UsageSource for StoredUsage<'_> {
     fn window_with_events(&self, meter: &Meter, first: WindowRow) -> Result<(WindowRow, Vec<String>), EnrichError> {
         let mut row = first;
         for _ in 0..5 {
-            let ids = window::window_event_ids(&self.store.eventlog, self.tenant, meter, &row)?;
+            let ids = window::window_event_ids(&self.store.eventlog, self.tenant, meter, &row).map_err(read)?;
             if ids.len() as u64 == row.window.events {
                 return Ok((row, ids));
             }
@@ -84,7 +77,7 @@ impl tollgate_core::enrich::UsageSource for StoredUsage<'_> {
                 to: Some(row.end),
                 dimensions: row.dimensions.clone(),
             };
-            let again = window::windows(&self.store.eventlog, self.tenant, meter, &filter)?;
+            let again = window::windows(&self.store.eventlog, self.tenant, meter, &filter).map_err(read)?;
             row = again.into_iter().find(|r| r.id == row.id).unwrap_or(WindowRow { window: Default::default(), ..row });
         }
         Err(EnrichError::Window { window: row.id, message: "window and its event index keep disagreeing".into() })

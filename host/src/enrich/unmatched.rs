@@ -76,7 +76,7 @@ pub fn unmatched(
         segments.iter().any(|s| s.data.contract_lines.iter().any(|l| l.customer == customer && l.meter == meter))
     };
     let mut out = Vec::new();
-    for (event_type, events) in window::unmetered(index, tenant)? {
+    for (event_type, events) in window::unmetered(index, tenant).map_err(super::read)? {
         out.push(Unmatched {
             reason: Reason::NoMeter,
             owner: Owner::Product,
@@ -90,7 +90,7 @@ pub fn unmatched(
         });
     }
     let filter = WindowFilter { from: Some(period.start), to: Some(period.end), ..WindowFilter::default() };
-    for meter in window::load_meters(index, tenant)? {
+    for meter in window::load_meters(index, tenant).map_err(super::read)? {
         if meter.state == MeterState::Failed {
             out.push(Unmatched {
                 reason: Reason::MeterFailed,
@@ -112,7 +112,7 @@ pub fn unmatched(
             continue;
         }
         let mut by_customer: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for row in window::windows(index, tenant, &meter, &filter)? {
+        for row in window::windows(index, tenant, &meter, &filter).map_err(super::read)? {
             if row.window.events > 0 {
                 let c = by_customer.entry(row.customer).or_default();
                 c.0 += row.window.events;
@@ -148,10 +148,13 @@ pub fn unmatched(
             if sku.erp_item.is_some() || !seen.insert(line.id.clone()) {
                 continue;
             }
-            let Some(meter) = window::load_meter(index, tenant, &line.meter)? else { continue };
+            let Some(meter) = window::load_meter(index, tenant, &line.meter).map_err(super::read)? else { continue };
             let filter = WindowFilter { customer: Some(line.customer.clone()), ..filter.clone() };
-            let rows: Vec<_> =
-                window::windows(index, tenant, &meter, &filter)?.into_iter().filter(|r| r.window.events > 0).collect();
+            let rows: Vec<_> = window::windows(index, tenant, &meter, &filter)
+                .map_err(super::read)?
+                .into_iter()
+                .filter(|r| r.window.events > 0)
+                .collect();
             if rows.is_empty() {
                 continue;
             }

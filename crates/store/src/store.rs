@@ -9,20 +9,20 @@
 //!
 //! Trees:
 //! - `masterdata`     tenant·seq → [`crate::masterdata::history::Version`]
-//! - `charges`        tenant·period·contract line·part → [`crate::rating::ChargeRecord`]
+//! - `charges`        tenant·period·contract line·part → [`tollgate_core::rating::ChargeRecord`]
 //! - `charge_events`  tenant·period·contract line·part·event id → ()
 //! - `event_charges`  tenant·event id·period·contract line·part → () (the reverse)
-//! - `documents`      tenant·document id → [`crate::posting::Document`]
-//! - `periods`        tenant·period → [`crate::posting::PeriodClose`]
-//! - `interim`        tenant·period·day → [`crate::posting::interim::InterimReport`]
-//! - `outbox`         document key → [`crate::posting::OutboxEntry`]
+//! - `documents`      tenant·document id → [`tollgate_core::document::Document`]
+//! - `periods`        tenant·period → the gateway's `PeriodClose`
+//! - `interim`        tenant·period·day → the gateway's `InterimReport`
+//! - `outbox`         document key → the gateway's `OutboxEntry`
 //! - `exceptions`     document key → () for every document an ERP ever
 //!   rejected (the exception queue reads these, not every document); the
 //!   key `EXCEPTIONS_INDEXED` marks the index complete
 //! - `erp_numbers`    tenant·ERP document number·target → document id
 //! - `plugins`        tenant·plugin name·version → uploaded plugin record
 //! - `blobs`          plugin SHA-256 → component bytes
-//! - `api_keys`       SHA-256 of a key → [`crate::auth::ApiKeyRecord`]
+//! - `api_keys`       SHA-256 of a key → the gateway's `ApiKeyRecord`
 //! - `activations`    tenant·contract line·effective from·activated at → activation
 
 use crate::eventlog::index::Index;
@@ -111,8 +111,8 @@ impl Store {
         let mut batch = sled::Batch::default();
         for item in self.documents.iter() {
             let (key, bytes) = item?;
-            let doc: crate::posting::Document = decode(&self.documents, &bytes)?;
-            if doc.state.status == crate::posting::PostingStatus::Rejected || !doc.state.actions.is_empty() {
+            let doc: tollgate_core::document::Document = decode(&self.documents, &bytes)?;
+            if doc.state.status == tollgate_core::document::PostingStatus::Rejected || !doc.state.actions.is_empty() {
                 batch.insert(key, &[][..]);
             }
         }
