@@ -160,11 +160,15 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let mut rx = shutdown_rx.clone();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<IngestServiceServer<IngestGrpc>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the gRPC reflection service")?;
+    // Reflection in both versions: `grpc.reflection.v1`, and `v1alpha`,
+    // which many clients (grpcio-reflection, older grpcurl) still speak only.
+    let reflecting = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflecting().build_v1().context("building the gRPC reflection service")?;
+    let reflection_alpha = reflecting().build_v1alpha().context("building the gRPC reflection service (v1alpha)")?;
     let c = &config.connections;
     let open_files = crate::connections::raise_open_file_limit();
     let max_connections = crate::connections::bound_under(c.max_connections, open_files);
@@ -199,6 +203,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
         let result = grpc
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(
                 IngestServiceServer::new(ingest).max_decoding_message_size(crate::ingest::MAX_GRPC_MESSAGE_BYTES),
             )

@@ -141,13 +141,8 @@ async fn a_stream_of_batches_gets_one_ack_per_batch_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_answers_grpc_health_checks_and_reflection() {
-    use tokio_stream::StreamExt;
+async fn the_server_answers_grpc_health_checks_and_reflection_v1_and_v1alpha() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
     let erp = Erp::start().await.unwrap();
     let env = Env::start(&erp).await.unwrap();
     let channel = tonic::transport::Endpoint::from_shared(env.grpc.clone()).unwrap().connect().await.unwrap();
@@ -159,30 +154,54 @@ async fn the_server_answers_grpc_health_checks_and_reflection() {
     let err = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
-    let answer = answers.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("unexpected answer {answer:?}")
-    };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for want in ["tollgate.v1.IngestService", "grpc.health.v1.Health"] {
-        assert!(names.contains(&want), "{names:?}");
-    }
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol("tollgate.v1.IngestAck".into())),
-    };
-    let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
-    let answer = answers.next().await.unwrap().unwrap();
-    assert!(
-        matches!(answer.message_response, Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty())
-    );
+    // Both versions of the reflection protocol answer the same.
+    reflect_v1(channel.clone()).await;
+    reflect_v1alpha(channel).await;
 }
+
+/// Lists the services and finds the file of a message over one version of
+/// gRPC reflection (`$version`: the module of `tonic_reflection::pb`).
+macro_rules! reflection_test {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: tonic::transport::Channel) {
+            use tokio_stream::StreamExt;
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            };
+            let mut reflection = ServerReflectionClient::new(channel);
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers =
+                reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+            let answer = answers.next().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+                panic!("unexpected answer {answer:?}")
+            };
+            let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+            for want in ["tollgate.v1.IngestService", "grpc.health.v1.Health"] {
+                assert!(names.contains(&want), "{}: {names:?}", stringify!($version));
+            }
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol("tollgate.v1.IngestAck".into())),
+            };
+            let mut answers =
+                reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+            let answer = answers.next().await.unwrap().unwrap();
+            assert!(
+                matches!(answer.message_response, Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty()),
+                "{}",
+                stringify!($version)
+            );
+        }
+    };
+}
+
+reflection_test!(reflect_v1, v1);
+reflection_test!(reflect_v1alpha, v1alpha);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudevents_over_http_single_and_batch_with_per_event_results() {
