@@ -164,13 +164,13 @@ fn main() {
     let plugin = registry
         .register(tollgate::rating::registry::Owner::Bundled, "graduated-tiers", version.clone(), Kind::Rater, &bytes)
         .expect("register");
-    let input = wit::Usage::from(&rating::rater_input(&usage(1), &[]));
+    let input = wit::Usage::from(rating::rater_input(&usage(1), &[]));
     // Profiling aid: `TOLLGATE_BENCH_PROFILE=fresh|warm|native|batch` loops one
     // kind of call only (with `TOLLGATE_PERFMAP=1`, perf names Wasm frames).
     if let Ok(mode) = std::env::var("TOLLGATE_BENCH_PROFILE") {
         if mode == "batch" {
             let inputs: Vec<wit::Usage> =
-                (0..LINES).map(|i| wit::Usage::from(&rating::rater_input(&usage(i), &[]))).collect();
+                (0..LINES).map(|i| wit::Usage::from(rating::rater_input(&usage(i), &[]))).collect();
             for _ in 0..6 {
                 let t = Instant::now();
                 drop(std::hint::black_box(runtime.rate_batch(&plugin, &inputs)));
@@ -239,7 +239,7 @@ fn main() {
         let t = Instant::now();
         let native_total = total(rating::rate_many_with(native_items, rule.clone(), now, |inputs| {
             // Through the same conversion into the plugin interface as the Wasm path.
-            inputs.iter().map(|i| native_rate(&wit::Usage::from(i))).collect()
+            inputs.into_iter().map(|i| native_rate(&wit::Usage::from(i))).collect()
         }));
         let native_s = t.elapsed().as_secs_f64();
         assert_eq!(wasm_total, native_total, "re-rating totals differ");

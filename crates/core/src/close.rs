@@ -71,7 +71,7 @@ pub fn rate_in_rounds<R: PartialEq + Clone, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rating::{Charge, RuleRef, rater_input, record};
+    use crate::rating::{Charge, RuleRef, digest_input, rater_input, record};
     use rust_decimal::Decimal;
 
     fn usage(customer: &str, line: &str) -> CanonicalUsage {
@@ -112,7 +112,7 @@ mod tests {
                     if u.contract_line == "l5" {
                         Err("refused")
                     } else {
-                        Ok(record(u, related, &input, vec![charge], rule, chrono::DateTime::UNIX_EPOCH))
+                        Ok(record(u, related, digest_input(&input), vec![charge], rule, chrono::DateTime::UNIX_EPOCH))
                     }
                 })
                 .collect()

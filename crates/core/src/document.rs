@@ -63,6 +63,28 @@ pub enum PostingStatus {
     Interim,
 }
 
+/// Who can fix a rejected document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    Finance,
+    /// Master data (an item or an account the ERP does not know).
+    MasterData,
+    Erp,
+}
+
+/// What finance can do about a rejected document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Post it again (after a fix).
+    Retry,
+    /// Post it into another (the next open) period.
+    Reroute,
+    /// Post nothing.
+    Cancel,
+}
+
 /// A business rejection as the ERP gave it, classified for the exception queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
@@ -74,45 +96,45 @@ pub struct Rejection {
     pub message: String,
     /// What it means, for finance.
     pub reason: String,
-    /// Who can fix it: `finance`, `master-data` or `erp`.
-    pub owner: String,
-    /// The action that usually resolves it: `retry` (after a fix), `reroute`
-    /// (to the next open period) or `cancel`.
-    pub suggested_action: String,
+    /// Who can fix it.
+    pub owner: Owner,
+    /// The action that usually resolves it.
+    pub suggested_action: ActionKind,
     pub at: DateTime<Utc>,
 }
 
 impl Rejection {
     pub fn classify(code: &str, field: Option<String>, message: String, at: DateTime<Utc>) -> Rejection {
+        use ActionKind::{Reroute, Retry};
         let (reason, owner, action) = match code {
             "period-closed" | "closed-period" => {
-                ("the ERP's accounting period for the invoice date is closed", "finance", "reroute")
+                ("the ERP's accounting period for the invoice date is closed", Owner::Finance, Reroute)
             }
             "date-out-of-sequence" => (
                 "the ERP numbers invoices in date order and already holds later ones: post on a later date",
-                "finance",
-                "reroute",
+                Owner::Finance,
+                Reroute,
             ),
-            "unknown-item" => ("the ERP does not know an item of the document", "master-data", "retry"),
+            "unknown-item" => ("the ERP does not know an item of the document", Owner::MasterData, Retry),
             "unknown-account" | "unknown-customer" => {
-                ("the ERP does not know the customer's account", "master-data", "retry")
+                ("the ERP does not know the customer's account", Owner::MasterData, Retry)
             }
-            "missing-dimension" => ("the ERP requires a dimension the document lacks", "erp", "retry"),
+            "missing-dimension" => ("the ERP requires a dimension the document lacks", Owner::Erp, Retry),
             "duplicate-erp-number" => (
                 "the ERP answered with a number it already gave another document: its numbering is broken \
                  (e.g. Tryton on SQLite with concurrent posts; set max_concurrency = 1)",
-                "erp",
-                "retry",
+                Owner::Erp,
+                Retry,
             ),
-            _ => ("the ERP refused the document", "erp", "retry"),
+            _ => ("the ERP refused the document", Owner::Erp, Retry),
         };
         Rejection {
             code: code.to_string(),
             field,
             message,
             reason: reason.to_string(),
-            owner: owner.to_string(),
-            suggested_action: action.to_string(),
+            owner,
+            suggested_action: action,
             at,
         }
     }
@@ -121,8 +143,7 @@ impl Rejection {
 /// What finance did about an exception.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExceptionAction {
-    /// `retry`, `reroute` or `cancel`.
-    pub action: String,
+    pub action: ActionKind,
     pub at: DateTime<Utc>,
     /// The rejection it answered.
     pub rejection: Rejection,

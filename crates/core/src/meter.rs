@@ -49,15 +49,20 @@ pub enum ValuePath {
     Dimension(String),
 }
 
+/// A meter's `value` that names nothing it can take from an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected \"count\", \"quantity\" or \"dimensions.<key>\"")]
+pub struct BadValuePath(pub String);
+
 impl TryFrom<String> for ValuePath {
-    type Error = String;
-    fn try_from(s: String) -> Result<ValuePath, String> {
+    type Error = BadValuePath;
+    fn try_from(s: String) -> Result<ValuePath, BadValuePath> {
         match s.as_str() {
             "count" => Ok(ValuePath::Count),
             "quantity" => Ok(ValuePath::Quantity),
             _ => match s.strip_prefix("dimensions.") {
                 Some(k) if is_dimension_key(k) => Ok(ValuePath::Dimension(k.to_string())),
-                _ => Err(format!("{s:?}: expected \"count\", \"quantity\" or \"dimensions.<key>\"")),
+                _ => Err(BadValuePath(s)),
             },
         }
     }
@@ -101,10 +106,16 @@ impl WindowSize {
     }
 }
 
+/// A window length that is not a whole number of minutes, hours or days
+/// dividing a day.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: a length like \"15m\", \"1h\" or \"1d\" that divides a day")]
+pub struct BadWindowSize(pub String);
+
 impl TryFrom<String> for WindowSize {
-    type Error = String;
-    fn try_from(s: String) -> Result<WindowSize, String> {
-        let bad = || format!("{s:?}: a length like \"15m\", \"1h\" or \"1d\" that divides a day");
+    type Error = BadWindowSize;
+    fn try_from(s: String) -> Result<WindowSize, BadWindowSize> {
+        let bad = || BadWindowSize(s.clone());
         let (n, unit) = s.split_at(s.len().saturating_sub(1));
         let n: u32 = n.parse().map_err(|_| bad())?;
         let seconds = match unit {
@@ -229,7 +240,7 @@ impl MeterSpec {
         let value = match &self.value {
             None if self.aggregation == Aggregation::Count => ValuePath::Count,
             None => ValuePath::Quantity,
-            Some(v) => ValuePath::try_from(v.clone()).map_err(|e| bad("value", e))?,
+            Some(v) => ValuePath::try_from(v.clone()).map_err(|e| bad("value", e.to_string()))?,
         };
         match (self.aggregation, &value) {
             (Aggregation::Count, ValuePath::Count) => {}
@@ -257,7 +268,7 @@ impl MeterSpec {
         }
         let window = match &self.window {
             None => WindowSize::HOUR,
-            Some(w) => WindowSize::try_from(w.clone()).map_err(|e| bad("window", e))?,
+            Some(w) => WindowSize::try_from(w.clone()).map_err(|e| bad("window", e.to_string()))?,
         };
         if self.description.len() > 1024 {
             return Err(bad("description", "at most 1024 bytes"));

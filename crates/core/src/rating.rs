@@ -174,40 +174,35 @@ pub fn rate_many_with<E>(
     items: Vec<(CanonicalUsage, Vec<RelatedCharge>)>,
     rule: RuleRef,
     now: DateTime<Utc>,
-    rater: impl FnOnce(&[RaterInput]) -> Vec<Result<Vec<Charge>, E>>,
+    rater: impl FnOnce(Vec<RaterInput>) -> Vec<Result<Vec<Charge>, E>>,
 ) -> Vec<Result<ChargeRecord, E>> {
     let inputs: Vec<RaterInput> = items.iter().map(|(usage, related)| rater_input(usage, related)).collect();
-    let answers = rater(&inputs);
-    assert_eq!(answers.len(), inputs.len(), "a rater answers every input");
+    // Digested before the rater takes the inputs (by value: no copy).
+    let digests: Vec<String> = inputs.iter().map(digest_input).collect();
+    let answers = rater(inputs);
+    assert_eq!(answers.len(), digests.len(), "a rater answers every input");
     items
         .into_iter()
-        .zip(&inputs)
+        .zip(digests)
         .zip(answers)
-        .map(|(((usage, related), input), answer)| {
-            answer.map(|charges| record(usage, related, input, charges, rule.clone(), now))
+        .map(|(((usage, related), digest), answer)| {
+            answer.map(|charges| record(usage, related, digest, charges, rule.clone(), now))
         })
         .collect()
 }
 
-/// The record of `charges`, rated by `rule` from `input`.
+/// The record of `charges`, rated by `rule` from the input of digest
+/// `input_digest` ([`digest_input`]).
 pub fn record(
     usage: CanonicalUsage,
     related: Vec<RelatedCharge>,
-    input: &RaterInput,
+    input_digest: String,
     charges: Vec<Charge>,
     rule: RuleRef,
     now: DateTime<Utc>,
 ) -> ChargeRecord {
     let usage = CanonicalUsage { pricing_plan: Some(rule.clone()), ..usage };
-    ChargeRecord {
-        rule,
-        input_digest: digest_input(input),
-        output_digest: digest_output(&charges),
-        usage,
-        related,
-        charges,
-        rated_at: now,
-    }
+    ChargeRecord { rule, input_digest, output_digest: digest_output(&charges), usage, related, charges, rated_at: now }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! The document keeps its id through every action, so the ERP's idempotency
 //! (or the look-up before a resend) still guarantees one posting.
 
-use super::document::{Document, ExceptionAction, PostingStatus};
+use super::document::{ActionKind, Document, ExceptionAction, PostingStatus};
 use super::document_key;
 use crate::config::ErpTargetConfig;
 use crate::enrich::Period;
@@ -93,11 +93,11 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(&self) -> &'static str {
+    fn kind(&self) -> ActionKind {
         match self {
-            Action::Retry => "retry",
-            Action::Reroute { .. } => "reroute",
-            Action::Cancel { .. } => "cancel",
+            Action::Retry => ActionKind::Retry,
+            Action::Reroute { .. } => ActionKind::Reroute,
+            Action::Cancel { .. } => ActionKind::Cancel,
         }
     }
 }
@@ -127,8 +127,7 @@ pub async fn act(
             format!("document {document_id} is {:?}, not an open exception", doc.state.status),
         ));
     };
-    let mut record =
-        ExceptionAction { action: action.name().into(), at: now, rejection, reason: None, posting_period: None };
+    let mut record = ExceptionAction { action: action.kind(), at: now, rejection, reason: None, posting_period: None };
     let entry = match action {
         Action::Cancel { reason } => {
             let reason = reason.trim();

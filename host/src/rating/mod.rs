@@ -41,7 +41,7 @@ pub fn rate_many(
     now: DateTime<Utc>,
 ) -> Vec<Result<ChargeRecord, PluginError>> {
     rate_many_with(items, rule_of(plugin), now, |inputs| {
-        let inputs: Vec<wit::Usage> = inputs.iter().map(wit::Usage::from).collect();
+        let inputs: Vec<wit::Usage> = inputs.into_iter().map(wit::Usage::from).collect();
         registry.runtime().rate_batch(plugin, &inputs)
     })
 }

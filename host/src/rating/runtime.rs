@@ -212,30 +212,30 @@ impl From<rwit::PluginError> for PluginError {
     }
 }
 
-/// Domain → newest input.
-impl From<&tollgate_core::rating::RaterInput> for rwit::Usage {
-    fn from(u: &tollgate_core::rating::RaterInput) -> Self {
+/// Domain → newest input (moved, not copied).
+impl From<tollgate_core::rating::RaterInput> for rwit::Usage {
+    fn from(u: tollgate_core::rating::RaterInput) -> Self {
         rwit::Usage {
-            tenant: u.tenant.clone(),
-            customer: u.customer.clone(),
-            contract_line: u.contract_line.clone(),
-            sku: u.sku.clone(),
-            meter: u.meter.clone(),
-            currency: u.currency.clone(),
-            period_start: u.period_start.clone(),
-            period_end: u.period_end.clone(),
+            tenant: u.tenant,
+            customer: u.customer,
+            contract_line: u.contract_line,
+            sku: u.sku,
+            meter: u.meter,
+            currency: u.currency,
+            period_start: u.period_start,
+            period_end: u.period_end,
             quantity: to_wit(u.quantity),
-            dimensions: u.dimensions.clone(),
-            params: u.params.clone(),
+            dimensions: u.dimensions,
+            params: u.params,
             related: u
                 .related
-                .iter()
+                .into_iter()
                 .map(|r| rwit::RelatedCharge {
-                    contract_line: r.contract_line.clone(),
-                    sku: r.sku.clone(),
-                    description: r.description.clone(),
+                    contract_line: r.contract_line,
+                    sku: r.sku,
+                    description: r.description,
                     amount: to_wit(r.amount),
-                    currency: r.currency.clone(),
+                    currency: r.currency,
                 })
                 .collect(),
         }

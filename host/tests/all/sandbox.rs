@@ -341,7 +341,7 @@ fn raters_of_every_interface_record_the_same_input_digest_for_the_same_usage() {
         let rule = RuleRef { plugin: name.into(), version: "1.0.0".into(), sha256: p.sha256.clone() };
         let now = chrono::Utc::now();
         let mut rated = rating::rate_many_with(vec![(usage.clone(), related.clone())], rule, now, |inputs| {
-            let inputs: Vec<wit::Usage> = inputs.iter().map(wit::Usage::from).collect();
+            let inputs: Vec<wit::Usage> = inputs.into_iter().map(wit::Usage::from).collect();
             rt.rate_batch(&p, &inputs)
         });
         records.push((p.world().to_string(), rated.remove(0).unwrap()));

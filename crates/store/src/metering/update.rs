@@ -140,12 +140,13 @@ impl<'a> Overlay<'a> {
         let mut members = IndexMembers { index: self.index, pending: &mut self.members, window: &key };
         let done =
             if add { window::add(&mut w, m, e, &mut members) } else { window::remove(&mut w, m, e, &mut members) };
-        self.windows.insert(key.clone(), w);
-        done.map_err(|err| match err {
+        let done = done.map_err(|err| match err {
             UpdateError::Members(e) => e,
             UpdateError::Window(WindowError::Value { value, source }) => window_error(&key, value, source),
             UpdateError::Window(WindowError::Corrupt(what)) => corrupt(&what),
-        })
+        });
+        self.windows.insert(key, w);
+        done
     }
 
     /// Writes every pending change into `batch`; returns the meters this
