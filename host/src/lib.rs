@@ -9,15 +9,19 @@
 //!        ─▶ lineage (ERP line ─▶ rule ─▶ windows ─▶ events)
 //! ```
 //!
+//! The layers below this crate: `tollgate-core` (the pure domain: money,
+//! events and their checks, meters and window arithmetic, periods, master
+//! data, enrichment, the rating model, documents, close planning) and
+//! `tollgate-store` (the event log, metering, the sled database). Their
+//! modules are re-exported here under the names the stages always had.
+//!
 //! Layout, one module per stage:
-//! - [`ingest`]: event validation; `ingest::grpc` serves
-//!   `tollgate.v1.IngestService`, `ingest::cloudevents` maps CloudEvents.
-//! - [`eventlog`]: the durable write path (write-ahead log, group commit,
-//!   dedup, corrections) and the event index with its queries.
-//! - [`store`]: the sled database, its trees and key encoding, fsync.
-//! - [`metering`]: meter definitions and their windows, updated with the index.
-//! - [`masterdata`]: customers, legal entities, SKUs, contract lines.
-//! - [`enrich`]: windows + master data → canonical usage.
+//! - [`ingest`]: the core's event checks behind `tollgate.v1.IngestService`
+//!   (`ingest::grpc`) and CloudEvents (`ingest::cloudevents`).
+//! - [`eventlog`], [`metering`], [`store`], [`masterdata`]: re-exported from
+//!   `tollgate-store` (master-data model from the core).
+//! - [`enrich`]: the store's windows as the core's usage source; the
+//!   unmatched-usage queue.
 //! - [`rating`]: the rating stage; `rating::runtime` runs Wasm plugins.
 //! - [`posting`]: period close, posting documents, the outbox worker.
 //! - [`lineage`]: from an ERP document number back to the source events.
@@ -25,7 +29,7 @@
 //! - [`api`]: the HTTP admin API; [`auth`]: API keys → tenants.
 //! - [`server`]: wires the stages together; [`tls`]: rustls for both listeners;
 //!   [`connections`]: connection bound and timeouts on both; [`demo`]: the README demo.
-//! - [`money`]: exact decimal rules shared by every stage.
+//! - [`money`], [`hex`]: re-exported from the core.
 
 pub mod api;
 pub mod auth;

@@ -1,5 +1,5 @@
 //! Enrichment over the store: a tenant's windows in the event index as
-//! the [`UsageSource`] of [`tollgate_core::enrich`], which turns windows and
+//! the [`UsageSource`](tollgate_core::enrich::UsageSource) of [`tollgate_core::enrich`], which turns windows and
 //! master data into canonical usage; and the unmatched-usage queue.
 
 pub mod unmatched;
