@@ -39,8 +39,9 @@ fn linked(metadata: &Value, root: &str) -> BTreeSet<String> {
 fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
-    // This machine's target only: every package of it is on disk already,
-    // so nothing is downloaded.
+    // This machine's target only: the build of the suite has every package
+    // of it on disk already, so nothing is downloaded (no `--offline`, so a
+    // package only a later build step uses is fetched rather than failing).
     let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).arg("-vV").output();
     let version = String::from_utf8(rustc.expect("rustc -vV").stdout).unwrap();
     let host = version.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc's host triple").to_string();
