@@ -29,7 +29,7 @@
 //! - [`api`]: the HTTP admin API; [`auth`]: API keys → tenants.
 //! - [`server`]: wires the stages together; [`tls`]: rustls for both listeners;
 //!   [`connections`]: connection bound and timeouts on both; [`demo`]: the README demo.
-//! - [`money`], [`hex`]: re-exported from the core.
+//! - [`money`], [`hex()`]: re-exported from the core.
 
 pub mod api;
 pub mod auth;

@@ -43,7 +43,7 @@
 //! - `POST /v1/activations`: `{contract_line, plugin, version, effective_from}`
 //! - `GET  /v1/activations/{contract_line}`: the activation history
 //! - `/v1/masterdata…`: effective-dated master data, "as of" reads and
-//!   history (see [`masterdata`])
+//!   history (see `api::masterdata`)
 //! - `POST /v1/periods/{period}/interim[?date=YYYY-MM-DD]`, `GET …/interim`:
 //!   interim documents (period to date, never posted) for reconciliation
 //! - `POST /v1/periods/{period}/close[?wait_ms=N]`: close a billing period

@@ -53,7 +53,7 @@ fn as_of_day(period: &Period, date: Option<&str>, now: DateTime<Utc>) -> Result<
 }
 
 /// Builds and stores the interim documents of `period_id` up to the end of
-/// the day `date` (see [`as_of_day`]).
+/// the day `date` (see `as_of_day`).
 pub async fn build_interim(
     store: &Store,
     registry: &Registry,

@@ -762,7 +762,7 @@ impl Runtime {
 
     /// Compiles and checks a component: size, no function imports, the world
     /// of `kind` (its exports' names and signatures; the 0.1.0 worlds' are
-    /// type-checked by the bindings' `new`, the others' by [`typed_export`]),
+    /// type-checked by the bindings' `new`, the others' by `typed_export`),
     /// and the pooling allocator's limits (checked when it is compiled).
     pub fn load(&self, name: &str, version: semver::Version, kind: Kind, bytes: &[u8]) -> Result<Plugin, PluginError> {
         if bytes.len() > MAX_COMPONENT_BYTES {
