@@ -24,7 +24,20 @@ pub enum WalError {
     #[error(
         "wal segment {path} is damaged at byte {offset}: {reason}; it is not the newest segment, so this is not a torn write: restore it or move it away"
     )]
-    Corrupt { path: PathBuf, offset: usize, reason: String },
+    Corrupt { path: PathBuf, offset: usize, reason: FrameError },
+}
+
+/// Why the bytes at some offset of a segment are not a whole frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0} bytes, less than a frame header")]
+    ShortHeader(usize),
+    #[error("frame of {0} bytes runs past the end")]
+    PastEnd(usize),
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("{0}")]
+    Record(#[from] codec::CodecError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -197,20 +210,20 @@ impl Wal {
 }
 
 /// One frame at the start of `bytes`: the record and the bytes it used.
-fn read_frame(bytes: &[u8]) -> Result<(Record, usize), String> {
+fn read_frame(bytes: &[u8]) -> Result<(Record, usize), FrameError> {
     if bytes.len() < HEADER {
-        return Err(format!("{} bytes, less than a frame header", bytes.len()));
+        return Err(FrameError::ShortHeader(bytes.len()));
     }
     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
     let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     if len > MAX_FRAME || bytes.len() - HEADER < len {
-        return Err(format!("frame of {len} bytes runs past the end"));
+        return Err(FrameError::PastEnd(len));
     }
     let payload = &bytes[HEADER..HEADER + len];
     if crc32fast::hash(payload) != crc {
-        return Err("checksum mismatch".into());
+        return Err(FrameError::Checksum);
     }
-    let rec = codec::decode_record(payload).map_err(|e| e.to_string())?;
+    let rec = codec::decode_record(payload)?;
     Ok((rec, HEADER + len))
 }
 
@@ -282,7 +295,7 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&first, bytes).unwrap();
         match recover_all(&dir) {
-            Err(WalError::Corrupt { offset: 0, reason, .. }) => assert_eq!(reason, "checksum mismatch"),
+            Err(WalError::Corrupt { offset: 0, reason: FrameError::Checksum, .. }) => {}
             other => panic!("expected corruption, got {other:?}"),
         }
         let _ = std::fs::remove_dir_all(&dir);
