@@ -23,7 +23,7 @@ pub type Rated<E> = Vec<Result<ChargeRecord, E>>;
 /// Rates every job round by round (see the module comment), calling `rate`
 /// once per rater and round with the usages and their related charges;
 /// returns each job's result, in the jobs' order, with the usage it rated.
-pub fn rate_in_rounds<R: PartialEq + Clone, E>(
+pub fn rate_in_rounds<R: PartialEq, E>(
     jobs: Vec<Job<R>>,
     mut rate: impl FnMut(&R, Vec<(CanonicalUsage, Vec<RelatedCharge>)>) -> Rated<E>,
 ) -> Vec<(CanonicalUsage, Result<ChargeRecord, E>)> {

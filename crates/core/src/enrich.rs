@@ -128,7 +128,7 @@ pub trait UsageSource {
         meter: &Meter,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<WindowRow>, EnrichError<Self::Error>>;
+    ) -> Result<Vec<WindowRow>, Self::Error>;
     /// A window and the ids of the live events it counts, read consistently
     /// (the window again, when an event was counted between the reads).
     fn window_with_events(
@@ -263,7 +263,7 @@ pub fn canonical_usage<S: UsageSource>(
     let own_entity = line.legal_entity.as_ref().unwrap_or(&customer.legal_entity);
     let mut by_entity: BTreeMap<String, Vec<WindowRow>> = BTreeMap::new();
     by_entity.insert(own_entity.clone(), Vec::new());
-    for row in source.windows(&line.customer, &meter, part.from, part.to)? {
+    for row in source.windows(&line.customer, &meter, part.from, part.to).map_err(EnrichError::Read)? {
         if row.window.events == 0 {
             continue;
         }
@@ -377,7 +377,7 @@ pub fn usage_total<S: UsageSource>(
     to: DateTime<Utc>,
 ) -> Result<Quantity, EnrichError<S::Error>> {
     let meter = meter_of(source, line)?;
-    let rows = source.windows(&line.customer, &meter, from, to)?;
+    let rows = source.windows(&line.customer, &meter, from, to).map_err(EnrichError::Read)?;
     source.total(&meter, &rows).map_err(EnrichError::Read)
 }
 

@@ -68,6 +68,13 @@ pub enum Verdict {
     Superseded { stored_revision: u32 },
 }
 
+/// Nanoseconds since the epoch; ingest only accepts instants from 2000 to a
+/// day ahead, well inside `i64`. The event index orders events by it and a
+/// `latest` window's members are keyed by it.
+pub fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
 /// What the log decides for `incoming` given the revision and content
 /// digest of its id's current revision, if one is stored: a new id or a
 /// higher revision is accepted (a higher one replaces the current one, or

@@ -216,7 +216,7 @@ fn quantity(q: Decimal) -> Result<Quantity, WindowError> {
 
 /// Event time in ns since the epoch, and its lsn: a `latest` member's key.
 fn at(e: &StoredEvent) -> (u64, u64) {
-    (e.time.timestamp_nanos_opt().unwrap_or(i64::MAX) as u64, e.lsn)
+    (crate::event::nanos(e.time) as u64, e.lsn)
 }
 
 /// Counts `e` into `w`, a window of `m` (an event `m` cannot read is

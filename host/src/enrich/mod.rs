@@ -52,14 +52,14 @@ impl tollgate_core::enrich::UsageSource for StoredUsage<'_> {
         meter: &Meter,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<WindowRow>, EnrichError> {
+    ) -> Result<Vec<WindowRow>, ReadError> {
         let filter = WindowFilter {
             customer: Some(customer.to_string()),
             from: Some(from),
             to: Some(to),
             ..WindowFilter::default()
         };
-        window::windows(&self.store.eventlog, self.tenant, meter, &filter).map_err(read)
+        Ok(window::windows(&self.store.eventlog, self.tenant, meter, &filter)?)
     }
 
     /// An event indexed between the two reads shows as a count mismatch,

@@ -254,7 +254,6 @@ pub fn rate_usages(
     now: DateTime<Utc>,
 ) -> (Vec<(ChargeRecord, Vec<String>)>, Vec<LineFailure>) {
     /// A plugin compared by identity (the registry's loaded instance).
-    #[derive(Clone)]
     struct Rater(Arc<Plugin>);
     impl PartialEq for Rater {
         fn eq(&self, other: &Rater) -> bool {

@@ -85,11 +85,7 @@ impl Writer<'_> {
     }
 }
 
-/// Nanoseconds since the epoch; ingest only accepts instants from 2000 to a
-/// day ahead, well inside `i64`.
-pub fn nanos(t: DateTime<Utc>) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
+pub use tollgate_core::event::nanos;
 
 struct Reader<'a> {
     buf: &'a [u8],
