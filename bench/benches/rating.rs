@@ -13,8 +13,9 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::enrich::{CanonicalUsage, Period, UsageLineage};
-use tollgate::rating::runtime::{Kind, Limits, Runtime, bindings::rating as wit};
-use tollgate::rating::{self, Charge, RuleRef, registry::Registry};
+use tollgate::plugins::registry::Registry;
+use tollgate::plugins::{Kind, Limits, Runtime, bindings::rating as wit};
+use tollgate::rating::{self, Charge, RuleRef};
 use tollgate_bench::{per_second, percentile_us, time_calls};
 use tollgate_plugin_graduated_tiers::GraduatedTiers;
 use tollgate_sdk::rater_v4::Rater;
@@ -107,8 +108,8 @@ fn sdk_decimal(d: &wit::Decimal) -> tollgate_sdk::rater_v4::WitDecimal {
 }
 
 /// The native build of the rule, with the same input and output checks.
-fn native_rate(u: &wit::Usage) -> Result<Vec<Charge>, tollgate::rating::runtime::PluginError> {
-    let lines = GraduatedTiers::rate(to_sdk(u)).map_err(|e| tollgate::rating::runtime::PluginError::Plugin {
+fn native_rate(u: &wit::Usage) -> Result<Vec<Charge>, tollgate::plugins::PluginError> {
+    let lines = GraduatedTiers::rate(to_sdk(u)).map_err(|e| tollgate::plugins::PluginError::Plugin {
         code: e.code,
         field: e.field,
         message: e.message,
@@ -162,7 +163,7 @@ fn main() {
     let runtime = Runtime::new(Limits::default(), None).expect("runtime");
     let registry = Registry::new(runtime.clone());
     let plugin = registry
-        .register(tollgate::rating::registry::Owner::Bundled, "graduated-tiers", version.clone(), Kind::Rater, &bytes)
+        .register(tollgate::plugins::registry::Owner::Bundled, "graduated-tiers", version.clone(), Kind::Rater, &bytes)
         .expect("register");
     let input = wit::Usage::from(rating::rater_input(&usage(1), &[]));
     // Profiling aid: `TOLLGATE_BENCH_PROFILE=fresh|warm|native|batch` loops one

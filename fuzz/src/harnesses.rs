@@ -216,7 +216,7 @@ fn grpc_event_validation() {
 
 #[test]
 fn wit_decimal_bridge() {
-    use tollgate::rating::runtime::{WitDecimal, bindings::rating as wit, from_wit, to_wit};
+    use tollgate::plugins::{WitDecimal, bindings::rating as wit, from_wit, to_wit};
     use tollgate_sdk::decimal::{Parts, from_parts, push_decimal, to_parts};
     harness!().for_each(|input: &[u8]| {
         let mut bytes = [0u8; 14];
@@ -267,15 +267,15 @@ fn plugins_dir() -> std::path::PathBuf {
 /// and the first request it sends for it.
 struct MapperCase {
     name: &'static str,
-    plugin: tollgate::rating::runtime::Plugin,
-    document: tollgate::rating::runtime::bindings::posting::PostingDocument,
-    target: tollgate::rating::runtime::bindings::posting::TargetConfig,
-    request: tollgate::rating::runtime::bindings::posting::ErpRequest,
+    plugin: tollgate::plugins::Plugin,
+    document: tollgate::plugins::bindings::posting::PostingDocument,
+    target: tollgate::plugins::bindings::posting::TargetConfig,
+    request: tollgate::plugins::bindings::posting::ErpRequest,
 }
 
-fn mappers() -> &'static (tollgate::rating::runtime::Runtime, Vec<MapperCase>) {
-    use tollgate::rating::fixtures::MapperFixture;
-    use tollgate::rating::runtime::{Kind, Limits, Runtime};
+fn mappers() -> &'static (tollgate::plugins::Runtime, Vec<MapperCase>) {
+    use tollgate::plugins::fixtures::MapperFixture;
+    use tollgate::plugins::{Kind, Limits, Runtime};
     static MAPPERS: OnceLock<(Runtime, Vec<MapperCase>)> = OnceLock::new();
     MAPPERS.get_or_init(|| {
         // Production limits, but a wall-clock deadline no loaded machine
@@ -329,7 +329,7 @@ fn mappers() -> &'static (tollgate::rating::runtime::Runtime, Vec<MapperCase>) {
 /// error: it never traps or runs away, and a posted number is never empty.
 #[test]
 fn mapper_answers() {
-    use tollgate::rating::runtime::{PluginError, bindings::posting as mwit};
+    use tollgate::plugins::{PluginError, bindings::posting as mwit};
     // The runtime is only read: a panic leaves nothing half changed.
     let shared = std::panic::AssertUnwindSafe(mappers());
     const STATUSES: [u16; 16] = [200, 201, 202, 204, 301, 400, 401, 403, 404, 409, 412, 422, 429, 500, 503, 0];

@@ -4,6 +4,7 @@
 //! Environment overrides: `TOLLGATE_DATA_DIR`, `TOLLGATE_GRPC_LISTEN`,
 //! `TOLLGATE_HTTP_LISTEN`, `TOLLGATE_PLUGINS_DIR`.
 
+use crate::plugins::Limits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -111,28 +112,33 @@ pub struct PluginsConfig {
     pub unload_idle_secs: u64,
 }
 
-/// See [`PluginsConfig::memory_reset`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemoryReset {
-    /// Small memories rewritten in full; of larger ones only the written
-    /// pages when the host cannot swap (checked at start), else `Full`.
-    #[default]
-    Auto,
-    /// Always all of an instance's (kept-resident) memory rewritten.
-    Full,
+pub use crate::plugins::MemoryReset;
+
+/// The per-call limits this configuration sets.
+impl From<&PluginsConfig> for Limits {
+    fn from(c: &PluginsConfig) -> Self {
+        Limits {
+            fuel: c.fuel,
+            deadline_ms: c.deadline_ms,
+            memory_mib: c.memory_limit_mib,
+            max_output_bytes: c.max_output_bytes,
+            memory_reset: c.memory_reset,
+            ..Limits::default()
+        }
+    }
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
+        let limits = Limits::default();
         PluginsConfig {
             bundled_dir: PathBuf::from("target/plugins"),
-            fuel: 50_000_000,
-            deadline_ms: 100,
-            memory_limit_mib: 64,
-            max_output_bytes: 1 << 20,
+            fuel: limits.fuel,
+            deadline_ms: limits.deadline_ms,
+            memory_limit_mib: limits.memory_mib,
+            max_output_bytes: limits.max_output_bytes,
             cache_dir: None,
-            memory_reset: MemoryReset::Auto,
+            memory_reset: limits.memory_reset,
             quota_versions: 100,
             quota_mib: 256,
             quota_uploads_per_hour: 60,

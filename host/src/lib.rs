@@ -12,8 +12,10 @@
 //! The layers below this crate: `tollgate-core` (the pure domain: money,
 //! events and their checks, meters and window arithmetic, periods, master
 //! data, enrichment, the rating model, documents, close planning) and
-//! `tollgate-store` (the event log, metering, the sled database). Their
-//! modules are re-exported here under the names the stages always had.
+//! `tollgate-store` (the event log, metering, the sled database), and beside
+//! the store `tollgate-plugins` (the Wasm sandbox, the bindings of every WIT
+//! version, the plugin registry, the fixture runner). Their modules are
+//! re-exported here under the names the stages always had.
 //!
 //! Layout, one module per stage:
 //! - [`ingest`]: the core's event checks behind `tollgate.v1.IngestService`
@@ -22,7 +24,8 @@
 //!   `tollgate-store` (master-data model from the core).
 //! - [`enrich`]: the store's windows as the core's usage source; the
 //!   unmatched-usage queue.
-//! - [`rating`]: the rating stage; `rating::runtime` runs Wasm plugins.
+//! - [`rating`]: the rating stage (activation, charge records); [`plugins`]:
+//!   re-exported from `tollgate-plugins`.
 //! - [`posting`]: period close, posting documents, the outbox worker.
 //! - [`lineage`]: from an ERP document number back to the source events.
 //! - [`lookup`]: synchronous account, entitlement and pricing look-ups.
@@ -47,6 +50,7 @@ pub mod server;
 pub mod tls;
 
 pub use tollgate_core::{hex, money};
+pub use tollgate_plugins as plugins;
 pub use tollgate_store::{eventlog, masterdata, metering, store};
 
 /// Generated gRPC types and services of `proto/tollgate/v1`.

@@ -10,10 +10,11 @@ use crate::eventlog::{EventLog, LogOptions};
 use crate::ingest::{Ingestor, grpc::IngestGrpc};
 use crate::masterdata::{self, MasterData};
 use crate::metering::MeterSpec;
+use crate::plugins::registry::Registry;
+use crate::plugins::{Limits, Runtime};
 use crate::posting::Poster;
 use crate::proto::ingest_service_server::IngestServiceServer;
-use crate::rating::registry::{Registry, RegistryRefs};
-use crate::rating::runtime::{Limits, Runtime};
+use crate::rating::RegistryRefs;
 use crate::store::Store;
 use crate::tls::TlsMaterial;
 use anyhow::{Context, Result};
@@ -96,12 +97,12 @@ pub async fn start(config: Config) -> Result<Gateway> {
     .context("starting the plugin runtime")?;
     let p = &config.plugins;
     let registry = Registry::new(runtime)
-        .with_quota(crate::rating::registry::Quota {
+        .with_quota(crate::plugins::registry::Quota {
             versions: p.quota_versions,
             bytes: p.quota_mib << 20,
             uploads_per_hour: p.quota_uploads_per_hour,
         })
-        .with_residency(crate::rating::registry::Residency {
+        .with_residency(crate::plugins::registry::Residency {
             max_bytes: p.loaded_mib << 20,
             idle: std::time::Duration::from_secs(p.unload_idle_secs),
         });

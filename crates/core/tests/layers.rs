@@ -1,7 +1,8 @@
 //! The layers, checked over `cargo metadata`: the core is pure, so none of
 //! the crates that do IO, run plugins or serve may become one of its
 //! dependencies, directly or through another crate; the store keeps data
-//! and neither runs plugins nor serves.
+//! and neither runs plugins nor serves; the plugins run Wasm and neither
+//! serve nor call out.
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -10,7 +11,9 @@ use std::process::Command;
 /// Crates the core must never depend on.
 const NOT_IN_CORE: &[&str] = &["tokio", "sled", "fjall", "wasmtime", "axum", "tonic", "hyper", "reqwest", "mio"];
 /// Crates the store must never depend on.
-const NOT_IN_STORE: &[&str] = &["wasmtime", "axum", "tonic", "hyper", "reqwest", "tollgate"];
+const NOT_IN_STORE: &[&str] = &["wasmtime", "tollgate-plugins", "axum", "tonic", "hyper", "reqwest", "tollgate"];
+/// Crates the plugins must never depend on.
+const NOT_IN_PLUGINS: &[&str] = &["axum", "tonic", "hyper", "reqwest", "tollgate"];
 
 /// The packages `root` links (normal dependencies, transitively), by name.
 fn linked(metadata: &Value, root: &str) -> BTreeSet<String> {
@@ -50,7 +53,7 @@ fn metadata() -> Value {
             "metadata",
             "--format-version",
             "1",
-            "--offline",
+            "--locked",
             "--filter-platform",
             &host,
             "--manifest-path",
@@ -73,6 +76,10 @@ fn each_layer_links_only_the_layers_below_it() {
     assert!(store.contains("tollgate-core") && store.contains("fjall"), "{store:?}");
     let forbidden: Vec<&&str> = NOT_IN_STORE.iter().filter(|c| store.contains(**c)).collect();
     assert!(forbidden.is_empty(), "tollgate-store depends on {forbidden:?} (directly or through another crate)");
+    let plugins = self::linked(&metadata, "tollgate-plugins");
+    assert!(plugins.contains("tollgate-store") && plugins.contains("wasmtime"), "{plugins:?}");
+    let forbidden: Vec<&&str> = NOT_IN_PLUGINS.iter().filter(|c| plugins.contains(**c)).collect();
+    assert!(forbidden.is_empty(), "tollgate-plugins depends on {forbidden:?} (directly or through another crate)");
     // The walk would see one: the gateway links them all.
     let gateway = self::linked(&metadata, "tollgate");
     assert!(NOT_IN_CORE.iter().filter(|c| **c != "reqwest").all(|c| gateway.contains(*c)), "{gateway:?}");

@@ -171,8 +171,8 @@ fn plugin_test(
     bless: bool,
     config: Option<PathBuf>,
 ) -> Result<bool> {
-    use tollgate::rating::fixtures::{self, Outcome};
-    use tollgate::rating::runtime::{Kind, Limits, Runtime};
+    use tollgate::plugins::fixtures::{self, Outcome};
+    use tollgate::plugins::{Kind, Limits, Runtime};
     let limits = match config {
         Some(path) => Limits::from(&tollgate::config::Config::load(&path)?.plugins),
         None => Limits::default(),
@@ -185,7 +185,7 @@ fn plugin_test(
         .load("under-test", version.clone(), Kind::Rater, &bytes)
         .or_else(|rater_err| runtime.load("under-test", version, Kind::ErpMapper, &bytes).map_err(|_| rater_err))
         .map_err(|e| anyhow::anyhow!("{}: {}: {e}", plugin.display(), e.code()))?;
-    if tollgate::rating::runtime::is_deprecated(loaded.world()) {
+    if tollgate::plugins::is_deprecated(loaded.world()) {
         println!(
             "note: {} implements {}, which is deprecated: a gateway refuses new uploads of it (see wit/README.md)",
             plugin.display(),

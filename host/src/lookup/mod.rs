@@ -10,8 +10,8 @@ use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::history::{self, History};
 use crate::masterdata::{ContractLine, Customer, Feature, LegalEntity, MasterData};
 use crate::money::Quantity;
+use crate::plugins::registry::Registry;
 use crate::rating::activation;
-use crate::rating::registry::Registry;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -267,7 +267,7 @@ pub fn pricing(
 ) -> Result<PricingReference, ApiError> {
     let l = md.contract_line(line).ok_or_else(|| not_found("id", format!("no contract line {line:?}")))?;
     let plugin = activation::rater_for(store, registry, tenant, l, now)
-        .map_err(|e| ApiError::field(ErrorCode::FailedPrecondition, "rater", e))?;
+        .map_err(|e| ApiError::field(ErrorCode::FailedPrecondition, "rater", e.to_string()))?;
     Ok(PricingReference {
         contract_line: l.id.clone(),
         customer: l.customer.clone(),

@@ -14,8 +14,8 @@ use crate::enrich::{self, CanonicalUsage, LinePart, Period};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
 use crate::masterdata::history::{self, History};
-use crate::rating::registry::Registry;
-use crate::rating::runtime::Plugin;
+use crate::plugins::Plugin;
+use crate::plugins::registry::Registry;
 use crate::rating::{self, ChargeRecord};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -234,7 +234,7 @@ fn prepare(
         .map_err(|e| precondition(format!("period not closed: {e}")))?;
     let mut documents = Vec::new();
     for doc in docs {
-        let entry = super::outbox_entry(registry, targets, &doc, now).map_err(precondition)?;
+        let entry = super::outbox_entry(registry, targets, &doc, now)?;
         documents.push((doc, entry));
     }
     let left_out = failures.into_iter().map(|f| LineException::new(tenant, &period.id, f, now)).collect();
@@ -271,7 +271,7 @@ pub fn rate_usages(
             Err(e) => {
                 let part_id = usages.first().map_or_else(String::new, |(u, _)| u.part.clone());
                 let part_id = part_id.split('@').next().unwrap_or_default().to_string();
-                problems.push((jobs.len(), LineFailure::rater(line, part_id, &e)));
+                problems.push((jobs.len(), LineFailure::rater(line, part_id, &e.to_string())));
                 continue;
             }
         };

@@ -20,7 +20,7 @@ use crate::config::ErpTargetConfig;
 use crate::enrich::Period;
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::MasterData;
-use crate::rating::registry::Registry;
+use crate::plugins::registry::Registry;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -212,8 +212,7 @@ fn requeue(
     targets: &BTreeMap<String, ErpTargetConfig>,
     now: DateTime<Utc>,
 ) -> Result<super::OutboxEntry, ApiError> {
-    let entry = super::outbox_entry(registry, targets, doc, now)
-        .map_err(|e| ApiError::new(ErrorCode::FailedPrecondition, e))?;
+    let entry = super::outbox_entry(registry, targets, doc, now)?;
     doc.state.status = PostingStatus::Pending;
     doc.state.rejection = None;
     doc.state.last_error = None;

@@ -24,9 +24,9 @@ use crate::enrich::unmatched::Owner;
 use crate::enrich::{self, EnrichError, Period};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata;
+use crate::plugins::PluginError;
+use crate::plugins::registry::Registry;
 use crate::rating::ChargeRecord;
-use crate::rating::registry::Registry;
-use crate::rating::runtime::PluginError;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -383,8 +383,7 @@ fn retry(
     let mut documents = Vec::new();
     for mut doc in docs {
         doc.id = supplement_id(&doc.id, &exc.id);
-        let entry = super::outbox_entry(registry, targets, &doc, now)
-            .map_err(|e| ApiError::new(ErrorCode::FailedPrecondition, e))?;
+        let entry = super::outbox_entry(registry, targets, &doc, now)?;
         documents.push((doc, entry));
     }
     Ok(Ok(Billed { records, documents }))

@@ -30,10 +30,30 @@ pub use document::{Document, DocumentLine, PostingState, PostingStatus};
 pub use outbox::{OutboxEntry, Poster, StoredRequest};
 
 use crate::config::ErpTargetConfig;
-use crate::rating::registry::Registry;
-use crate::rating::runtime::{Kind, bindings::posting as wit, to_wit};
+use crate::error::{ApiError, ErrorCode};
+use crate::plugins::registry::FindError;
+use crate::plugins::registry::Registry;
+use crate::plugins::{Kind, PluginError, bindings::posting as wit};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+
+/// Why a document could not be mapped to its ERP request.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("document {document}: no ERP target {target:?} is configured")]
+    NoTarget { document: String, target: String },
+    #[error("ERP target {target}: mapper: {source}")]
+    NoMapper { target: String, source: FindError },
+    #[error("document {document}: mapper {mapper}: {}: {source}", source.code())]
+    Mapper { document: String, mapper: String, source: PluginError },
+}
+
+/// A document that cannot be mapped cannot be posted: a failed precondition.
+impl From<MapError> for ApiError {
+    fn from(e: MapError) -> Self {
+        ApiError::new(ErrorCode::FailedPrecondition, e.to_string())
+    }
+}
 
 /// Maps a document to its ERP request with its target's mapper plugin: the
 /// outbox entry that will post it. `Err` says which document, target or
@@ -43,17 +63,17 @@ pub fn outbox_entry(
     targets: &BTreeMap<String, ErpTargetConfig>,
     doc: &Document,
     now: DateTime<Utc>,
-) -> Result<OutboxEntry, String> {
+) -> Result<OutboxEntry, MapError> {
     let target = targets
         .get(&doc.erp_target)
-        .ok_or_else(|| format!("document {}: no ERP target {:?} is configured", doc.id, doc.erp_target))?;
+        .ok_or_else(|| MapError::NoTarget { document: doc.id.clone(), target: doc.erp_target.clone() })?;
     let mapper = registry
         .find(&doc.tenant, &target.mapper, None, Kind::ErpMapper)
-        .map_err(|e| format!("ERP target {}: mapper: {e}", doc.erp_target))?;
+        .map_err(|source| MapError::NoMapper { target: doc.erp_target.clone(), source })?;
     let request = registry
         .runtime()
-        .map_document(&mapper, &to_wit_document(doc), &to_wit_target(&doc.erp_target, target))
-        .map_err(|e| format!("document {}: mapper {}: {}: {e}", doc.id, mapper.name, e.code()))?;
+        .map_document(&mapper, &wit::PostingDocument::from(doc), &to_wit_target(&doc.erp_target, target))
+        .map_err(|source| MapError::Mapper { document: doc.id.clone(), mapper: mapper.name.clone(), source })?;
     Ok(OutboxEntry {
         tenant: doc.tenant.clone(),
         document_id: doc.id.clone(),
@@ -66,45 +86,6 @@ pub fn outbox_entry(
         in_flight: false,
         step: 0,
     })
-}
-
-/// A document as the mapper plugin sees it.
-pub fn to_wit_document(d: &Document) -> wit::PostingDocument {
-    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    wit::PostingDocument {
-        id: d.id.clone(),
-        tenant: d.tenant.clone(),
-        legal_entity: d.legal_entity.clone(),
-        erp_company: d.erp_company.clone(),
-        tax_context: d.tax_context.clone(),
-        customer: d.customer.clone(),
-        erp_account: d.erp_account.clone(),
-        target: d.erp_target.clone(),
-        currency: d.currency.clone(),
-        period_start: ts(d.period.start),
-        period_end: ts(d.period.end),
-        posting_period: d.posting_period.clone().unwrap_or_else(|| d.period.id.clone()),
-        issue_date: d.issue_date.clone(),
-        lines: d
-            .lines
-            .iter()
-            .map(|l| wit::DocumentLine {
-                contract_line: l.contract_line.clone(),
-                sku: l.sku.clone(),
-                erp_item: l.erp_item.clone(),
-                description: l.description.clone(),
-                quantity: to_wit(l.quantity),
-                unit_price: to_wit(l.unit_price),
-                amount: to_wit(l.amount),
-                usage_from: ts(l.usage_from.unwrap_or(d.period.start)),
-                usage_to: ts(l.usage_to.unwrap_or(d.period.end)),
-                dimensions: l.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                revenue_category: l.revenue_category.clone(),
-                gl_account: l.gl_account.clone(),
-            })
-            .collect(),
-        total: to_wit(d.total),
-    }
 }
 
 /// A target's configuration as the mapper plugin sees it.

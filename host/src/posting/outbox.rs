@@ -26,10 +26,10 @@
 //! for the exception queue ([`super::exceptions`]).
 
 use super::document::{Document, PostingStatus, Rejection};
-use super::{to_wit_document, to_wit_target};
+use super::to_wit_target;
 use crate::config::{ErpTargetConfig, PostingConfig};
-use crate::rating::registry::Registry;
-use crate::rating::runtime::{Kind, Plugin, PluginError, Runtime, bindings::posting as wit};
+use crate::plugins::registry::Registry;
+use crate::plugins::{Kind, Plugin, PluginError, Runtime, bindings::posting as wit};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -294,7 +294,7 @@ impl Poster {
             Err(e) => return Attempt::retry(format!("mapper: {e}")),
         };
         let doc = match self.store.get::<Document>(&self.store.documents, key) {
-            Ok(Some(d)) => to_wit_document(&d),
+            Ok(Some(d)) => wit::PostingDocument::from(&d),
             Ok(None) => return Attempt::retry(format!("document {} is missing", entry.document_id)),
             Err(e) => return Attempt::retry(format!("reading document {}: {e}", entry.document_id)),
         };
@@ -317,7 +317,8 @@ impl Poster {
             let request = entry.request.clone();
             let method = match parse_method(&request) {
                 Ok(m) => m,
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     return Attempt::Rejected { code: "invalid-output".into(), field: Some("method".into()), message };
                 }
             };
@@ -353,7 +354,7 @@ impl Poster {
                     }
                 }
                 // The ERP answered, but what it said is unknown: it may have committed.
-                Err(e) => return Attempt::Retry { error: e, ambiguous: true, retry_after: None },
+                Err(e) => return Attempt::Retry { error: e.to_string(), ambiguous: true, retry_after: None },
             }
         }
     }
@@ -530,29 +531,29 @@ impl Call<'_> {
         f: impl FnOnce(&Runtime, &Plugin, &wit::PostingDocument, &wit::TargetConfig) -> Result<R, PluginError>
         + Send
         + 'static,
-    ) -> Result<R, String> {
+    ) -> Result<R, CallError> {
         let (registry, plugin, doc, target) =
             (self.poster.registry.clone(), self.mapper.clone(), self.doc.clone(), self.wtarget.clone());
-        let name = plugin.name.clone();
+        let mapper = plugin.name.clone();
         tokio::task::spawn_blocking(move || f(registry.runtime(), &plugin, &doc, &target))
             .await
-            .map_err(|e| format!("mapper task: {e}"))?
-            .map_err(|e| format!("mapper {name}: {}: {e}", e.code()))
+            .map_err(CallError::Task)?
+            .map_err(|source| CallError::Mapper { mapper, source })
     }
 
     /// Looks the document up in the ERP, if its mapper has a look-up.
-    async fn look_up(&self) -> Result<wit::LookupOutcome, String> {
+    async fn look_up(&self) -> Result<wit::LookupOutcome, CallError> {
         let Some(request) = self.run(|rt, p, d, t| rt.lookup_request(p, d, t)).await? else {
             return Ok(wit::LookupOutcome::Absent);
         };
         let stored = StoredRequest::from(request);
         let method = parse_method(&stored)?;
-        let response = self.poster.send(self.target, method, &stored).await.map_err(|e| e.to_string())?;
+        let response = self.poster.send(self.target, method, &stored).await.map_err(CallError::Send)?;
         self.run(move |rt, p, d, t| rt.read_lookup(p, d, t, &response)).await
     }
 
     /// Reads the ERP's answer to one request of the conversation.
-    async fn read_response(&self, request: StoredRequest, response: wit::ErpResponse) -> Result<wit::Step, String> {
+    async fn read_response(&self, request: StoredRequest, response: wit::ErpResponse) -> Result<wit::Step, CallError> {
         let request = wit::ErpRequest::from(request);
         self.run(move |rt, p, d, t| rt.read_response(p, d, t, &request, &response)).await
     }
@@ -572,9 +573,26 @@ impl From<StoredRequest> for wit::ErpRequest {
 
 /// The request's HTTP method. Mapper output is checked when mapped, so an
 /// error here means a damaged entry: the document is rejected, not guessed at.
-fn parse_method(r: &StoredRequest) -> Result<reqwest::Method, String> {
-    reqwest::Method::from_bytes(r.method.as_bytes())
-        .map_err(|_| format!("invalid-output at method: {:?} is not an HTTP method", r.method))
+fn parse_method(r: &StoredRequest) -> Result<reqwest::Method, BadMethod> {
+    reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| BadMethod(r.method.clone()))
+}
+
+/// A stored request whose method is no HTTP method.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid-output at method: {0:?} is not an HTTP method")]
+struct BadMethod(String);
+
+/// Why one mapper call (or the look-up it needs) of an attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("mapper task: {0}")]
+    Task(tokio::task::JoinError),
+    #[error("mapper {mapper}: {}: {source}", source.code())]
+    Mapper { mapper: String, source: PluginError },
+    #[error(transparent)]
+    Method(#[from] BadMethod),
+    #[error("{0}")]
+    Send(reqwest::Error),
 }
 
 fn header<'a>(r: &'a wit::ErpResponse, name: &str) -> Option<&'a str> {

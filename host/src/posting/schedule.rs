@@ -11,7 +11,7 @@ use super::{Poster, close_period};
 use crate::config::{CloseSchedule, ErpTargetConfig};
 use crate::enrich::Period;
 use crate::eventlog::EventLog;
-use crate::rating::registry::Registry;
+use crate::plugins::registry::Registry;
 use crate::store::{self, Store};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;

@@ -8,10 +8,10 @@
 //! charges. Without any activation the contract line's own `rater` applies.
 //! Rollback is activating an earlier version. History is never overwritten.
 
-use super::registry::Registry;
-use super::runtime::{Kind, Plugin};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::{ContractLine, MasterData};
+use crate::plugins::registry::{FindError, Registry};
+use crate::plugins::{Kind, Plugin};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,7 @@ pub async fn activate(
     })?;
     let plugin = registry
         .find(tenant, &req.plugin, Some(&req.version), Kind::Rater)
-        .map_err(|e| ApiError::field(ErrorCode::NotFound, "plugin", e))?;
+        .map_err(|e| ApiError::field(ErrorCode::NotFound, "plugin", e.to_string()))?;
     let activation = Activation {
         contract_line: req.contract_line,
         plugin: req.plugin,
@@ -114,15 +114,26 @@ pub fn rater_for(
     tenant: &str,
     line: &ContractLine,
     period_end: DateTime<Utc>,
-) -> Result<Arc<Plugin>, String> {
-    match in_effect(store, tenant, &line.id, period_end).map_err(|e| e.to_string())? {
+) -> Result<Arc<Plugin>, RaterError> {
+    match in_effect(store, tenant, &line.id, period_end)? {
         Some(a) => {
             let p = registry.find(tenant, &a.plugin, Some(&a.version), Kind::Rater)?;
             if p.sha256 != a.sha256 {
-                return Err(format!("{}@{} no longer has the activated sha256 {}", a.plugin, a.version, a.sha256));
+                return Err(RaterError::Changed { plugin: a.plugin, version: a.version, sha256: a.sha256 });
             }
             Ok(p)
         }
-        None => registry.find(tenant, &line.rater.plugin, line.rater.version.as_deref(), Kind::Rater),
+        None => Ok(registry.find(tenant, &line.rater.plugin, line.rater.version.as_deref(), Kind::Rater)?),
     }
+}
+
+/// Why a contract line has no rater to rate with.
+#[derive(Debug, thiserror::Error)]
+pub enum RaterError {
+    #[error(transparent)]
+    Find(#[from] FindError),
+    #[error("{plugin}@{version} no longer has the activated sha256 {sha256}")]
+    Changed { plugin: String, version: String, sha256: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

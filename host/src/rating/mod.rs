@@ -2,20 +2,22 @@
 //! stored with lineage (rule name, version and SHA-256, input and output
 //! digests, windows, source events).
 //!
-//! - `runtime`: the Wasm sandbox.
-//! - `registry`: loaded plugins by owner, name and version; uploads.
-//! - `activation`: which version rates a contract line, from when.
+//! The Wasm sandbox, the registry and the fixture runner are the
+//! `tollgate-plugins` crate ([`crate::plugins`]); here:
+//! - `activation`: which version rates a contract line, from when;
+//! - rating canonical usages with a plugin, and the stored charge records;
+//! - [`RegistryRefs`]: master data's references checked against the
+//!   registry, the ERP targets and the meters.
 
 pub mod activation;
-pub mod fixtures;
-pub mod registry;
-pub mod runtime;
 
 use crate::enrich::CanonicalUsage;
+use crate::masterdata::{PluginRef, References};
+use crate::plugins::registry::Registry;
+use crate::plugins::{Kind, Plugin, PluginError, bindings::rating as wit};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
-use registry::Registry;
-use runtime::{Plugin, PluginError, bindings::rating as wit};
+use std::collections::BTreeMap;
 pub use tollgate_core::rating::{
     Charge, ChargeRecord, RaterInput, RelatedCharge, RuleRef, digest_input, digest_output, rate_many_with, rater_input,
 };
@@ -32,7 +34,7 @@ pub fn charge_key(tenant: &str, period: &str, contract_line: &str, part: &str) -
 
 /// Rates canonical usages (each with its related charges) with `plugin`,
 /// in batches where the rater takes them (see
-/// [`runtime::Runtime::rate_batch`]); result `i` is what rating `items[i]`
+/// [`crate::plugins::Runtime::rate_batch`]); result `i` is what rating `items[i]`
 /// alone gives. Blocking: run off the async runtime.
 pub fn rate_many(
     registry: &Registry,
@@ -64,4 +66,25 @@ pub fn load_charge(
 /// Every charge record of a tenant's period.
 pub fn load_charges(store: &Store, tenant: &str, period: &str) -> Result<Vec<ChargeRecord>, StoreError> {
     Ok(store.scan(&store.charges, &store::prefix(&[tenant, period]))?.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Master-data references of one tenant, checked against the registry and
+/// the ERP targets.
+pub struct RegistryRefs<'a> {
+    pub registry: &'a Registry,
+    pub tenant: &'a str,
+    pub targets: &'a BTreeMap<String, crate::config::ErpTargetConfig>,
+    pub meters: &'a crate::metering::Meters,
+}
+
+impl References for RegistryRefs<'_> {
+    fn rater(&self, r: &PluginRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.registry.find(self.tenant, &r.plugin, r.version.as_deref(), Kind::Rater).map(|_| ())?)
+    }
+    fn erp_target_exists(&self, name: &str) -> bool {
+        self.targets.contains_key(name)
+    }
+    fn meter(&self, id: &str) -> Option<std::sync::Arc<crate::metering::Meter>> {
+        self.meters.tenant(self.tenant).and_then(|t| t.by_id.get(id).cloned())
+    }
 }

@@ -4,8 +4,8 @@
 use crate::plugins_dir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tollgate::rating::fixtures::{self, Outcome};
-use tollgate::rating::runtime::{Kind, Limits, Runtime};
+use tollgate::plugins::fixtures::{self, Outcome};
+use tollgate::plugins::{Kind, Limits, Runtime};
 
 #[derive(serde::Deserialize)]
 struct Bundled {

@@ -3,7 +3,7 @@
 
 use crate::{built, plugins_dir};
 use std::time::Duration;
-use tollgate::rating::runtime::{
+use tollgate::plugins::{
     Kind, Limits, MemoryReset, Plugin, PluginError, ResetMode, Runtime, bindings::rating as wit, host_can_swap, to_wit,
 };
 

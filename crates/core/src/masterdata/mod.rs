@@ -206,8 +206,8 @@ fn check_currency(field: String, c: &str) -> Result<(), ApiError> {
 
 /// What master data may refer to outside itself.
 pub trait References: Sync {
-    /// `Err(reason)` when no rater plugin matches.
-    fn rater(&self, plugin: &PluginRef) -> Result<(), String>;
+    /// `Err(why)` when no rater plugin matches.
+    fn rater(&self, plugin: &PluginRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
     fn erp_target_exists(&self, name: &str) -> bool;
     fn meter(&self, id: &str) -> Option<Arc<Meter>>;
 }
@@ -341,7 +341,7 @@ impl MasterData {
         if !l.params.is_object() {
             return err("params", "must be a JSON object".into());
         }
-        refs.rater(&l.rater).map_err(|reason| ("rater".to_string(), reason))?;
+        refs.rater(&l.rater).map_err(|why| ("rater".to_string(), why.to_string()))?;
         if l.commitment.is_some_and(|c| c.is_sign_negative() && !c.is_zero()) {
             return err("commitment", "must not be negative".into());
         }

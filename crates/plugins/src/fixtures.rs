@@ -48,14 +48,15 @@
 //! ..}` or `{"next": request}` — a JSON request body is compared as JSON
 //! (decimals by value), any other as text.
 
-use super::Charge;
-use super::runtime::{Kind, Plugin, PluginError, Runtime, bindings::posting as mwit, bindings::rating as wit, to_wit};
-use crate::enrich::Period;
+use crate::bindings::{posting as mwit, rating as wit};
+use crate::{Kind, Plugin, PluginError, Runtime, to_wit};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tollgate_core::period::Period;
+use tollgate_core::rating::Charge;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
@@ -65,6 +66,18 @@ pub enum FixtureError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}: no fixtures (expected <case>.input.json files)")]
     Empty(PathBuf),
+}
+
+/// A fixture value that cannot be used, naming its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BadField {
+    pub field: String,
+    pub message: String,
+}
+
+fn bad_field(field: impl Into<String>, message: impl std::fmt::Display) -> BadField {
+    BadField { field: field.into(), message: message.to_string() }
 }
 
 fn d_currency() -> String {
@@ -121,8 +134,8 @@ pub struct FixtureRelated {
 
 impl FixtureInput {
     /// The rater input of this fixture (tenant and contract line `fixture`).
-    pub(crate) fn to_usage(&self) -> Result<wit::Usage, String> {
-        let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
+    pub(crate) fn to_usage(&self) -> Result<wit::Usage, BadField> {
+        let period = Period::parse(&self.period).map_err(|e| bad_field("period", e.message))?;
         let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Ok(wit::Usage {
             tenant: "fixture".into(),
@@ -339,12 +352,12 @@ pub struct MapperFixture {
 
 impl MapperFixture {
     /// A mapper fixture from its JSON text.
-    pub fn parse(text: &str) -> Result<MapperFixture, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<MapperFixture, serde_json::Error> {
+        serde_json::from_str(text)
     }
 
     /// The fixture's document and target as a mapper sees them in production.
-    pub fn to_wit(&self) -> Result<(mwit::PostingDocument, mwit::TargetConfig), String> {
+    pub fn to_wit(&self) -> Result<(mwit::PostingDocument, mwit::TargetConfig), BadField> {
         let target = mwit::TargetConfig {
             name: self.target.name.clone(),
             settings: self.target.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -355,17 +368,20 @@ impl MapperFixture {
 
 impl FixtureDocument {
     /// The document as the gateway would post it to `target`, seen by the
-    /// mapper exactly as production shows it ([`crate::posting::to_wit_document`]).
-    fn to_wit(&self, target: &str) -> Result<mwit::PostingDocument, String> {
-        use crate::posting::{Document, DocumentLine, PostingState};
-        let period = Period::parse(&self.period).map_err(|e| format!("period: {}", e.message))?;
+    /// mapper exactly as production shows it (`From<&Document>`).
+    fn to_wit(&self, target: &str) -> Result<mwit::PostingDocument, BadField> {
+        use tollgate_core::document::{Document, DocumentLine, PostingState};
+        let period = Period::parse(&self.period).map_err(|e| bad_field("period", e.message))?;
         let total = match self.total {
             Some(t) => t,
-            None => crate::money::exact_sum(self.lines.iter().map(|l| l.amount)).map_err(|e| format!("total: {e}"))?,
+            None => tollgate_core::money::exact_sum(self.lines.iter().map(|l| l.amount))
+                .map_err(|e| bad_field("total", e))?,
         };
         let instant = |v: &Option<String>, field: String| {
             v.as_deref()
-                .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().map_err(|e| format!("{field}: {t:?}: {e}")))
+                .map(|t| {
+                    t.parse::<chrono::DateTime<chrono::Utc>>().map_err(|e| bad_field(field, format!("{t:?}: {e}")))
+                })
                 .transpose()
         };
         let lines = self
@@ -390,7 +406,7 @@ impl FixtureDocument {
                     gl_account: l.gl_account.clone(),
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, BadField>>()?;
         let doc = Document {
             id: self.id.clone(),
             tenant: self.tenant.clone(),
@@ -409,7 +425,7 @@ impl FixtureDocument {
             total,
             state: PostingState::pending(),
         };
-        Ok(crate::posting::to_wit_document(&doc))
+        Ok(mwit::PostingDocument::from(&doc))
     }
 }
 
@@ -491,7 +507,7 @@ fn step_json(step: &Result<mwit::Step, PluginError>) -> Value {
 
 /// What a mapper makes of a fixture, as expected files hold it, and the
 /// fuel `map-document` used.
-fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Result<(Value, u64), String> {
+fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Result<(Value, u64), BadField> {
     let (doc, target) = case.to_wit()?;
     let (request, fuel) = runtime.map_document_metered(plugin, &doc, &target);
     let mut out = json!({
@@ -509,7 +525,7 @@ fn mapper_json(runtime: &Runtime, plugin: &Plugin, case: &MapperFixture) -> Resu
         let mut steps = Vec::new();
         for answer in &case.conversation {
             let Some(req) = current.take() else {
-                return Err("the conversation has more answers than the mapper asked for".into());
+                return Err(bad_field("conversation", "has more answers than the mapper asked for"));
             };
             let step = runtime.read_response(plugin, &doc, &target, &req, &answer.into());
             if let Ok(mwit::Step::Next(next)) = &step {
@@ -552,7 +568,7 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
             Kind::Rater => {
                 let input: FixtureInput =
                     serde_json::from_value(read_json(&input_path)?).map_err(|e| bad(e.to_string()))?;
-                let usage = input.to_usage().map_err(bad)?;
+                let usage = input.to_usage().map_err(|e| bad(e.to_string()))?;
                 let (result, fuel_used) = runtime.rate_metered(plugin, &usage);
                 singles.push((reports.len(), usage, result_json(&result)));
                 (result_json(&result), fuel_used)
@@ -560,7 +576,7 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, dir: &Path, bless: bool) -> Resul
             Kind::ErpMapper => {
                 let case: MapperFixture =
                     serde_json::from_value(read_json(&input_path)?).map_err(|e| bad(e.to_string()))?;
-                mapper_json(runtime, plugin, &case).map_err(bad)?
+                mapper_json(runtime, plugin, &case).map_err(|e| bad(e.to_string()))?
             }
         };
         let expected_path = dir.join(format!("{name}.expected.json"));

@@ -17,14 +17,16 @@
 //! code of the loaded ones exceeds `plugins.loaded_mib` (the one in use
 //! stays, even alone over the bound). Bundled plugins stay loaded.
 
-use super::runtime::{self, Kind, Plugin, PluginError, Runtime};
-use crate::masterdata::{PluginRef, References};
-use crate::store::{self, Store, StoreError};
+use crate::{Kind, Plugin, PluginError, Runtime};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use tollgate_core::error::{ApiError, ErrorCode};
+use tollgate_core::hex;
+use tollgate_store::store::{self, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -44,6 +46,46 @@ pub enum RegistryError {
     Quota { tenant: String, what: &'static str, used: u64, limit: u64, setting: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A registry error as the client sees it: which field, and the code.
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as R;
+        match e {
+            R::Plugin { source, .. } => {
+                ApiError::field(ErrorCode::InvalidArgument, "body", source.to_string()).with_reason(source.code())
+            }
+            R::Immutable { .. } => ApiError::field(ErrorCode::Conflict, "version", e.to_string()),
+            R::Reserved(_) => ApiError::field(ErrorCode::Conflict, "name", e.to_string()),
+            R::KindChanged { .. } => ApiError::field(ErrorCode::Conflict, "kind", e.to_string()),
+            R::Quota { what, .. } => {
+                let retry = what.starts_with("uploads").then_some(60_000);
+                let mut a = ApiError::field(ErrorCode::ResourceExhausted, "body", e.to_string()).with_reason("quota");
+                a.retry_after_ms = retry;
+                a
+            }
+            R::Store(s) => ApiError::internal(s),
+            R::Read { .. } | R::Manifest { .. } => ApiError::internal(e),
+        }
+    }
+}
+
+/// Why [`Registry::find`] found no usable plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    #[error("no plugin named {0:?}")]
+    NoPlugin(String),
+    #[error("version {version:?}: {reason}")]
+    BadVersion { version: String, reason: String },
+    #[error("plugin {name} has no version {version}")]
+    NoVersion { name: String, version: String },
+    #[error("plugin {0} has no versions")]
+    NoVersions(String),
+    #[error("plugin {name} is a {found:?}, not a {wanted:?}")]
+    WrongKind { name: String, found: Kind, wanted: Kind },
+    #[error("plugin {name}@{version} could not be loaded: {source}")]
+    Load { name: String, version: String, source: PluginError },
 }
 
 /// How much compiled code of uploads stays loaded (`plugins.loaded_mib`,
@@ -396,7 +438,7 @@ impl Registry {
         admit: Admit,
         blobs: Option<sled::Tree>,
     ) -> Result<Arc<Plugin>, RegistryError> {
-        let sha = crate::auth::hash_key_bytes(bytes);
+        let sha = hex(&Sha256::digest(bytes));
         let same = |existing: &Arc<Entry>| -> Result<(), RegistryError> {
             if existing.sha256 != sha {
                 Err(RegistryError::Immutable {
@@ -425,7 +467,7 @@ impl Registry {
         }
         let err = |source| RegistryError::Plugin { name: name.into(), version: version.to_string(), source };
         let plugin = Arc::new(self.runtime.load(name, version.clone(), kind, bytes).map_err(err)?);
-        if admit == Admit::Upload && runtime::is_deprecated(plugin.world()) {
+        if admit == Admit::Upload && crate::is_deprecated(plugin.world()) {
             let newest = kind.worlds()[0];
             return Err(err(PluginError::IncompatibleInterface(format!(
                 "implements {}, which is deprecated: plugins uploaded before keep running, but a new upload must \
@@ -547,25 +589,33 @@ impl Registry {
 
     /// The plugin `name` of `kind` visible to `tenant` (its own first, then
     /// bundled), at `version` or the newest.
-    pub fn find(&self, tenant: &str, name: &str, version: Option<&str>, kind: Kind) -> Result<Arc<Plugin>, String> {
+    pub fn find(&self, tenant: &str, name: &str, version: Option<&str>, kind: Kind) -> Result<Arc<Plugin>, FindError> {
         let all = self.read();
         let versions = all
             .get(&(Owner::Tenant(tenant.into()), name.to_string()))
             .or_else(|| all.get(&(Owner::Bundled, name.to_string())))
-            .ok_or_else(|| format!("no plugin named {name:?}"))?;
+            .ok_or_else(|| FindError::NoPlugin(name.into()))?;
         let found = match version {
             Some(v) => {
-                let v = semver::Version::parse(v).map_err(|e| format!("version {v:?}: {e}"))?;
-                versions.iter().find(|p| p.version == v).ok_or_else(|| format!("plugin {name} has no version {v}"))?
+                let parsed = semver::Version::parse(v)
+                    .map_err(|e| FindError::BadVersion { version: v.into(), reason: e.to_string() })?;
+                versions
+                    .iter()
+                    .find(|p| p.version == parsed)
+                    .ok_or_else(|| FindError::NoVersion { name: name.into(), version: parsed.to_string() })?
             }
-            None => versions.last().ok_or_else(|| format!("plugin {name} has no versions"))?,
+            None => versions.last().ok_or_else(|| FindError::NoVersions(name.into()))?,
         };
         if found.kind != kind {
-            return Err(format!("plugin {name} is a {:?}, not a {kind:?}", found.kind));
+            return Err(FindError::WrongKind { name: name.into(), found: found.kind, wanted: kind });
         }
         let found = found.clone();
         drop(all);
-        self.plugin(&found).map_err(|e| format!("plugin {name}@{} could not be loaded: {e}", found.version))
+        self.plugin(&found).map_err(|source| FindError::Load {
+            name: name.into(),
+            version: found.version.to_string(),
+            source,
+        })
     }
 
     /// The plugins `tenant` can see: its own and the bundled ones.
@@ -593,39 +643,18 @@ impl Registry {
     }
 }
 
-/// Master-data references of one tenant, checked against the registry and
-/// the ERP targets.
-pub struct RegistryRefs<'a> {
-    pub registry: &'a Registry,
-    pub tenant: &'a str,
-    pub targets: &'a BTreeMap<String, crate::config::ErpTargetConfig>,
-    pub meters: &'a crate::metering::Meters,
-}
-
-impl References for RegistryRefs<'_> {
-    fn rater(&self, r: &PluginRef) -> Result<(), String> {
-        self.registry.find(self.tenant, &r.plugin, r.version.as_deref(), Kind::Rater).map(|_| ())
-    }
-    fn erp_target_exists(&self, name: &str) -> bool {
-        self.targets.contains_key(name)
-    }
-    fn meter(&self, id: &str) -> Option<std::sync::Arc<crate::metering::Meter>> {
-        self.meters.tenant(self.tenant).and_then(|t| t.by_id.get(id).cloned())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rating::fixtures::FixtureInput;
-    use crate::rating::runtime::Limits;
+    use crate::Limits;
+    use crate::fixtures::FixtureInput;
     use rust_decimal::Decimal;
 
     /// A test component as `cargo xtask build-plugins` left it.
     fn component(name: &str) -> Vec<u8> {
         let dir = std::env::var_os("TOLLGATE_TEST_COMPONENTS_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-components"));
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-components"));
         let path = dir.join(format!("{name}.wasm"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", path.display()))
     }
@@ -655,7 +684,7 @@ mod tests {
 
         // An upload of 0.1.0 stored before the deprecation, as the gateway
         // finds it at start-up: it loads and rates.
-        let sha = crate::auth::hash_key_bytes(&v1);
+        let sha = hex(&Sha256::digest(&v1));
         store.blobs.insert(sha.as_bytes(), v1.as_slice()).unwrap();
         let record = UploadRecord {
             tenant: "acme".into(),
