@@ -9,6 +9,7 @@
 //! - [`store`]: the sled database, its trees and key encoding, fsync.
 //! - [`masterdata`]: master-data versions in the store, written after the
 //!   core's checks.
+//! - [`usage`]: what a tenant stores, by kind.
 //! - [`error`]: these errors as client-facing errors.
 
 pub mod error;
@@ -16,5 +17,6 @@ pub mod eventlog;
 pub mod masterdata;
 pub mod metering;
 pub mod store;
+pub mod usage;
 
 pub(crate) use tollgate_core::{hex, money};

@@ -15,15 +15,14 @@
 //!   `{effective_from, value | null, effective_to?, reason?}`: an amendment
 //!   (or, with `value` null, the entity's end), retroactive or future
 
-use super::HttpError;
-use super::{AppState, tenant};
+use super::{AppState, HttpError, Tenant};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::history::{Change, Kind, SINCE_ALWAYS};
 use crate::masterdata::{self, MasterData};
-use crate::rating::registry::RegistryRefs;
+use crate::rating::RegistryRefs;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -57,10 +56,9 @@ fn kind(collection: &str) -> Result<Kind, ApiError> {
 
 pub(super) async fn get_masterdata(
     State(s): State<AppState>,
-    h: HeaderMap,
+    Tenant(t): Tenant,
     q: QueryResult<AsOfQuery>,
 ) -> Result<Json<MasterData>, HttpError> {
-    let t = tenant(&s, &h)?;
     let q = query(q)?;
     let now = Utc::now();
     let history = s.masterdata.history(&s.store, &t)?;
@@ -75,11 +73,10 @@ pub(super) struct PutQuery {
 
 pub(super) async fn put_masterdata(
     State(s): State<AppState>,
-    h: HeaderMap,
+    Tenant(t): Tenant,
     q: QueryResult<PutQuery>,
     body: Result<Json<MasterData>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let t = tenant(&s, &h)?;
     let q = query(q)?;
     let Json(data) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let refs = refs(&s, &t);
@@ -113,11 +110,10 @@ fn refs<'a>(s: &'a AppState, tenant: &'a str) -> RegistryRefs<'a> {
 
 pub(super) async fn get_entity(
     State(s): State<AppState>,
-    h: HeaderMap,
+    Tenant(t): Tenant,
     Path((collection, id)): Path<(String, String)>,
     q: QueryResult<AsOfQuery>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
     let q = query(q)?;
     let now = Utc::now();
@@ -131,10 +127,9 @@ pub(super) async fn get_entity(
 
 pub(super) async fn entity_versions(
     State(s): State<AppState>,
-    h: HeaderMap,
+    Tenant(t): Tenant,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
     let history = s.masterdata.history(&s.store, &t)?;
     let versions = history.of(kind, &id);
@@ -166,11 +161,10 @@ pub(super) struct Amendment {
 
 pub(super) async fn amend_entity(
     State(s): State<AppState>,
-    h: HeaderMap,
+    Tenant(t): Tenant,
     Path((collection, id)): Path<(String, String)>,
     body: Result<Json<Amendment>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
-    let t = tenant(&s, &h)?;
     let kind = kind(&collection)?;
     let Json(a) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let value = (!a.value.is_null()).then_some(a.value);
