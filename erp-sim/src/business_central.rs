@@ -99,8 +99,9 @@ pub(crate) async fn bc_create(
     let Some(company) = bc_company(&segment) else {
         return bc_error(StatusCode::NOT_FOUND, "BadRequest_NotFound", format!("no {segment}"));
     };
-    let fault = sim.take_fault(None);
-    if let Some(answer) = sim.before_commit(&fault, body_field(&body, "/externalDocumentNumber"), &BC).await {
+    let external = body_field(&body, "/externalDocumentNumber");
+    let fault = sim.take_fault(external.as_deref());
+    if let Some(answer) = sim.before_commit(&fault, external, &BC).await {
         return answer;
     }
     let mut invoice = match bc_invoice(&body, company) {

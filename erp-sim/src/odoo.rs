@@ -99,8 +99,9 @@ pub(crate) async fn odoo_create(State(sim): State<Sim>, headers: HeaderMap, body
             "bearer key and database required",
         );
     }
-    let fault = sim.take_fault(None);
-    if let Some(answer) = sim.before_commit(&fault, body_field(&body, "/vals_list/0/ref"), &ODOO).await {
+    let reference = body_field(&body, "/vals_list/0/ref");
+    let fault = sim.take_fault(reference.as_deref());
+    if let Some(answer) = sim.before_commit(&fault, reference, &ODOO).await {
         return answer;
     }
     let mut invoice = match odoo_invoice(&body) {

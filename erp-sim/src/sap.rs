@@ -94,8 +94,9 @@ pub(crate) async fn sap_bdr_request(State(sim): State<Sim>, headers: HeaderMap, 
     if !basic_authorized(&headers) {
         return soap_fault(StatusCode::UNAUTHORIZED, "authentication required");
     }
-    let fault = sim.take_fault(None);
-    if let Some(answer) = sim.before_commit(&fault, xml_text(&body, "ReferenceDocument"), &SAP).await {
+    let reference = xml_text(&body, "ReferenceDocument");
+    let fault = sim.take_fault(reference.as_deref());
+    if let Some(answer) = sim.before_commit(&fault, reference, &SAP).await {
         return answer;
     }
     let Some(message_id) = xml_text(&body, "ID") else {

@@ -115,7 +115,11 @@ impl SimState {
                 return None;
             }
             let f = chaos.faults[(draw() % chaos.faults.len() as u64) as usize].clone();
-            let committed = key.is_some_and(|k| self.bodies.contains_key(k));
+            // Held: a body stored under the key, or an invoice of the document.
+            let committed = key.is_some_and(|k| {
+                self.bodies.contains_key(k)
+                    || self.invoices.iter().any(|i| i.document_id == k || i.idempotency_key.as_deref() == Some(k))
+            });
             (!(committed && matches!(f, Fault::Reject { .. }))).then_some(f)
         })?;
         let kind = serde_json::to_value(&fault).ok().and_then(|v| v["kind"].as_str().map(str::to_string));
@@ -215,7 +219,9 @@ pub(crate) struct Shape {
 }
 
 impl Sim {
-    /// Counts a request and takes its fault, if any.
+    /// Counts a request and takes its fault, if any; `key` names the document
+    /// (its idempotency key or reference), so a drawn business rejection
+    /// never hits a document the ERP already holds.
     pub(crate) fn take_fault(&self, key: Option<&str>) -> Option<Fault> {
         let mut s = self.lock();
         s.requests += 1;

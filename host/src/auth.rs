@@ -136,7 +136,13 @@ impl Auth {
 
     /// Creates a tenant (the operator's explicit call); creating one that
     /// exists is refused as a conflict, naming it.
-    pub async fn create_tenant(&self, id: &str, name: &str, operator_key: &str) -> Result<TenantRecord, ApiError> {
+    pub async fn create_tenant(
+        &self,
+        id: &str,
+        name: &str,
+        operator_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TenantRecord, ApiError> {
         let store = self.store.as_ref().ok_or_else(|| ApiError::internal("no store for tenants"))?;
         if !is_valid_id(id) {
             return Err(ApiError::field(
@@ -154,7 +160,7 @@ impl Auth {
         let record = TenantRecord {
             id: id.into(),
             name: name.into(),
-            created_at: Utc::now(),
+            created_at: now,
             created_by: hash_key(operator_key)[..12].to_string(),
         };
         let bytes = serde_json::to_vec(&record).map_err(StoreError::from)?;
@@ -212,7 +218,7 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 
 /// Creates a key for `tenant`, stores its hash and returns the secret once.
 /// The caller has checked that the tenant exists ([`Auth::is_known_tenant`]).
-pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<CreatedKey, ApiError> {
+pub async fn create_key(store: &Store, tenant: &str, name: &str, now: DateTime<Utc>) -> Result<CreatedKey, ApiError> {
     if !is_valid_id(tenant) {
         return Err(ApiError::field(
             ErrorCode::InvalidArgument,
@@ -231,7 +237,7 @@ pub async fn create_key(store: &Store, tenant: &str, name: &str) -> Result<Creat
         id: format!("key_{}", crate::hex(&id)),
         tenant: tenant.to_string(),
         name: name.to_string(),
-        created_at: Utc::now(),
+        created_at: now,
         revoked_at: None,
     };
     store.put(&store.api_keys, hash_key(&key).as_bytes(), &record)?;
@@ -253,11 +259,16 @@ pub fn list_keys(store: &Store, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord
 }
 
 /// Revokes a key by id; `tenant` limits it to that tenant's keys.
-pub async fn revoke_key(store: &Store, tenant: Option<&str>, id: &str) -> Result<ApiKeyRecord, ApiError> {
+pub async fn revoke_key(
+    store: &Store,
+    tenant: Option<&str>,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<ApiKeyRecord, ApiError> {
     for (k, mut r) in store.scan::<ApiKeyRecord>(&store.api_keys, b"")? {
         if r.id == id && tenant.is_none_or(|t| r.tenant == t) {
             if r.revoked_at.is_none() {
-                r.revoked_at = Some(Utc::now());
+                r.revoked_at = Some(now);
                 store.put(&store.api_keys, &k, &r)?;
                 store.flush().await?;
                 tracing::info!(tenant = %r.tenant, key_id = %r.id, "api key revoked");

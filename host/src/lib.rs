@@ -36,6 +36,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod demo;
@@ -45,6 +46,7 @@ pub mod ingest;
 pub mod lineage;
 pub mod lookup;
 pub mod posting;
+pub mod proto;
 pub mod rating;
 pub mod server;
 pub mod tls;
@@ -52,11 +54,3 @@ pub mod tls;
 pub use tollgate_core::{hex, money};
 pub use tollgate_plugins as plugins;
 pub use tollgate_store::{eventlog, masterdata, metering, store};
-
-/// Generated gRPC types and services of `proto/tollgate/v1`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("tollgate.v1");
-    /// The encoded descriptors of `tollgate.v1`, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
-}

@@ -3,6 +3,7 @@
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::connections::{Connections, Evict};
 use crate::error::ApiError;
@@ -84,8 +85,14 @@ impl Gateway {
 }
 
 /// Opens the store, loads plugins and master data, binds both listeners and
-/// starts serving.
+/// starts serving, on the system clock.
 pub async fn start(config: Config) -> Result<Gateway> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the business time read from `clock` (see
+/// [`crate::clock`]): every workflow of this gateway reads its "now" there.
+pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Gateway> {
     let tls = config.tls.as_ref().map(TlsMaterial::load).transpose()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store =
@@ -118,7 +125,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let log = EventLog::open(store.eventlog.clone(), log_options(&config)).context("opening the event log")?;
     for t in &config.tenants {
         if let Some(file) = &t.meters_file {
-            create_meters(&log, &t.id, file).await?;
+            create_meters(&log, &t.id, file, clock.now()).await?;
         }
         if let Some(file) = &t.masterdata_file {
             let text = std::fs::read(file).with_context(|| format!("tenant {}: reading {}", t.id, file.display()))?;
@@ -132,7 +139,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
             data.validate(&refs).map_err(in_file)?;
             // What the file changes takes effect now; what is new to the
             // master data applies since always.
-            let now = chrono::Utc::now();
+            let now = clock.now();
             let written = masterdata::write(&store, &t.id, &refs, now, |h| {
                 let mut changes =
                     h.diff(&data, now, masterdata::history::SINCE_ALWAYS, now).map_err(ApiError::internal)?;
@@ -146,7 +153,8 @@ pub async fn start(config: Config) -> Result<Gateway> {
     }
 
     let auth = Arc::new(Auth::new(&config.tenants, &config.admin_api_key_sha256, Some(store.clone())));
-    let poster = Poster::new(store.clone(), registry.clone(), config.erp_targets.clone(), config.posting.clone());
+    let poster =
+        Poster::new(store.clone(), registry.clone(), config.erp_targets.clone(), config.posting.clone(), clock.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let grpc_listener =
@@ -157,7 +165,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
 
     let mut tasks = Vec::new();
     let ingestor = Ingestor::new(log.clone());
-    let ingest = IngestGrpc::new(ingestor.clone(), auth.clone());
+    let ingest = IngestGrpc::new(ingestor.clone(), auth.clone(), clock.clone());
     let mut rx = shutdown_rx.clone();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<IngestServiceServer<IngestGrpc>>().await;
@@ -225,8 +233,10 @@ pub async fn start(config: Config) -> Result<Gateway> {
         poster: poster.clone(),
         ingestor,
         masterdata: Arc::new(
-            crate::lookup::MasterDataCache::load_all(&store).context("indexing master data for look-ups")?,
+            crate::lookup::MasterDataCache::load_all(&store, clock.clone())
+                .context("indexing master data for look-ups")?,
         ),
+        clock: clock.clone(),
     });
     let http_connections = Connections::new("http", max_connections, header_read, Evict::Idle);
     let http_tls = tls.as_ref().map(TlsMaterial::http_acceptor);
@@ -247,6 +257,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
             poster: poster.clone(),
             tenants: config.tenants.iter().map(|t| t.id.clone()).collect(),
             schedule,
+            clock: clock.clone(),
         };
         tasks.push(tokio::spawn(scheduler.run(shutdown_rx.clone())));
     }
@@ -272,13 +283,18 @@ pub async fn start(config: Config) -> Result<Gateway> {
 /// Creates a tenant's meters from a JSON file (an array of meter
 /// definitions, as `POST /v1/meters` takes them); meters that exist with
 /// the same definition are kept, a different definition stops start-up.
-async fn create_meters(log: &EventLog, tenant: &str, file: &std::path::Path) -> anyhow::Result<()> {
+async fn create_meters(
+    log: &EventLog,
+    tenant: &str,
+    file: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
     let context = || format!("tenant {tenant}: {}", file.display());
     let text = std::fs::read(file).with_context(context)?;
     let specs: Vec<MeterSpec> = serde_json::from_slice(&text).with_context(context)?;
     for (i, spec) in specs.into_iter().enumerate() {
         let meter = spec
-            .validate(chrono::Utc::now())
+            .validate(now)
             .map_err(|e| anyhow::anyhow!("{}: [{i}].{}: {}", context(), e.field.unwrap_or_default(), e.message))?;
         let (meter, created) = log.create_meter(tenant, meter).await.with_context(context)?;
         if created {

@@ -343,6 +343,20 @@ async fn odoo_drafts_are_found_by_ref_after_a_timeout_so_none_is_created_twice()
     assert_eq!(erp.stats().await.unwrap()["requests"], 2, "no resend after the look-up");
 }
 
+/// The ERP's invoices once there are `n` of them (within 10 s).
+async fn invoices_once_there(erp: &Erp, n: usize) -> Vec<serde_json::Value> {
+    let mut invoices = Vec::new();
+    for _ in 0..500 {
+        invoices = erp.invoices().await.unwrap();
+        if invoices.len() == n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(invoices.len(), n, "{invoices:#?}");
+    invoices
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
     use tollgate::config::CloseSchedule;
@@ -362,15 +376,7 @@ async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
     // interim documents are built too.
     env.config.posting.close_schedule = Some(CloseSchedule { day: 1, hour: 0, check_every_s: 1, interim_daily: true });
     let env = env.restart().await.unwrap();
-    let mut invoices = Vec::new();
-    for _ in 0..500 {
-        invoices = erp.invoices().await.unwrap();
-        if invoices.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(invoices.len(), 2, "{invoices:#?}");
+    let invoices = invoices_once_there(&erp, 2).await;
     assert!(
         invoices
             .iter()
@@ -387,6 +393,44 @@ async fn the_previous_month_closes_by_itself_on_the_configured_schedule() {
     assert_eq!(status, 200, "{listed}");
     let days: Vec<_> = listed["interim"].as_array().unwrap().iter().map(|r| r["as_of"].clone()).collect();
     assert_eq!(days, vec![json!(yesterday.date_naive().to_string())], "built once: {listed:#}");
+}
+
+/// Business time is the gateway's clock: on a clock held at the last
+/// minute of February, the scheduled close leaves February open however
+/// often it checks; moved past midnight into March, February closes by
+/// itself, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_close_follows_the_gateways_clock_not_the_wall_clock() {
+    use tollgate::clock::ManualClock;
+    use tollgate::config::CloseSchedule;
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&chrono::Utc);
+    let clock = ManualClock::at(at("2026-02-28T23:59:30Z"));
+    let erp = Erp::start().await.unwrap();
+    let schedule = CloseSchedule { day: 1, hour: 0, check_every_s: 1, interim_daily: false };
+    let env = Env::start_with_clock(
+        &erp.base,
+        |c| c.posting.close_schedule = Some(schedule),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    env.ingest(vec![
+        event("feb-1", "globex", "api_calls", "2026-02-10T08:00:00Z", "10"),
+        event("feb-2", "initech", "api_calls", "2026-02-27T08:00:00Z", "3"),
+    ])
+    .await
+    .unwrap();
+    // Several checks at 23:59:30: February is not over on this clock.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert!(erp.invoices().await.unwrap().is_empty(), "closed before the clock reached March");
+
+    clock.set(at("2026-03-01T00:00:30Z"));
+    let invoices = invoices_once_there(&erp, 2).await;
+    assert!(invoices.iter().all(|i| i["period_start"] == "2026-02-01T00:00:00Z"), "{invoices:#?}");
+    let (status, again) = env.close_nowait("2026-02").await;
+    assert_eq!((status, &again["already_closed"]), (200, &json!(true)), "{again}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(erp.invoices().await.unwrap().len(), 2, "closed once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,8 @@ pub struct Env {
     pub config: Config,
     pub base: String,
     pub grpc: String,
+    /// The gateway's business time (the system clock unless a test sets one).
+    pub clock: tollgate::clock::SharedClock,
     _dir: std::sync::Arc<TempDir>,
 }
 
@@ -174,6 +176,15 @@ impl Env {
 
     /// [`Env::start_configured`] with the `sim` target at `erp_base`.
     pub async fn start_at(erp_base: &str, change: impl FnOnce(&mut Config)) -> Result<Env> {
+        Self::start_with_clock(erp_base, change, std::sync::Arc::new(tollgate::clock::SystemClock)).await
+    }
+
+    /// [`Env::start_at`] with the gateway's business time read from `clock`.
+    pub async fn start_with_clock(
+        erp_base: &str,
+        change: impl FnOnce(&mut Config),
+        clock: tollgate::clock::SharedClock,
+    ) -> Result<Env> {
         let dir = std::sync::Arc::new(TempDir::new("gw"));
         let md = dir.0.join("masterdata.json");
         std::fs::write(&md, serde_json::to_vec(&masterdata())?)?;
@@ -214,17 +225,22 @@ impl Env {
         };
         let mut config = config;
         change(&mut config);
-        Self::with_config(config, dir).await
+        Self::with_config(config, dir, clock).await
     }
 
-    async fn with_config(config: Config, dir: std::sync::Arc<TempDir>) -> Result<Env> {
+    async fn with_config(
+        config: Config,
+        dir: std::sync::Arc<TempDir>,
+        clock: tollgate::clock::SharedClock,
+    ) -> Result<Env> {
         config.validate()?;
-        let gateway = tollgate::server::start(config.clone()).await?;
+        let gateway = tollgate::server::start_with_clock(config.clone(), clock.clone()).await?;
         Ok(Env {
             base: format!("http://{}", gateway.http_addr),
             grpc: format!("http://{}", gateway.grpc_addr),
             gateway: Some(gateway),
             config,
+            clock,
             _dir: dir,
         })
     }
@@ -244,11 +260,11 @@ impl Env {
         if let Some(g) = self.gateway.take() {
             if kill { g.kill().await } else { g.shutdown().await }
         }
-        let (config, dir) = (self.config.clone(), self._dir.clone());
+        let (config, dir, clock) = (self.config.clone(), self._dir.clone(), self.clock.clone());
         drop(self);
         // sled releases its file lock once its last handle is gone.
         for _ in 0..100 {
-            match Self::with_config(config.clone(), dir.clone()).await {
+            match Self::with_config(config.clone(), dir.clone(), clock.clone()).await {
                 Ok(env) => return Ok(env),
                 Err(e) if format!("{e:#}").contains("lock") => {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await

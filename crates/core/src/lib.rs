@@ -20,6 +20,7 @@
 
 pub mod close;
 pub mod document;
+mod encoding;
 pub mod enrich;
 pub mod error;
 pub mod event;
@@ -30,12 +31,4 @@ pub mod period;
 pub mod rating;
 pub mod window;
 
-/// Lower-case hex of `bytes` (digests, ids). Table-based: `hex::encode`
-/// goes through a `char` iterator, measurably slow on the per-event and
-/// per-line digests.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    // Cannot fail: the buffer is exactly twice the input.
-    let _ = hex::encode_to_slice(bytes, &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
+pub use encoding::hex;

@@ -23,7 +23,7 @@ pub(super) async fn post_events(
     ingest::check_batch_size(events.len(), "body")?;
     let ids: Vec<String> = events.iter().map(cloudevents::id_of).collect();
     let decoded = events.iter().map(cloudevents::to_usage_event).collect();
-    let outcomes = s.ingestor.ingest_decoded(&t, decoded, chrono::Utc::now()).await?;
+    let outcomes = s.ingestor.ingest_decoded(&t, decoded, s.clock.now()).await?;
     let mut counts =
         BTreeMap::from([("accepted", 0u32), ("duplicates", 0), ("conflicts", 0), ("rejected", 0), ("superseded", 0)]);
     let results: Vec<serde_json::Value> = outcomes

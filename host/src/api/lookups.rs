@@ -22,7 +22,7 @@ pub(super) async fn customer_entitlement(
     let tenant_id = t.clone();
     Ok(lookup::entitlement_now(&log, &tenant_id, move || {
         let md = s.masterdata.get(&s.store, &t)?;
-        lookup::entitlement(&s.store, &md, &t, &id, &feature, chrono::Utc::now())
+        lookup::entitlement(&s.store, &md, &t, &id, &feature, s.clock.now())
     })
     .await
     .map(Json)?)
@@ -35,7 +35,7 @@ pub(super) async fn contract_line_pricing(
 ) -> Result<Json<lookup::PricingReference>, HttpError> {
     Ok(lookup::bounded(move || {
         let md = s.masterdata.get(&s.store, &t)?;
-        lookup::pricing(&s.store, &s.registry, &md, &t, &id, chrono::Utc::now())
+        lookup::pricing(&s.store, &s.registry, &md, &t, &id, s.clock.now())
     })
     .await
     .map(Json)?)

@@ -60,7 +60,7 @@ pub(super) async fn get_masterdata(
     q: QueryResult<AsOfQuery>,
 ) -> Result<Json<MasterData>, HttpError> {
     let q = query(q)?;
-    let now = Utc::now();
+    let now = s.clock.now();
     let history = s.masterdata.history(&s.store, &t)?;
     Ok(Json(history.as_of(q.as_of.unwrap_or(now), q.known_at.unwrap_or(now)).map_err(ApiError::internal)?))
 }
@@ -82,7 +82,7 @@ pub(super) async fn put_masterdata(
     let refs = refs(&s, &t);
     // The body first, so errors name its own indexes.
     data.validate(&refs)?;
-    let now = Utc::now();
+    let now = s.clock.now();
     let (at, new_from) = match q.effective_from {
         Some(at) => (at, at),
         None => (now, SINCE_ALWAYS),
@@ -116,7 +116,7 @@ pub(super) async fn get_entity(
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let kind = kind(&collection)?;
     let q = query(q)?;
-    let now = Utc::now();
+    let now = s.clock.now();
     let at = q.as_of.unwrap_or(now);
     let history = s.masterdata.history(&s.store, &t)?;
     let value = history.entity_at(kind, &id, at, q.known_at.unwrap_or(now)).ok_or_else(|| {
@@ -196,7 +196,7 @@ pub(super) async fn amend_entity(
     if let Some(to) = a.effective_to {
         changes.push(Change { kind, id: id.clone(), effective_from: to, value: None, reason: a.reason.clone() });
     }
-    let now = Utc::now();
+    let now = s.clock.now();
     let written = masterdata::write(&s.store, &t, &refs(&s, &t), now, |history| {
         if value.is_none() && history.of(kind, &id).is_empty() {
             return Err(ApiError::field(ErrorCode::NotFound, "id", format!("no {} {id:?} to end", kind.collection())));

@@ -17,7 +17,7 @@ pub(super) async fn create_meter(
     body: Result<Json<MeterSpec>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Meter>), HttpError> {
     let Json(spec) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
-    let meter = spec.validate(chrono::Utc::now())?;
+    let meter = spec.validate(s.clock.now())?;
     let (meter, created) = s.ingestor.log().create_meter(&t, meter).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(meter)))
 }
@@ -37,7 +37,7 @@ pub(super) async fn list_unmatched(
     let period = crate::enrich::Period::parse(&q.period)?;
     s.ingestor.log().sync_tenant(&t).await?;
     let history = s.masterdata.history(&s.store, &t)?;
-    let items = crate::enrich::unmatched::unmatched(&s.store, &history, &t, &period, chrono::Utc::now())
+    let items = crate::enrich::unmatched::unmatched(&s.store, &history, &t, &period, s.clock.now())
         .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "period": period.id, "unmatched": items })))
 }

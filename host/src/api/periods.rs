@@ -27,7 +27,7 @@ pub(super) async fn close_period(
 ) -> Result<Json<CloseReport>, HttpError> {
     // Everything acknowledged before this call is metered before closing.
     s.ingestor.log().sync_tenant(&t).await?;
-    let mut report = posting::close_period(&s.store, &s.registry, &s.targets, &t, &period, chrono::Utc::now()).await?;
+    let mut report = posting::close_period(&s.store, &s.registry, &s.targets, &t, &period, s.clock.now()).await?;
     s.poster.wake();
     if let Some(ms) = q.wait_ms {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms).min(MAX_WAIT);
@@ -64,7 +64,7 @@ pub(super) async fn build_interim(
 ) -> Result<Json<posting::interim::InterimReport>, HttpError> {
     // Everything acknowledged before this call is metered first.
     s.ingestor.log().sync_tenant(&t).await?;
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     Ok(Json(posting::interim::build_interim(&s.store, &s.registry, &t, &period, q.date.as_deref(), now).await?))
 }
 
@@ -140,12 +140,14 @@ pub(super) async fn act_on_exception(
     let parse_error = |e: serde_json::Error| ApiError::field(ErrorCode::InvalidArgument, "body", e.to_string());
     let answer = if posting::line_exceptions::is_line_exception(&id) {
         let action: posting::line_exceptions::Action = serde_json::from_value(body).map_err(parse_error)?;
-        let exc = posting::line_exceptions::act(&s.store, &s.registry, &s.targets, &t, &id, action).await?;
+        let exc =
+            posting::line_exceptions::act(&s.store, &s.registry, &s.targets, &t, &id, action, s.clock.now()).await?;
         serde_json::to_value(exc).map_err(ApiError::internal)?
     } else {
         let action: posting::exceptions::Action = serde_json::from_value(body).map_err(parse_error)?;
         let md = s.masterdata.get(&s.store, &t)?;
-        let doc = posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action).await?;
+        let doc = posting::exceptions::act(&s.store, &s.registry, &s.targets, &md.data, &t, &id, action, s.clock.now())
+            .await?;
         serde_json::to_value(doc).map_err(ApiError::internal)?
     };
     s.poster.wake();
@@ -162,7 +164,7 @@ pub(super) async fn list_targets(
     for (_, e) in s.store.scan::<posting::OutboxEntry>(&s.store.outbox, &crate::store::prefix(&[&t]))? {
         *waiting.entry(e.target).or_default() += 1;
     }
-    let breakers = s.poster.breakers(chrono::Utc::now());
+    let breakers = s.poster.breakers(s.clock.now());
     let targets: Vec<_> = s
         .targets
         .iter()

@@ -52,7 +52,7 @@ pub(super) async fn upload_plugin(
                 .with_reason("too-large"),
         ));
     }
-    let (plugin, created) = s.registry.upload(&s.store, &t, &name, version, kind, body.to_vec()).await?;
+    let (plugin, created) = s.registry.upload(&s.store, &t, &name, version, kind, body.to_vec(), s.clock.now()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((
         status,
@@ -69,7 +69,7 @@ pub(super) async fn activate(
 ) -> Result<(StatusCode, Json<Activation>), HttpError> {
     let Json(req) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
     let md = s.masterdata.get(&s.store, &t)?;
-    let a = activation::activate(&s.store, &s.registry, &md.data, &t, req, chrono::Utc::now()).await?;
+    let a = activation::activate(&s.store, &s.registry, &md.data, &t, req, s.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(a)))
 }
 

@@ -4,6 +4,7 @@
 
 use super::{HttpError, events, lookups, masterdata, meters, periods, plugins, tenants};
 use crate::auth::Auth;
+use crate::clock::SharedClock;
 use crate::config::ErpTargetConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::ingest::{self, Ingestor};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub ingestor: Ingestor,
     /// Master data indexed in memory for the look-ups.
     pub masterdata: Arc<MasterDataCache>,
+    /// Business time (see [`crate::clock`]).
+    pub clock: SharedClock,
 }
 
 /// One route: a method, a path (axum syntax, which is also OpenAPI's) and

@@ -71,7 +71,7 @@ pub(super) async fn create_api_key(
             format!("no tenant {tenant:?}: name one the configuration lists, or create it first with POST /v1/tenants"),
         )));
     }
-    Ok((StatusCode::CREATED, Json(auth::create_key(&s.store, &tenant, &req.name).await?)))
+    Ok((StatusCode::CREATED, Json(auth::create_key(&s.store, &tenant, &req.name, s.clock.now()).await?)))
 }
 
 /// The operator key's, or a refusal naming it.
@@ -105,7 +105,7 @@ pub(super) async fn create_tenant(
 ) -> Result<(StatusCode, Json<auth::TenantRecord>), HttpError> {
     let key = operator(&s, &h)?;
     let Json(req) = body.map_err(|e| ApiError::body(e.status().as_u16(), e.body_text()))?;
-    Ok((StatusCode::CREATED, Json(s.auth.create_tenant(&req.id, &req.name, &key).await?)))
+    Ok((StatusCode::CREATED, Json(s.auth.create_tenant(&req.id, &req.name, &key, s.clock.now()).await?)))
 }
 
 /// `GET /v1/tenants`: every tenant, configured or created (operator key).
@@ -138,5 +138,5 @@ pub(super) async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> Result<Json<auth::ApiKeyRecord>, HttpError> {
     let scope = key_scope(principal(&s, &h)?, None)?;
-    Ok(Json(auth::revoke_key(&s.store, scope.as_deref(), &id).await?))
+    Ok(Json(auth::revoke_key(&s.store, scope.as_deref(), &id, s.clock.now()).await?))
 }

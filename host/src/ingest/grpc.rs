@@ -3,6 +3,7 @@
 
 use super::{Ingestor, Outcome};
 use crate::auth::Auth;
+use crate::clock::{Clock, SharedClock};
 use crate::error::{ApiError, grpc_status};
 use crate::proto::ingest_service_server::IngestService;
 use crate::proto::{EventResult, EventStatus, IngestAck, IngestRequest, IngestResponse, UsageEvent};
@@ -14,11 +15,12 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct IngestGrpc {
     ingestor: Ingestor,
     auth: Arc<Auth>,
+    clock: SharedClock,
 }
 
 impl IngestGrpc {
-    pub fn new(ingestor: Ingestor, auth: Arc<Auth>) -> IngestGrpc {
-        IngestGrpc { ingestor, auth }
+    pub fn new(ingestor: Ingestor, auth: Arc<Auth>, clock: SharedClock) -> IngestGrpc {
+        IngestGrpc { ingestor, auth, clock }
     }
 
     fn tenant<T>(&self, request: &Request<T>) -> Result<String, Status> {
@@ -28,10 +30,15 @@ impl IngestGrpc {
 }
 
 /// Validates, stores and answers one batch.
-async fn ingest_batch(ingestor: &Ingestor, tenant: &str, events: Vec<UsageEvent>) -> Result<IngestResponse, ApiError> {
+async fn ingest_batch(
+    ingestor: &Ingestor,
+    clock: &dyn Clock,
+    tenant: &str,
+    events: Vec<UsageEvent>,
+) -> Result<IngestResponse, ApiError> {
     super::check_batch_size(events.len(), "events")?;
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let outcomes = ingestor.ingest(tenant, events, chrono::Utc::now()).await?;
+    let outcomes = ingestor.ingest(tenant, events, clock.now()).await?;
     let response = response_of(outcomes, ids);
     tracing::info!(
         tenant,
@@ -89,7 +96,9 @@ impl IngestService for IngestGrpc {
         let tenant = self.tenant(&request)?;
         let events = request.into_inner().events;
         tracing::Span::current().record("tenant", tenant.as_str()).record("events", events.len());
-        Ok(Response::new(ingest_batch(&self.ingestor, &tenant, events).await.map_err(grpc_status)?))
+        Ok(Response::new(
+            ingest_batch(&self.ingestor, self.clock.as_ref(), &tenant, events).await.map_err(grpc_status)?,
+        ))
     }
 
     type IngestStreamStream = AckStream;
@@ -99,7 +108,7 @@ impl IngestService for IngestGrpc {
         let tenant = self.tenant(&request)?;
         tracing::Span::current().record("tenant", tenant.as_str());
         let mut batches = request.into_inner();
-        let ingestor = self.ingestor.clone();
+        let (ingestor, clock) = (self.ingestor.clone(), self.clock.clone());
         // One batch at a time, so acks come back in order; each ack is sent
         // only after its batch is durable.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<IngestAck, Status>>(4);
@@ -111,7 +120,7 @@ impl IngestService for IngestGrpc {
                         tracing::debug!(%status, "ingest stream ended by the client");
                         break;
                     }
-                    Ok(batch) => ingest_batch(&ingestor, &tenant, batch.events).await.map_err(|e| {
+                    Ok(batch) => ingest_batch(&ingestor, clock.as_ref(), &tenant, batch.events).await.map_err(|e| {
                         let mut status = grpc_status(e);
                         status = Status::new(status.code(), format!("batch {sequence}: {}", status.message()));
                         status

@@ -112,8 +112,8 @@ pub async fn act(
     tenant: &str,
     document_id: &str,
     action: Action,
+    now: DateTime<Utc>,
 ) -> Result<Document, ApiError> {
-    let now = Utc::now();
     let key = document_key(tenant, document_id);
     let original =
         store.documents.get(&key).map_err(StoreError::from)?.ok_or_else(|| {

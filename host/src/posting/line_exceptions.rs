@@ -268,8 +268,8 @@ pub async fn act(
     tenant: &str,
     id: &str,
     action: Action,
+    now: DateTime<Utc>,
 ) -> Result<LineException, ApiError> {
-    let now = Utc::now();
     let key = store::key(&[tenant, id]);
     let original = store
         .line_exceptions

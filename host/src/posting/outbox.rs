@@ -27,6 +27,7 @@
 
 use super::document::{Document, PostingStatus, Rejection};
 use super::to_wit_target;
+use crate::clock::SharedClock;
 use crate::config::{ErpTargetConfig, PostingConfig};
 use crate::plugins::registry::Registry;
 use crate::plugins::{Kind, Plugin, PluginError, Runtime, bindings::posting as wit};
@@ -123,6 +124,8 @@ pub struct Poster {
     breakers: Arc<std::sync::Mutex<BTreeMap<String, Breaker>>>,
     /// Per target with a rate limit: when its next request may go.
     next_slot: Arc<std::sync::Mutex<BTreeMap<String, tokio::time::Instant>>>,
+    /// Business time: when entries are due, breakers open, documents post.
+    clock: SharedClock,
 }
 
 impl Poster {
@@ -131,8 +134,10 @@ impl Poster {
         registry: Registry,
         targets: BTreeMap<String, ErpTargetConfig>,
         config: PostingConfig,
+        clock: SharedClock,
     ) -> Poster {
         Poster {
+            clock,
             store,
             registry,
             targets: Arc::new(targets),
@@ -212,7 +217,7 @@ impl Poster {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.run_due(Utc::now()).await {
+            if let Err(e) = self.run_due(self.clock.now()).await {
                 tracing::error!(error = %e, "outbox pass failed");
             }
             tokio::select! {
@@ -254,7 +259,7 @@ impl Poster {
                     let _permit = permits.acquire_owned().await;
                     let mut entry = entry;
                     let outcome = this.attempt(&key, &mut entry).await;
-                    this.count(&entry.target, matches!(outcome, Attempt::Retry { .. }), Utc::now());
+                    this.count(&entry.target, matches!(outcome, Attempt::Retry { .. }), this.clock.now());
                     this.record(&key, entry, outcome).await
                 });
             }
@@ -402,7 +407,7 @@ impl Poster {
     }
 
     async fn record(&self, key: &[u8], mut entry: OutboxEntry, outcome: Attempt) -> Result<(), StoreError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         entry.attempts += 1;
         match outcome {
             Attempt::Posted(number) => {

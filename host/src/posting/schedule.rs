@@ -8,6 +8,7 @@
 //! ([`super::interim`]) are built once for each tenant.
 
 use super::{Poster, close_period};
+use crate::clock::SharedClock;
 use crate::config::{CloseSchedule, ErpTargetConfig};
 use crate::enrich::Period;
 use crate::eventlog::EventLog;
@@ -38,13 +39,15 @@ pub struct Scheduler {
     pub poster: Poster,
     pub tenants: Vec<String>,
     pub schedule: CloseSchedule,
+    /// Business time: which month is over, which day is done.
+    pub clock: SharedClock,
 }
 
 impl Scheduler {
     /// Checks every `check_every_s` until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            self.check(Utc::now()).await;
+            self.check(self.clock.now()).await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(self.schedule.check_every_s)) => {}
                 _ = shutdown.changed() => {}

@@ -1,140 +1,22 @@
-//! The plugin registry: every loaded plugin by owner, name and version.
-//!
-//! - Bundled plugins are read at start-up from `plugins.json` in the bundled
-//!   directory (written by `cargo xtask build-plugins`); every tenant sees them.
-//! - Tenants upload their own (`POST /v1/plugins`); a tenant sees and uses
-//!   only its own plus the bundled ones. Uploads are kept in the store
-//!   (`plugins` records, `blobs` by SHA-256) and reloaded at start-up.
-//!
-//! A version is immutable: its identity is the SHA-256 of its bytes; the
-//! same name and version with other bytes is refused.
-//!
-//! The memory loaded plugins hold is bounded: an upload is compiled (and
-//! checked) when it comes in or at start-up, then kept only while used. It
-//! is loaded again on its next use (from the compiled cache, a fraction of
-//! a millisecond), unloaded after `plugins.unload_idle_secs` without a call,
-//! and the least recently used uploads are unloaded whenever the compiled
-//! code of the loaded ones exceeds `plugins.loaded_mib` (the one in use
-//! stays, even alone over the bound). Bundled plugins stay loaded.
+//! The registry: plugin versions by owner and name, loading, uploads,
+//! residency.
 
+use super::error::{FindError, RegistryError};
+use super::limits::{Quota, QuotaUse, Residency};
 use crate::{Kind, Plugin, PluginError, Runtime};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use tollgate_core::error::{ApiError, ErrorCode};
 use tollgate_core::hex;
 use tollgate_store::store::{self, Store, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("bundled plugins: reading {path}: {source} (build them with `cargo xtask build-plugins`)")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("bundled plugins: {path}: {message}")]
-    Manifest { path: PathBuf, message: String },
-    #[error("plugin {name}@{version}: {source}")]
-    Plugin { name: String, version: String, source: PluginError },
-    #[error("plugin {name}@{version} already exists with other bytes (sha256 {existing}); versions are immutable")]
-    Immutable { name: String, version: String, existing: String },
-    #[error("plugin name {0:?} belongs to a bundled plugin")]
-    Reserved(String),
-    #[error("plugin {name}@{version} is a {existing:?}, not a {kind:?}")]
-    KindChanged { name: String, version: String, existing: Kind, kind: Kind },
-    #[error("tenant {tenant}: {what}: {used}, at most {limit} ({setting})")]
-    Quota { tenant: String, what: &'static str, used: u64, limit: u64, setting: &'static str },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A registry error as the client sees it: which field, and the code.
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        use RegistryError as R;
-        match e {
-            R::Plugin { source, .. } => {
-                ApiError::field(ErrorCode::InvalidArgument, "body", source.to_string()).with_reason(source.code())
-            }
-            R::Immutable { .. } => ApiError::field(ErrorCode::Conflict, "version", e.to_string()),
-            R::Reserved(_) => ApiError::field(ErrorCode::Conflict, "name", e.to_string()),
-            R::KindChanged { .. } => ApiError::field(ErrorCode::Conflict, "kind", e.to_string()),
-            R::Quota { what, .. } => {
-                let retry = what.starts_with("uploads").then_some(60_000);
-                let mut a = ApiError::field(ErrorCode::ResourceExhausted, "body", e.to_string()).with_reason("quota");
-                a.retry_after_ms = retry;
-                a
-            }
-            R::Store(s) => ApiError::internal(s),
-            R::Read { .. } | R::Manifest { .. } => ApiError::internal(e),
-        }
-    }
-}
-
-/// Why [`Registry::find`] found no usable plugin.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FindError {
-    #[error("no plugin named {0:?}")]
-    NoPlugin(String),
-    #[error("version {version:?}: {reason}")]
-    BadVersion { version: String, reason: String },
-    #[error("plugin {name} has no version {version}")]
-    NoVersion { name: String, version: String },
-    #[error("plugin {0} has no versions")]
-    NoVersions(String),
-    #[error("plugin {name} is a {found:?}, not a {wanted:?}")]
-    WrongKind { name: String, found: Kind, wanted: Kind },
-    #[error("plugin {name}@{version} could not be loaded: {source}")]
-    Load { name: String, version: String, source: PluginError },
-}
-
-/// How much compiled code of uploads stays loaded (`plugins.loaded_mib`,
-/// `plugins.unload_idle_secs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Residency {
-    pub max_bytes: u64,
-    pub idle: std::time::Duration,
-}
-
-impl Default for Residency {
-    fn default() -> Self {
-        Residency { max_bytes: 256 << 20, idle: std::time::Duration::from_secs(900) }
-    }
-}
-
-/// What each tenant may upload (`plugins.quota_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    /// Plugin versions stored per tenant.
-    pub versions: u64,
-    /// Their bytes per tenant.
-    pub bytes: u64,
-    /// Upload attempts per tenant in any hour (refused ones count: each is
-    /// compiled).
-    pub uploads_per_hour: u64,
-}
-
-impl Default for Quota {
-    fn default() -> Self {
-        Quota { versions: 100, bytes: 256 << 20, uploads_per_hour: 60 }
-    }
-}
-
-/// A tenant's use of its plugin quota, as `GET /v1/plugins` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct QuotaUse {
-    pub versions: u64,
-    pub max_versions: u64,
-    pub bytes: u64,
-    pub max_bytes: u64,
-    pub uploads_last_hour: u64,
-    pub max_uploads_per_hour: u64,
-}
 
 /// How a plugin version comes in: a new upload must implement a live
 /// interface; bundled and stored plugins may implement a deprecated one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admit {
+pub(super) enum Admit {
     Upload,
     Stored,
 }
@@ -150,7 +32,7 @@ pub enum Owner {
 /// One entry of `plugins.json`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BundledEntry {
+pub(super) struct BundledEntry {
     name: String,
     version: String,
     kind: Kind,
@@ -159,14 +41,14 @@ struct BundledEntry {
 
 /// An uploaded plugin version as stored (`plugins` tree; bytes in `blobs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct UploadRecord {
-    tenant: String,
-    name: String,
-    version: String,
-    kind: Kind,
-    sha256: String,
-    size: usize,
-    uploaded_at: DateTime<Utc>,
+pub(super) struct UploadRecord {
+    pub(super) tenant: String,
+    pub(super) name: String,
+    pub(super) version: String,
+    pub(super) kind: Kind,
+    pub(super) sha256: String,
+    pub(super) size: usize,
+    pub(super) uploaded_at: DateTime<Utc>,
 }
 
 /// What a listing shows of a plugin.
@@ -189,7 +71,7 @@ pub struct PluginInfo {
 }
 
 /// One plugin version: what it is, and its compiled code while loaded.
-struct Entry {
+pub(super) struct Entry {
     name: String,
     version: semver::Version,
     kind: Kind,
@@ -201,7 +83,7 @@ struct Entry {
     loaded: std::sync::Mutex<Option<Loaded>>,
 }
 
-struct Loaded {
+pub(super) struct Loaded {
     plugin: Arc<Plugin>,
     last_used: std::time::Instant,
 }
@@ -212,7 +94,7 @@ impl Entry {
     }
 }
 
-type Versions = BTreeMap<(Owner, String), Vec<Arc<Entry>>>;
+pub(super) type Versions = BTreeMap<(Owner, String), Vec<Arc<Entry>>>;
 
 #[derive(Clone)]
 pub struct Registry {
@@ -372,6 +254,7 @@ impl Registry {
         version: semver::Version,
         kind: Kind,
         bytes: Vec<u8>,
+        now: DateTime<Utc>,
     ) -> Result<(Arc<Plugin>, bool), RegistryError> {
         if self.read().keys().any(|(o, n)| *o == Owner::Bundled && n == name) {
             return Err(RegistryError::Reserved(name.into()));
@@ -394,7 +277,7 @@ impl Registry {
                 kind,
                 sha256: plugin.sha256.clone(),
                 size: bytes.len(),
-                uploaded_at: Utc::now(),
+                uploaded_at: now,
             };
             store.blobs.insert(plugin.sha256.as_bytes(), bytes).map_err(StoreError::from)?;
             store.put(&store.plugins, &store::key(&[tenant, name, &version.to_string()]), &record)?;
@@ -640,79 +523,5 @@ impl Registry {
                 })
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Limits;
-    use crate::fixtures::FixtureInput;
-    use rust_decimal::Decimal;
-
-    /// A test component as `cargo xtask build-plugins` left it.
-    fn component(name: &str) -> Vec<u8> {
-        let dir = std::env::var_os("TOLLGATE_TEST_COMPONENTS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-components"));
-        let path = dir.join(format!("{name}.wasm"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", path.display()))
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_deprecated_interface_is_refused_for_upload_but_a_stored_upload_of_it_still_runs() {
-        let dir = std::env::temp_dir().join(format!("tollgate-registry-deprecated-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
-        let registry = Registry::new(Runtime::new(Limits::default(), None).unwrap());
-        let (v1, v2) = (component("legacy-rater-v0-1"), component("legacy-rater-v0-2"));
-        let version = semver::Version::new(1, 0, 0);
-
-        let err =
-            registry.upload(&store, "acme", "legacy", version.clone(), Kind::Rater, v1.clone()).await.unwrap_err();
-        let RegistryError::Plugin { source, .. } = &err else { panic!("{err}") };
-        assert_eq!(source.code(), "incompatible-interface");
-        let text = err.to_string();
-        assert!(text.contains("tollgate:plugin/rater@0.1.0, which is deprecated"), "{text}");
-        assert!(text.contains("must implement tollgate:plugin/rater@0.4.0"), "{text}");
-        assert!(registry.list("acme").iter().all(|p| p.name != "legacy"), "nothing registered");
-        assert!(store.scan::<UploadRecord>(&store.plugins, b"").unwrap().is_empty(), "nothing stored");
-        // The older live interface is still accepted.
-        let (p, new) = registry.upload(&store, "acme", "current", version.clone(), Kind::Rater, v2).await.unwrap();
-        assert!(new);
-        assert_eq!(p.world(), "tollgate:plugin/rater@0.2.0");
-
-        // An upload of 0.1.0 stored before the deprecation, as the gateway
-        // finds it at start-up: it loads and rates.
-        let sha = hex(&Sha256::digest(&v1));
-        store.blobs.insert(sha.as_bytes(), v1.as_slice()).unwrap();
-        let record = UploadRecord {
-            tenant: "acme".into(),
-            name: "legacy".into(),
-            version: version.to_string(),
-            kind: Kind::Rater,
-            sha256: sha,
-            size: v1.len(),
-            uploaded_at: Utc::now(),
-        };
-        store.put(&store.plugins, &store::key(&["acme", "legacy", "1.0.0"]), &record).unwrap();
-        // And one whose bytes are gone (damaged store): left out, the start goes on.
-        let lost = UploadRecord { name: "lost".into(), sha256: "00".repeat(32), ..record.clone() };
-        store.put(&store.plugins, &store::key(&["acme", "lost", "1.0.0"]), &lost).unwrap();
-        let restarted = Registry::new(Runtime::new(Limits::default(), None).unwrap());
-        assert_eq!(restarted.load_uploaded(&store).unwrap(), 2);
-        assert!(restarted.find("acme", "lost", None, Kind::Rater).is_err());
-        let legacy = restarted.find("acme", "legacy", None, Kind::Rater).unwrap();
-        assert_eq!(legacy.world(), "tollgate:plugin/rater@0.1.0");
-        let fixture: FixtureInput =
-            serde_json::from_value(serde_json::json!({ "quantity": "250", "params": {} })).unwrap();
-        let input = fixture.to_usage().unwrap();
-        let charges = restarted.runtime().rate(&legacy, &input).unwrap();
-        assert_eq!(charges[0].amount, Decimal::new(250, 2));
-        // Re-uploading the very same version is the usual no-op, not a refusal.
-        let (_, new) = restarted.upload(&store, "acme", "legacy", version, Kind::Rater, v1).await.unwrap();
-        assert!(!new);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

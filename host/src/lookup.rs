@@ -5,6 +5,7 @@
 //! written; usage comes from the metering windows. Every look-up is bounded
 //! by [`LOOKUP_TIMEOUT`] (the API answers 503 `timeout` beyond it).
 
+use crate::clock::SharedClock;
 use crate::enrich::{self, Period};
 use crate::error::{ApiError, ErrorCode};
 use crate::masterdata::history::{self, History};
@@ -88,14 +89,16 @@ impl Tenant {
 /// Every tenant's indexed master data, loaded on first use, replaced on
 /// every write ([`MasterDataCache::set`]) and re-indexed when a version
 /// dated in the future comes into effect.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MasterDataCache {
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+    /// Which version is in effect (see [`crate::clock`]).
+    clock: SharedClock,
 }
 
 impl MasterDataCache {
     fn tenant(&self, store: &Store, tenant: &str) -> Result<Arc<Tenant>, StoreError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         if let Some(t) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant)
             && t.valid_until.is_none_or(|until| now < until)
         {
@@ -134,8 +137,8 @@ impl MasterDataCache {
 
     /// Indexes every tenant's stored master data (at start-up, so the first
     /// look-ups do not pay for loading it).
-    pub fn load_all(store: &Store) -> Result<MasterDataCache, StoreError> {
-        let cache = MasterDataCache::default();
+    pub fn load_all(store: &Store, clock: SharedClock) -> Result<MasterDataCache, StoreError> {
+        let cache = MasterDataCache { tenants: RwLock::default(), clock };
         for (tenant, history) in history::load_all(store)? {
             cache.set(&tenant, Arc::new(history))?;
         }
@@ -145,7 +148,7 @@ impl MasterDataCache {
     /// Replaces a tenant's history (after it is stored) unless a newer one
     /// is already here.
     pub fn set(&self, tenant: &str, history: Arc<History>) -> Result<(), StoreError> {
-        self.insert_if_newer(tenant, Tenant::new(history, Utc::now())?);
+        self.insert_if_newer(tenant, Tenant::new(history, self.clock.now())?);
         Ok(())
     }
 }
