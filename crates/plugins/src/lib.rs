@@ -39,8 +39,9 @@
 //! - [`registry`]: loaded plugins by owner, name and version; uploads;
 //! - [`fixtures`]: golden fixtures run exactly as production calls them.
 //!
-//! Layer: above `tollgate-core` and `tollgate-store`; no HTTP, gRPC or
-//! async runtime.
+//! Layer: above `tollgate-core` and `tollgate-store`; no HTTP server or
+//! client and no gRPC (checked by `crates/core/tests/layers.rs`). Calls are
+//! blocking; an upload compiles on tokio's blocking pool.
 
 pub mod bindings;
 mod compile;
