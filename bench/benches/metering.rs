@@ -111,7 +111,7 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("tollgate-metering-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let index = Index::open(&dir.join("eventlog")).expect("index");
-    let mut options = LogOptions::new(dir.join("wal"));
+    let mut options = LogOptions::new(dir.join("wal"), std::sync::Arc::new(tollgate::clock::SystemClock));
     if let Some(n) = std::env::var("TOLLGATE_BENCH_MAX_UNINDEXED").ok().and_then(|v| v.parse().ok()) {
         options.max_unindexed_events = n;
     }

@@ -1,19 +1,15 @@
 //! The clock of the workflows: business time (when an event was received,
 //! a period closed, a key created, an outbox entry due) comes from here and
-//! nowhere else in the gateway, so tests can hold it still or move it.
+//! nowhere else in the gateway, so tests can hold it still or move it. The
+//! layers below take it as an input (the core's [`Clock`] trait): the event
+//! log (dedup retention and its sweep), stored master data (which version is
+//! in effect), the plugin registry (upload times).
 //! Timeouts and pacing use the monotonic clock (`std::time::Instant`,
 //! tokio's timers), which is not business time.
 
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
-
-/// Where the workflows read the current instant.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// A clock shared by every part of a gateway.
-pub type SharedClock = Arc<dyn Clock>;
+pub use tollgate_core::clock::{Clock, SharedClock};
 
 /// The system's wall clock: what a gateway runs on.
 #[derive(Debug, Clone, Copy, Default)]

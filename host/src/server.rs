@@ -118,11 +118,13 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Gate
     tracing::info!(plugins = uploaded, "uploaded plugins loaded");
     tracing::info!(plugins = n, dir = %config.plugins.bundled_dir.display(), "bundled plugins loaded");
 
-    let migrated = masterdata::migrate_unversioned(&store).await.context("versioning stored master data")?;
+    let migrated =
+        masterdata::migrate_unversioned(&store, clock.now()).await.context("versioning stored master data")?;
     if migrated > 0 {
         tracing::info!(tenants = migrated, "master data stored before versioning imported as versions since always");
     }
-    let log = EventLog::open(store.eventlog.clone(), log_options(&config)).context("opening the event log")?;
+    let log =
+        EventLog::open(store.eventlog.clone(), log_options(&config, clock.clone())).context("opening the event log")?;
     for t in &config.tenants {
         if let Some(file) = &t.meters_file {
             create_meters(&log, &t.id, file, clock.now()).await?;
@@ -415,8 +417,8 @@ pub(crate) fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-fn log_options(config: &Config) -> LogOptions {
-    let mut o = LogOptions::new(config.data_dir.join("wal"));
+fn log_options(config: &Config, clock: SharedClock) -> LogOptions {
+    let mut o = LogOptions::new(config.data_dir.join("wal"), clock);
     o.segment_bytes = config.ingest.wal_segment_mib << 20;
     o.max_unindexed_events = config.ingest.max_unindexed_events;
     o.dedup_retention = config.ingest.dedup_retention_days.map(|d| chrono::Duration::days(i64::from(d)));

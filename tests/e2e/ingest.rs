@@ -289,3 +289,31 @@ async fn cloudevents_over_http_single_and_batch_with_per_event_results() {
     let (status, _) = post("application/cloudevents+json", ce("ce-9", json!("1")), None).await;
     assert_eq!(status, 401);
 }
+
+/// The event log's dedup retention runs on the gateway's clock, not the
+/// wall clock: with a one-day retention, a resent id is a duplicate while
+/// the clock stands still, and is forgotten (accepted again) once the clock
+/// is moved two days on, though no real time passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_retention_follows_the_gateways_clock() {
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&chrono::Utc);
+    let clock = tollgate::clock::ManualClock::at(at("2026-01-10T12:00:00Z"));
+    let erp = Erp::start().await.unwrap();
+    let env = Env::start_with_clock(
+        &erp.base,
+        |c| c.ingest.dedup_retention_days = Some(1),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let once = || vec![event("kept-1", "globex", "api_calls", "2026-01-10T08:00:00Z", "5")];
+    assert_eq!(env.ingest(once()).await.unwrap().accepted, 1);
+    let again = env.ingest(once()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1), "within the retention: a duplicate");
+    clock.advance(chrono::Duration::hours(23));
+    let again = env.ingest(once()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1), "23 hours on: still remembered");
+    clock.advance(chrono::Duration::hours(2));
+    let again = env.ingest(once()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (1, 0), "past the retention on this clock: forgotten");
+}

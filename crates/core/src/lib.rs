@@ -18,6 +18,7 @@
 //! - [`meter`]: meter definitions and what each takes from an event.
 //! - [`window`]: meter windows, what an event adds to or takes from one, totals.
 
+pub mod clock;
 pub mod close;
 pub mod document;
 mod encoding;

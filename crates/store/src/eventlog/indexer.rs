@@ -10,7 +10,7 @@ use super::shared::{BuildJob, IndexJob, MAX_INDEX_BATCH, STORAGE_RETRY_MS, Share
 use super::{codec, keys};
 use crate::metering::Meters;
 use crate::metering::update::Overlay;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -104,7 +104,7 @@ pub(super) fn index_loop(
             break;
         }
         if let Some(sweep) = &mut sweep
-            && let Err(e) = sweep.step(&shared.index)
+            && let Err(e) = sweep.step(&shared.index, shared.options.clock.now())
         {
             tracing::warn!(error = %e, "sweeping expired dedup entries; retried later");
         }
@@ -221,12 +221,12 @@ impl Sweep {
         Sweep { retention, every, next_pass: Instant::now() + every, cursor: None, forgotten: 0 }
     }
 
-    pub(super) fn step(&mut self, index: &Index) -> Result<(), LogError> {
+    pub(super) fn step(&mut self, index: &Index, now: DateTime<Utc>) -> Result<(), LogError> {
         if self.cursor.is_none() && Instant::now() < self.next_pass {
             return Ok(());
         }
         let start = self.cursor.take().unwrap_or_else(|| keys::DEDUP_PREFIX.to_vec());
-        let cutoff = Utc::now() - self.retention;
+        let cutoff = now - self.retention;
         let mut batch = index.batch();
         for (seen, item) in index.range(start..keys::prefix_end(keys::DEDUP_PREFIX)).enumerate() {
             let (k, v) = item?;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use tollgate_core::clock::SharedClock;
 
 /// How acknowledgements relate to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +41,15 @@ pub struct LogOptions {
     /// How often expired dedup entries are swept (with a retention only;
     /// default: a tenth of the retention, between 100 ms and 1 h).
     pub sweep_every: Option<Duration>,
+    /// Business time: when a dedup entry has outlived the retention. The
+    /// store reads no clock of its own.
+    pub clock: SharedClock,
 }
 
 impl LogOptions {
-    pub fn new(wal_dir: PathBuf) -> LogOptions {
+    pub fn new(wal_dir: PathBuf, clock: SharedClock) -> LogOptions {
         LogOptions {
+            clock,
             wal_dir,
             segment_bytes: 64 << 20,
             max_unindexed_events: 50_000,

@@ -9,6 +9,20 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The system clock, for these tests (the store itself reads no clock).
+#[derive(Debug)]
+struct WallClock;
+
+impl tollgate_core::clock::Clock for WallClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+fn wall_clock() -> tollgate_core::clock::SharedClock {
+    std::sync::Arc::new(WallClock)
+}
+
 fn event(id: &str, received_at: DateTime<Utc>) -> StoredEvent {
     let mut e = codec::tests_support::sample(id);
     e.revision = 0;
@@ -17,7 +31,7 @@ fn event(id: &str, received_at: DateTime<Utc>) -> StoredEvent {
 }
 
 async fn open(dir: &std::path::Path, retention: Option<chrono::Duration>) -> EventLog {
-    let mut options = LogOptions::new(dir.join("wal"));
+    let mut options = LogOptions::new(dir.join("wal"), wall_clock());
     options.dedup_retention = retention;
     options.sweep_every = Some(Duration::from_millis(100));
     EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap()
@@ -27,7 +41,7 @@ async fn open(dir: &std::path::Path, retention: Option<chrono::Duration>) -> Eve
 fn small_log(name: &str, admission_wait: Duration) -> (PathBuf, EventLog) {
     let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut options = LogOptions::new(dir.join("wal"));
+    let mut options = LogOptions::new(dir.join("wal"), wall_clock());
     options.max_unindexed_events = 100;
     options.admission_wait = admission_wait;
     let log = EventLog::open(Index::open(&dir.join("index")).unwrap(), options).unwrap();
@@ -59,7 +73,7 @@ fn the_retry_hint_is_the_time_the_indexer_needs_to_make_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_log_hints_at_the_time_its_measured_indexer_needs() {
-    let (dir, log) = small_log("pace", LogOptions::new(PathBuf::new()).admission_wait);
+    let (dir, log) = small_log("pace", LogOptions::new(PathBuf::new(), wall_clock()).admission_wait);
     // Before anything is indexed the pace is unknown: the default hint.
     log.hold_indexing(true);
     assert_eq!(log.append("t", batch(0, 80)).await.unwrap().len(), 80);

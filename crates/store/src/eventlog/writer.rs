@@ -208,7 +208,7 @@ impl Writer {
             }
             return;
         }
-        let now = Utc::now();
+        let now = self.shared.options.clock.now();
         let mut records = Vec::new();
         let mut answers = Vec::with_capacity(group.len());
         let mut not_accepted = 0;

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use tollgate_core::masterdata::{MasterData, Planned, References, plan};
 
 /// A tenant's master data in effect now, from the store.
-pub fn load(store: &Store, tenant: &str) -> Result<MasterData, StoreError> {
-    let now = Utc::now();
+pub fn load(store: &Store, tenant: &str, now: DateTime<Utc>) -> Result<MasterData, StoreError> {
     history::load(store, tenant)?
         .as_of(now, now)
         .map_err(|source| StoreError::Decode { tree: "masterdata".into(), source })
@@ -54,7 +53,7 @@ pub async fn write(
 
 /// Imports master data stored before it was versioned (one snapshot per
 /// tenant under the bare tenant key) as versions effective since always.
-pub async fn migrate_unversioned(store: &Store) -> Result<usize, StoreError> {
+pub async fn migrate_unversioned(store: &Store, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let mut migrated = 0;
     for entry in store.masterdata.iter() {
         let (key, value) = entry?;
@@ -64,7 +63,6 @@ pub async fn migrate_unversioned(store: &Store) -> Result<usize, StoreError> {
         let tenant = String::from_utf8_lossy(&key).into_owned();
         let data: MasterData = crate::store::decode(&store.masterdata, &value)?;
         let old = history::load(store, &tenant)?;
-        let now = Utc::now();
         let changes = old.diff(&data, history::SINCE_ALWAYS, history::SINCE_ALWAYS, now).map_err(StoreError::Encode)?;
         let (_, added) = old.with(&changes, now);
         history::append(store, &tenant, &added).await?;
