@@ -19,7 +19,6 @@ use crate::error::{ApiError, ErrorCode};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
 /// The SHA-256 of an API key, hex.
@@ -29,7 +28,7 @@ pub fn hash_key(key: &str) -> String {
 
 /// The SHA-256 of bytes, hex: API keys and plugin components alike.
 pub fn hash_key_bytes(bytes: &[u8]) -> String {
-    crate::hex(&Sha256::digest(bytes))
+    tollgate_core::sha256_hex(bytes)
 }
 
 /// Who a request comes from.

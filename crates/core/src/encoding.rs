@@ -9,3 +9,10 @@ pub fn hex(bytes: &[u8]) -> String {
     let _ = ::hex::encode_to_slice(bytes, &mut out);
     String::from_utf8(out).unwrap_or_default()
 }
+
+/// Lower-case hex SHA-256 of `bytes`: a plugin's identity, an API key's
+/// stored hash.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}

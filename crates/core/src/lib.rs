@@ -32,4 +32,4 @@ pub mod period;
 pub mod rating;
 pub mod window;
 
-pub use encoding::hex;
+pub use encoding::{hex, sha256_hex};

@@ -12,7 +12,6 @@ use crate::engine::{ResetMode, initial_memory_bytes};
 use crate::rater::{RateBatchParams, RateBatchResults};
 use crate::runtime::CallState;
 use crate::{PluginError, Runtime};
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
@@ -121,7 +120,7 @@ impl Runtime {
                 self.limits.memory_mib
             )));
         }
-        let sha256 = tollgate_core::hex(&Sha256::digest(bytes));
+        let sha256 = tollgate_core::sha256_hex(bytes);
         let (engine, reset) = self.engine_for(initial_memory);
         let component = self.compile(engine, bytes, &sha256)?;
         let image = component.image_range();

@@ -7,9 +7,8 @@ use crate::fixtures::FixtureInput;
 use crate::{Kind, Runtime};
 use chrono::Utc;
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use tollgate_core::hex;
+use tollgate_core::sha256_hex;
 use tollgate_store::store::{self, Store};
 
 /// A test component as `cargo xtask build-plugins` left it.
@@ -49,7 +48,7 @@ async fn a_deprecated_interface_is_refused_for_upload_but_a_stored_upload_of_it_
 
     // An upload of 0.1.0 stored before the deprecation, as the gateway
     // finds it at start-up: it loads and rates.
-    let sha = hex(&Sha256::digest(&v1));
+    let sha = sha256_hex(&v1);
     store.blobs.insert(sha.as_bytes(), v1.as_slice()).unwrap();
     let record = UploadRecord {
         tenant: "acme".into(),

@@ -6,11 +6,10 @@ use super::limits::{Quota, QuotaUse, Residency};
 use crate::{Kind, Plugin, PluginError, Runtime};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use tollgate_core::hex;
+use tollgate_core::sha256_hex;
 use tollgate_store::store::{self, Store, StoreError};
 
 /// How a plugin version comes in: a new upload must implement a live
@@ -321,7 +320,7 @@ impl Registry {
         admit: Admit,
         blobs: Option<sled::Tree>,
     ) -> Result<Arc<Plugin>, RegistryError> {
-        let sha = hex(&Sha256::digest(bytes));
+        let sha = sha256_hex(bytes);
         let same = |existing: &Arc<Entry>| -> Result<(), RegistryError> {
             if existing.sha256 != sha {
                 Err(RegistryError::Immutable {

@@ -6,4 +6,4 @@ pub mod history;
 mod versions;
 
 pub use tollgate_core::masterdata::*;
-pub use versions::{Written, load, migrate_unversioned, write};
+pub use versions::{Written, migrate_unversioned, write};

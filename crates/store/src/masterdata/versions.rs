@@ -8,13 +8,6 @@ use serde::Serialize;
 use std::sync::Arc;
 use tollgate_core::masterdata::{MasterData, Planned, References, plan};
 
-/// A tenant's master data in effect now, from the store.
-pub fn load(store: &Store, tenant: &str, now: DateTime<Utc>) -> Result<MasterData, StoreError> {
-    history::load(store, tenant)?
-        .as_of(now, now)
-        .map_err(|source| StoreError::Decode { tree: "masterdata".into(), source })
-}
-
 /// Writes are serialised so versions get consecutive numbers.
 static WRITE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
